@@ -1,3 +1,11 @@
-//! Model definitions: LlamaGen GPT and draft head (generic over the backend) and the VQ decoder.
+//! Model definitions: LlamaGen GPT and draft head (written once, generic over the backend) and
+//! the VQ decoder.
 
+pub mod gpt;
+pub mod layer;
+pub mod rope;
+pub mod step;
 pub mod vq;
+
+pub use gpt::{gpt_tensor_shapes, Gpt};
+pub use step::{StepOutput, StepRow, TokenInput};

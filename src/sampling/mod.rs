@@ -2,6 +2,8 @@
 //! (classifier-free guidance, temperature, top-k, top-p).
 
 pub mod dist;
+pub mod logits;
 pub mod rng;
 
+pub use logits::SamplingParams;
 pub use rng::Rng;

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod file;
+pub mod synthetic;
 
 pub use config::{DraftHeadConfig, GptConfig, ModelConfig, VqConfig};
 pub use file::{DType, TensorRef, WeightFile};

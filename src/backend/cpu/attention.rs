@@ -1,0 +1,39 @@
+//! Paged attention on the CPU: each query row attends to the keys its layout makes visible.
+
+use rayon::prelude::*;
+
+use crate::backend::AttentionLayout;
+
+/// Attention of the q part of `qkv` (`[rows, 3 * width]`) against one layer's paged keys and
+/// values (`[slots, width]` each), writing `[rows, width]` into `out`.
+pub fn paged_attention(qkv: &[f32], keys: &[f32], values: &[f32], layout: &AttentionLayout, out: &mut [f32]) {
+    let (n_head, head_dim) = (layout.n_head, layout.head_dim);
+    let width = n_head * head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    out.par_chunks_mut(width).enumerate().for_each(|(r, out_row)| {
+        let seq = layout.query_seq[r] as usize;
+        let slots: Vec<usize> = layout.visible_positions(r).map(|p| layout.slot(seq, p)).collect();
+        let q_row = &qkv[r * 3 * width..r * 3 * width + width];
+        let mut scores = vec![0f32; slots.len()];
+        for h in 0..n_head {
+            let q = &q_row[h * head_dim..(h + 1) * head_dim];
+            for (score, &slot) in scores.iter_mut().zip(&slots) {
+                let k = &keys[slot * width + h * head_dim..slot * width + (h + 1) * head_dim];
+                *score = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            let o = &mut out_row[h * head_dim..(h + 1) * head_dim];
+            o.fill(0.0);
+            for (&weight, &slot) in scores.iter().zip(&slots) {
+                let v = &values[slot * width + h * head_dim..slot * width + (h + 1) * head_dim];
+                let w = weight / total;
+                o.iter_mut().zip(v).for_each(|(acc, &val)| *acc += w * val);
+            }
+        }
+    });
+}

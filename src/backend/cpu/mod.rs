@@ -1,0 +1,211 @@
+//! The CPU reference backend: f32 compute with rayon and `matrixmultiply` GEMMs.
+//!
+//! Every GPU kernel is tested against these implementations.
+
+mod attention;
+mod kernels;
+mod weight;
+
+use std::sync::Arc;
+
+pub use weight::CpuWeight;
+
+use super::{AttentionLayout, Backend, KvShape};
+use crate::error::{Error, Result};
+use crate::weights::{DType, WeightFile};
+
+/// The CPU backend (stateless; parallelism comes from rayon's global pool).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+/// Keys and values of every layer, `[layer][slot, n_head * head_dim]`.
+#[derive(Debug)]
+pub struct CpuKvPool {
+    shape: KvShape,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl CpuKvPool {
+    /// The pool's geometry.
+    pub fn shape(&self) -> KvShape {
+        self.shape
+    }
+}
+
+fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Backend(format!("cpu {op}: {}", what())))
+    }
+}
+
+fn check_slots(slots: &[u32], shape: &KvShape, op: &str) -> Result<()> {
+    let n = shape.num_slots();
+    check(slots.iter().all(|&s| (s as usize) < n), op, || format!("KV slot out of range (pool has {n} slots)"))
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Weight = CpuWeight;
+    type KvPool = CpuKvPool;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn load_weight(&self, file: &Arc<WeightFile>, name: &str, shape: &[usize]) -> Result<CpuWeight> {
+        let tensor = file.tensor_with_shape(name, shape)?;
+        let values = tensor.to_f32();
+        Ok(match values {
+            std::borrow::Cow::Borrowed(slice) if tensor.dtype == DType::F32 => CpuWeight::Mapped {
+                file: Arc::clone(file),
+                name: name.to_string(),
+                len: slice.len(),
+                ptr: slice.as_ptr(),
+            },
+            other => CpuWeight::Owned(other.into_owned()),
+        })
+    }
+
+    fn weight_from_host(&self, values: &[f32]) -> Result<CpuWeight> {
+        Ok(CpuWeight::Owned(values.to_vec()))
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn from_host(&self, values: &[f32]) -> Result<Vec<f32>> {
+        Ok(values.to_vec())
+    }
+
+    fn to_host(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+
+    fn kv_pool(&self, shape: KvShape) -> Result<CpuKvPool> {
+        let len = shape.num_slots() * shape.row_width();
+        Ok(CpuKvPool {
+            shape,
+            keys: (0..shape.n_layer).map(|_| vec![0.0; len]).collect(),
+            values: (0..shape.n_layer).map(|_| vec![0.0; len]).collect(),
+        })
+    }
+
+    fn embedding(&self, table: &CpuWeight, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        let table_rows = table.len() / dim;
+        check(ids.len() == out_rows.len(), "embedding", || "ids and out_rows differ in length".into())?;
+        for (&id, &row) in ids.iter().zip(out_rows) {
+            check((id as usize) < table_rows, "embedding", || format!("id {id} outside a table of {table_rows} rows"))?;
+            check((row as usize + 1) * dim <= out.len(), "embedding", || format!("output row {row} out of range"))?;
+            out[row as usize * dim..(row as usize + 1) * dim]
+                .copy_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
+        }
+        Ok(())
+    }
+
+    fn concat_rows(&self, a: &Vec<f32>, a_dim: usize, b: &Vec<f32>, b_dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        let rows = a.len() / a_dim;
+        check(b.len() == rows * b_dim && out.len() == rows * (a_dim + b_dim), "concat_rows", || "shape mismatch".into())?;
+        for ((o, x), y) in out.chunks_mut(a_dim + b_dim).zip(a.chunks(a_dim)).zip(b.chunks(b_dim)) {
+            o[..a_dim].copy_from_slice(x);
+            o[a_dim..].copy_from_slice(y);
+        }
+        Ok(())
+    }
+
+    fn rms_norm(&self, x: &Vec<f32>, weight: &CpuWeight, eps: f32, dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        check(weight.len() == dim && x.len() == out.len() && x.len() % dim == 0, "rms_norm", || "shape mismatch".into())?;
+        kernels::rms_norm(x, weight, eps, dim, out);
+        Ok(())
+    }
+
+    fn add_rms_norm(
+        &self,
+        residual: &mut Vec<f32>,
+        x: &Vec<f32>,
+        weight: &CpuWeight,
+        eps: f32,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.add_assign(residual, x)?;
+        self.rms_norm(residual, weight, eps, dim, out)
+    }
+
+    fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {
+        check(acc.len() == x.len(), "add_assign", || format!("{} vs {} elements", acc.len(), x.len()))?;
+        kernels::add_assign(acc, x);
+        Ok(())
+    }
+
+    fn linear(&self, x: &Vec<f32>, weight: &CpuWeight, rows: usize, in_dim: usize, out_dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        check(
+            x.len() >= rows * in_dim && weight.len() == out_dim * in_dim && out.len() >= rows * out_dim,
+            "linear",
+            || format!("x {} / weight {} / out {} for [{rows}x{in_dim}]·[{out_dim}x{in_dim}]ᵀ", x.len(), weight.len(), out.len()),
+        )?;
+        kernels::linear(x, weight, rows, in_dim, out_dim, out);
+        Ok(())
+    }
+
+    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
+        check(gate.len() == up.len() && up.len() == out.len(), "swiglu", || "shape mismatch".into())?;
+        kernels::swiglu(gate, up, out);
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        x: &mut Vec<f32>,
+        rows: usize,
+        row_stride: usize,
+        n_rot_heads: usize,
+        head_dim: usize,
+        table: &Vec<f32>,
+        positions: &[u32],
+    ) -> Result<()> {
+        let max_pos = table.len() / head_dim;
+        check(positions.len() == rows && x.len() >= rows * row_stride, "rope", || "shape mismatch".into())?;
+        check(positions.iter().all(|&p| (p as usize) < max_pos), "rope", || format!("position beyond the table ({max_pos})"))?;
+        kernels::rope(&mut x[..rows * row_stride], row_stride, n_rot_heads, head_dim, table, positions);
+        Ok(())
+    }
+
+    fn kv_write(&self, pool: &mut CpuKvPool, layer: usize, qkv: &Vec<f32>, slots: &[u32]) -> Result<()> {
+        let width = pool.shape.row_width();
+        check_slots(slots, &pool.shape, "kv_write")?;
+        check(qkv.len() == slots.len() * 3 * width, "kv_write", || "qkv rows do not match slots".into())?;
+        for (row, &slot) in qkv.chunks(3 * width).zip(slots) {
+            let dst = slot as usize * width..(slot as usize + 1) * width;
+            pool.keys[layer][dst.clone()].copy_from_slice(&row[width..2 * width]);
+            pool.values[layer][dst].copy_from_slice(&row[2 * width..]);
+        }
+        Ok(())
+    }
+
+    fn kv_copy(&self, pool: &mut CpuKvPool, src: &[u32], dst: &[u32]) -> Result<()> {
+        let width = pool.shape.row_width();
+        check_slots(src, &pool.shape, "kv_copy")?;
+        check_slots(dst, &pool.shape, "kv_copy")?;
+        for layer in pool.keys.iter_mut().chain(pool.values.iter_mut()) {
+            for (&s, &d) in src.iter().zip(dst) {
+                layer.copy_within(s as usize * width..(s as usize + 1) * width, d as usize * width);
+            }
+        }
+        Ok(())
+    }
+
+    fn attention(&self, qkv: &Vec<f32>, pool: &CpuKvPool, layer: usize, layout: &AttentionLayout, out: &mut Vec<f32>) -> Result<()> {
+        let width = layout.n_head * layout.head_dim;
+        check(
+            qkv.len() == layout.rows() * 3 * width && out.len() == layout.rows() * width && width == pool.shape.row_width(),
+            "attention",
+            || "shape mismatch".into(),
+        )?;
+        attention::paged_attention(qkv, &pool.keys[layer], &pool.values[layer], layout, out);
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! Helpers shared by integration tests: temp dirs and tiny random models.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use spire::model::gpt_tensor_shapes;
+use spire::weights::synthetic::{random_tensors, write_safetensors};
+use spire::weights::{DType, GptConfig};
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("spire-test-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A tiny LlamaGen-architecture config: dim 32, 2 layers, 4 heads, 4x4 grid.
+pub fn tiny_gpt_config() -> GptConfig {
+    GptConfig {
+        file: "gpt.safetensors".into(),
+        dim: 32,
+        n_layer: 2,
+        n_head: 4,
+        vocab_size: 48,
+        num_classes: 4,
+        cls_token_num: 1,
+        block_size: 16,
+        rope_base: 10000.0,
+        norm_eps: 1e-5,
+        multiple_of: 32,
+        ffn_dim_multiplier: None,
+    }
+}
+
+/// Write random weights for `config` into `dir/config.file`, leaving out tensor `skip`.
+pub fn write_gpt(dir: &std::path::Path, config: &GptConfig, dtype: DType, seed: u64, skip: Option<&str>) -> PathBuf {
+    let shapes: Vec<_> = gpt_tensor_shapes(config).into_iter().filter(|(n, _)| Some(n.as_str()) != skip).collect();
+    let path = dir.join(&config.file);
+    write_safetensors(&path, &random_tensors(&shapes, seed), dtype).expect("write weights");
+    path
+}
