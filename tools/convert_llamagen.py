@@ -270,6 +270,19 @@ def select_tensors(sd, expected, is_junk, what, path, allow_extra=False):
     return out
 
 
+def check_rope_table(sd, cfg, path):
+    """The weights do not depend on the image size, but a stored freqs_cis (some checkpoints carry
+    one) does: [cls_token_num + block_size, head_dim // 2, 2]. Refuse a mismatch."""
+    for raw, t in sd.items():
+        if strip_prefixes(raw) == "freqs_cis" and t.dim() == 3:
+            rows = cfg["cls_token_num"] + cfg["block_size"]
+            if t.shape[0] != rows:
+                grid = int(round((t.shape[0] - cfg["cls_token_num"]) ** 0.5))
+                raise ConversionError(
+                    f"{path}: stored freqs_cis has {t.shape[0]} rows, i.e. a {grid}x{grid} token grid, but "
+                    f"--image-size / --downsample give block_size {cfg['block_size']} ({rows} rows)")
+
+
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
@@ -284,6 +297,7 @@ def save_safetensors(tensors, path, dtype, source):
     save_file(data, tmp, metadata={"format": "pt", "source": os.path.basename(source),
                                    "converted_by": "spire tools/convert_llamagen.py"})
     os.replace(tmp, path)
+    os.chmod(path, 0o644)
 
 
 def write_config(out_dir, gpt_cfg, vq_cfg):
@@ -315,6 +329,7 @@ def convert(gpt_ckpt, gpt_cfg, vq_ckpt, vq_cfg, out_dir, dtype="f32", vq_dtype="
 
     log(f"loading {gpt_ckpt}")
     sd = unwrap_state_dict(load_checkpoint(gpt_ckpt, allow_pickle), gpt_ckpt, ckpt_key)
+    check_rope_table(sd, gpt_cfg, gpt_ckpt)
     gpt = select_tensors(sd, expected_gpt_shapes(gpt_cfg), _is_junk_gpt, "GPT", gpt_ckpt, allow_extra)
     del sd
     p = os.path.join(out_dir, gpt_cfg["file"])
@@ -451,6 +466,10 @@ def selftest():
         torch.save({"model": sd}, path("extra.pt"))
         convert(path("extra.pt"), TINY_GPT, None, None, path("out_extra"), allow_extra=True, quiet=True)
         check(True, "--allow-extra drops unexpected tensors")
+
+        sd = dict(gpt_w)
+        sd["freqs_cis"] = torch.zeros(1 + 64, hd // 2, 2)
+        expect_error(sd, "8x8 token grid", "stored freqs_cis of another image size")
 
         # A checkpoint that needs full unpickling is refused unless --allow-pickle.
         torch.save({"model": dict(gpt_w), "args": _Opaque()}, path("pickled.pt"))

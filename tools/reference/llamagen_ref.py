@@ -296,4 +296,4 @@ def vq_decode(w, cfg, tokens, grid_h, grid_w):
 def pixels_to_rgb(x):
     """Map decoder output [3, H, W] to uint8 [H, W, 3]: clamp(127.5 * x + 128, 0, 255), truncated."""
     y = np.clip(127.5 * np.asarray(x, dtype=np.float64) + 128.0, 0.0, 255.0)
-    return np.floor(y).astype(np.uint8).transpose(1, 2, 0)
+    return np.ascontiguousarray(np.floor(y).astype(np.uint8).transpose(1, 2, 0))

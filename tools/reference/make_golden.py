@@ -77,6 +77,13 @@ def vq_weights(rng):
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
+def save(tensors, path):
+    """save_file with C-contiguous arrays (safetensors.numpy writes the raw buffer, ignoring
+    strides, so a transposed view would be stored scrambled) and 0644 permissions."""
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path)
+    os.chmod(path, 0o644)
+
+
 def f64(w):
     """Float64 copies of float32 weights (the reference runs on exactly the stored values)."""
     return {k: v.astype(np.float64) for k, v in w.items()}
@@ -110,9 +117,9 @@ def main():
     margin = np.min(np.abs(mapped[inside] - np.round(mapped[inside])))
     assert margin > 1e-3, f"pixel {margin} too close to an integer boundary; change SEED"
 
-    save_file(gw, os.path.join(out, "gpt.safetensors"))
-    save_file(vw, os.path.join(out, "vq.safetensors"))
-    save_file({
+    save(gw, os.path.join(out, "gpt.safetensors"))
+    save(vw, os.path.join(out, "vq.safetensors"))
+    save({
         "tokens": tokens,
         "class_id": np.array([CLASS_ID], dtype=np.int64),
         "logits_cond": logits_cond.astype(np.float32),

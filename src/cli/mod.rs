@@ -1,0 +1,41 @@
+//! Command-line parsing and dispatch.
+
+mod generate;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// spire: autoregressive image generation (LlamaGen) accelerated by speculative decoding.
+///
+/// Quick start: `spire generate --weights weights/demo --class 3 --out shirt.png`
+/// generates one image with the shipped demo model on the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "spire", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate images for one or more classes and write them as PNG.
+    Generate(generate::GenerateArgs),
+    /// List the models, tensors and parameter counts of a weights directory.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Parse the command line, run the command, and turn errors into a message and exit code 1.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
