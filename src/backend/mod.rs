@@ -68,9 +68,9 @@ pub trait Backend: Send + Sync {
     /// A zero-filled buffer of `len` f32.
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     /// A buffer holding a copy of `values`.
-    fn from_host(&self, values: &[f32]) -> Result<Self::Buf>;
+    fn upload(&self, values: &[f32]) -> Result<Self::Buf>;
     /// Copy a buffer back to the host.
-    fn to_host(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// An empty (zeroed) KV pool.
     fn kv_pool(&self, shape: KvShape) -> Result<Self::KvPool>;
 

@@ -10,6 +10,7 @@ use spire::engine::{Engine, Image, Request};
 use spire::sampling::SamplingParams;
 
 use crate::cli::device::{load_engine, ModelArgs};
+use crate::cli::spec_args::SpecArgs;
 
 /// Arguments of `spire generate`.
 #[derive(Args, Debug)]
@@ -27,6 +28,8 @@ pub struct GenerateArgs {
     pub seed: u64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// Output PNG path.
     #[arg(long, default_value = "sample.png")]
     pub out: PathBuf,
@@ -78,17 +81,19 @@ fn generate_with<B: spire::backend::Backend>(engine: &Engine<B>, args: &Generate
     let mut seed = args.seed;
     for &class in &args.class {
         for _ in 0..args.samples {
-            let request = Request { class_id: class, seed, sampling: args.sampling.params() };
+            let request =
+                Request { class_id: class, seed, sampling: args.sampling.params(), speculative: args.spec.config(args.spec.spec) };
             let bar = progress_bar(engine.config().gpt.block_size, format!("class {class} seed {seed}"));
             let generation = engine.generate_tokens(&request, &mut |done, _| bar.set_position(done as u64))?;
             bar.finish();
             let s = &generation.stats;
             eprintln!(
-                "  {} tokens in {:.2?}: {} target forwards, {:.2} tokens/forward",
+                "  {} tokens in {:.2?}: {} target forwards, {:.2} tokens/forward, acceptance {:.2}",
                 s.tokens,
                 s.elapsed,
                 s.target_forwards,
-                s.tokens_per_target_forward()
+                s.tokens_per_target_forward(),
+                s.acceptance_rate()
             );
             images.push(engine.decode(&generation.tokens)?);
             seed += 1;

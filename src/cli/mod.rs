@@ -1,7 +1,10 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
+mod device;
 mod generate;
 mod inspect;
+mod spec_args;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// List the models, tensors and parameter counts of a weights directory.
     Inspect(inspect::InspectArgs),
+    /// Compare plain AR decoding with speculative modes on the same images: latency per image,
+    /// target forwards, mean accepted length, acceptance rate and speedup, measured in one run.
+    Bench(bench::BenchArgs),
 }
 
 /// Parse the command line, run the command, and turn errors into a message and exit code 1.
@@ -30,6 +36,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

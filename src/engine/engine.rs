@@ -13,8 +13,11 @@ use crate::engine::stats::GenerationStats;
 use crate::error::{Error, Result};
 use crate::kv::PagedKvCache;
 use crate::model::vq::VqDecoder;
-use crate::model::Gpt;
+use crate::model::{DraftHead, Gpt};
 use crate::sampling::Rng;
+use crate::spec::config::{DrafterChoice, SpecConfig};
+use crate::spec::decode::generate_speculative;
+use crate::spec::draft::{Drafter, HeadDrafter, ModelDrafter};
 use crate::weights::{ModelConfig, WeightFile};
 
 /// Token slots per KV block.
@@ -26,7 +29,11 @@ pub struct Engine<B: Backend = CpuBackend> {
     dir: PathBuf,
     config: ModelConfig,
     target: Gpt<B>,
+    draft: Option<Gpt<B>>,
+    draft_head: Option<DraftHead<B>>,
     vq: Option<VqDecoder>,
+    /// The raw VQ codebook (`[vocab, embed_dim]`), for LANTERN's latent neighbourhoods.
+    codebook: Option<(Vec<f32>, usize)>,
     kv_blocks: Option<usize>,
 }
 
@@ -47,11 +54,26 @@ impl<B: Backend> Engine<B> {
         let dir = dir.as_ref().to_path_buf();
         let config = ModelConfig::load(&dir)?;
         let target = Gpt::load(&backend, &open(&dir, &config.gpt.file)?, &config.gpt)?;
-        let vq = match &config.vq {
-            Some(vq) => Some(VqDecoder::load(&WeightFile::open(&dir.join(&vq.file))?, vq)?),
+        let draft = match &config.draft {
+            Some(draft) => Some(Gpt::load(&backend, &open(&dir, &draft.file)?, draft)?),
             None => None,
         };
-        Ok(Self { backend, dir, config, target, vq, kv_blocks: None })
+        let draft_head = match &config.draft_head {
+            Some(head) => Some(DraftHead::load(&backend, &open(&dir, &head.file)?, &config.gpt, head)?),
+            None => None,
+        };
+        let (vq, codebook) = match &config.vq {
+            Some(vq) => {
+                let file = WeightFile::open(&dir.join(&vq.file))?;
+                let codebook = file
+                    .tensor_with_shape("quantize.embedding.weight", &[vq.codebook_size, vq.codebook_embed_dim])?
+                    .to_f32()
+                    .into_owned();
+                (Some(VqDecoder::load(&file, vq)?), Some((codebook, vq.codebook_embed_dim)))
+            }
+            None => (None, None),
+        };
+        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, kv_blocks: None })
     }
 
     /// Use a KV pool of exactly `blocks` blocks of [`KV_BLOCK_SIZE`] slots per model (default:
@@ -81,11 +103,17 @@ impl<B: Backend> Engine<B> {
         &self.target
     }
 
-    /// A fresh KV cache for `gpt`, sized for one image (two sequences with CFG) plus a
-    /// speculative window of `window` tokens.
+    /// KV blocks per model: the configured number, or enough for one image (two sequences
+    /// with CFG) plus a speculative window of `window` tokens.
+    fn kv_blocks_for(&self, window: usize) -> usize {
+        let per_seq = (self.config.gpt.max_seq_len() + window).div_ceil(KV_BLOCK_SIZE);
+        self.kv_blocks.unwrap_or(2 * per_seq)
+    }
+
+    /// A fresh KV cache for `gpt` (see [`Engine::with_kv_blocks`]) with room for a speculative
+    /// window of `window` tokens.
     pub fn new_cache(&self, gpt: &Gpt<B>, window: usize) -> Result<PagedKvCache<B>> {
-        let per_seq = (gpt.config().max_seq_len() + window).div_ceil(KV_BLOCK_SIZE);
-        gpt.new_cache(&self.backend, self.kv_blocks.unwrap_or(2 * per_seq), KV_BLOCK_SIZE)
+        gpt.new_cache(&self.backend, self.kv_blocks_for(window), KV_BLOCK_SIZE)
     }
 
     fn check_request(&self, request: &Request) -> Result<()> {
@@ -112,11 +140,37 @@ impl<B: Backend> Engine<B> {
             stats: GenerationStats::default(),
             progress,
         };
-        let mut cache = self.new_cache(&self.target, 0)?;
-        let tokens = generate_ar(&mut ctx, &self.target, &mut cache, request.class_id)?;
+        let tokens = match &request.speculative {
+            None => generate_ar(&mut ctx, &self.target, &mut self.new_cache(&self.target, 0)?, request.class_id)?,
+            Some(spec) => self.generate_speculative(&mut ctx, spec, request.class_id)?,
+        };
         let mut stats = ctx.stats;
         stats.elapsed = start.elapsed();
         Ok(Generation { tokens, stats })
+    }
+
+    /// Run speculative decoding with the drafter and rule `spec` selects.
+    fn generate_speculative(&self, ctx: &mut DecodeContext<'_, B>, spec: &SpecConfig, class: u32) -> Result<Vec<u32>> {
+        let shape = spec.shape()?;
+        let rule = spec.build_rule(self.codebook.as_ref().map(|(table, dim)| (table.as_slice(), *dim)))?;
+        let window = shape.num_nodes() + 1;
+        let cfg = ctx.params.uses_cfg();
+        let missing = |section: &str| {
+            Error::InvalidRequest(format!("{} has no \"{section}\" section in config.json: pick another drafter", self.dir.display()))
+        };
+        let mut drafter: Box<dyn Drafter<B> + '_> = match spec.drafter {
+            DrafterChoice::Model => {
+                let draft = self.draft.as_ref().ok_or_else(|| missing("draft"))?;
+                Box::new(ModelDrafter::new(draft, self.new_cache(draft, window)?, cfg))
+            }
+            DrafterChoice::Head => {
+                let head = self.draft_head.as_ref().ok_or_else(|| missing("draft_head"))?;
+                let cache = head.new_cache(&self.backend, self.kv_blocks_for(window), KV_BLOCK_SIZE)?;
+                Box::new(HeadDrafter::new(head, &self.target, cache, cfg))
+            }
+        };
+        let mut cache = self.new_cache(&self.target, window)?;
+        generate_speculative(ctx, &self.target, &mut cache, drafter.as_mut(), rule.as_ref(), &shape, class)
     }
 
     /// Decode image tokens into an RGB image with the VQ decoder.

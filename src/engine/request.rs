@@ -2,6 +2,7 @@
 
 use crate::engine::stats::GenerationStats;
 use crate::sampling::SamplingParams;
+use crate::spec::config::SpecConfig;
 
 /// One image to generate.
 #[derive(Clone, Debug, PartialEq)]
@@ -12,12 +13,14 @@ pub struct Request {
     pub seed: u64,
     /// Logits processing (CFG scale, temperature, top-k, top-p).
     pub sampling: SamplingParams,
+    /// Speculative decoding settings; `None` decodes one token per target pass.
+    pub speculative: Option<SpecConfig>,
 }
 
 impl Request {
     /// A request for `class_id` with `seed` and LlamaGen's default sampling.
     pub fn new(class_id: u32, seed: u64) -> Self {
-        Self { class_id, seed, sampling: SamplingParams::default() }
+        Self { class_id, seed, sampling: SamplingParams::default(), speculative: None }
     }
 }
 

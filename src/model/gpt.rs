@@ -59,7 +59,7 @@ impl<B: Backend> Gpt<B> {
             layers,
             norm: backend.load_weight(file, "norm.weight", &[d])?,
             output: backend.load_weight(file, "output.weight", &[v, d])?,
-            rope: backend.from_host(&rope)?,
+            rope: backend.upload(&rope)?,
         })
     }
 
@@ -134,7 +134,7 @@ impl<B: Backend> Gpt<B> {
         backend.rms_norm(hidden, &self.norm, self.dims.eps, d, &mut normed)?;
         let mut logits = backend.zeros(rows * v)?;
         backend.linear(&normed, &self.output, rows, d, v, &mut logits)?;
-        backend.to_host(&logits)
+        backend.download(&logits)
     }
 
     /// Run the rows through the model, writing their keys and values into `cache`.
@@ -146,6 +146,6 @@ impl<B: Backend> Gpt<B> {
             layer.forward(backend, &self.dims, &mut x, rows.len(), cache.pool_mut(), i, &self.rope, &kv)?;
         }
         let logits = self.head(backend, &x, rows.len())?;
-        Ok(StepOutput { logits, hidden: backend.to_host(&x)?, vocab: self.config.vocab_size, dim: self.config.dim })
+        Ok(StepOutput { logits, hidden: backend.download(&x)?, vocab: self.config.vocab_size, dim: self.config.dim })
     }
 }

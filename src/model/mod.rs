@@ -1,11 +1,13 @@
 //! Model definitions: LlamaGen GPT and draft head (written once, generic over the backend) and
 //! the VQ decoder.
 
+pub mod draft_head;
 pub mod gpt;
 pub mod layer;
 pub mod rope;
 pub mod step;
 pub mod vq;
 
+pub use draft_head::{draft_head_tensor_shapes, DraftHead};
 pub use gpt::{gpt_tensor_shapes, Gpt};
 pub use step::{StepOutput, StepRow, TokenInput};

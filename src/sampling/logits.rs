@@ -13,7 +13,7 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Keep the smallest set of tokens whose mass reaches `top_p` (1 = all).
     pub top_p: f32,
-    /// Classifier-free guidance scale (1 = no guidance, no unconditional pass).
+    /// Classifier-free guidance scale (<= 1 = no guidance, no unconditional pass).
     pub cfg_scale: f32,
 }
 
@@ -24,9 +24,9 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    /// Whether an unconditional (null-class) branch must be run.
+    /// Whether an unconditional (null-class) branch must be run (LlamaGen: only for scale > 1).
     pub fn uses_cfg(&self) -> bool {
-        self.cfg_scale != 1.0
+        self.cfg_scale > 1.0
     }
 
     /// Reject settings that cannot work, with a message saying what to use instead.

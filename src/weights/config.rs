@@ -130,10 +130,10 @@ impl GptConfig {
         if g * g != self.block_size {
             return Err(format!("{what}.block_size {} is not a square number", self.block_size));
         }
-        if self.n_head == 0 || self.dim % self.n_head != 0 {
+        if self.n_head == 0 || !self.dim.is_multiple_of(self.n_head) {
             return Err(format!("{what}.dim {} is not divisible by n_head {}", self.dim, self.n_head));
         }
-        if self.head_dim() % 4 != 0 {
+        if !self.head_dim().is_multiple_of(4) {
             return Err(format!("{what}: head_dim {} must be a multiple of 4 for 2-D RoPE", self.head_dim()));
         }
         if self.cls_token_num != 1 {
@@ -240,7 +240,7 @@ impl ModelConfig {
             }
         }
         if let Some(head) = &self.draft_head {
-            if head.n_head == 0 || self.gpt.dim % head.n_head != 0 {
+            if head.n_head == 0 || !self.gpt.dim.is_multiple_of(head.n_head) {
                 return Err(format!("draft_head.n_head {} does not divide gpt.dim {}", head.n_head, self.gpt.dim));
             }
         }

@@ -163,7 +163,7 @@ impl TensorRef<'_> {
 
 /// Reinterpret little-endian f32 bytes in place when the slice is suitably aligned.
 fn bytemuck_f32(bytes: &[u8]) -> Option<&[f32]> {
-    if !cfg!(target_endian = "little") || bytes.len() % 4 != 0 {
+    if !cfg!(target_endian = "little") || !bytes.len().is_multiple_of(4) {
         return None;
     }
     // SAFETY: every bit pattern is a valid f32; align_to only yields the aligned middle part and

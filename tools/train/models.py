@@ -406,7 +406,7 @@ class VQConfig:
     codebook_l2_norm: bool = False
     z_channels: int = 64
     ch: int = 32
-    ch_mult: tuple = (1, 2, 2)
+    ch_mult: tuple = (1, 1, 2)
     num_res_blocks: int = 1
     out_channels: int = 3
     norm_groups: int = 8

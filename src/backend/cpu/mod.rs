@@ -77,11 +77,11 @@ impl Backend for CpuBackend {
         Ok(vec![0.0; len])
     }
 
-    fn from_host(&self, values: &[f32]) -> Result<Vec<f32>> {
+    fn upload(&self, values: &[f32]) -> Result<Vec<f32>> {
         Ok(values.to_vec())
     }
 
-    fn to_host(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())
     }
 
@@ -117,7 +117,7 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &Vec<f32>, weight: &CpuWeight, eps: f32, dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        check(weight.len() == dim && x.len() == out.len() && x.len() % dim == 0, "rms_norm", || "shape mismatch".into())?;
+        check(weight.len() == dim && x.len() == out.len() && x.len().is_multiple_of(dim), "rms_norm", || "shape mismatch".into())?;
         kernels::rms_norm(x, weight, eps, dim, out);
         Ok(())
     }

@@ -1,0 +1,115 @@
+//! `spire bench`: AR against each speculative mode on the same images, as a table or JSON.
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use spire::backend::Backend;
+use spire::engine::{Engine, GenerationStats, Request};
+
+use crate::cli::device::{load_engine, ModelArgs};
+use crate::cli::generate::SamplingArgs;
+use crate::cli::spec_args::{SpecArgs, SpecMode};
+
+/// Arguments of `spire bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Decoding modes to compare (AR, `none`, is always measured first as the baseline).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "vanilla,cool")]
+    pub modes: Vec<SpecMode>,
+    /// Images per mode.
+    #[arg(long, default_value_t = 8)]
+    pub images: usize,
+    /// Classes to cycle through (default: 0..min(num_classes, 10)).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<u32>>,
+    /// Seed of the first image.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row of the bench table.
+#[derive(Debug, Serialize)]
+struct BenchRow {
+    mode: String,
+    images: usize,
+    latency_ms_per_image: f64,
+    target_forwards_per_image: f64,
+    tokens_per_target_forward: f64,
+    mean_accepted_length: f64,
+    acceptance_rate: f64,
+    speedup_vs_ar: f64,
+}
+
+fn measure(engine: &Engine, args: &BenchArgs, mode: SpecMode, classes: &[u32]) -> anyhow::Result<GenerationStats> {
+    let bar = ProgressBar::new(args.images as u64);
+    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:32}] {pos}/{len} images").expect("static template"));
+    bar.set_message(format!("{mode:?}").to_lowercase());
+    let mut total = GenerationStats::default();
+    for i in 0..args.images {
+        let request = Request {
+            class_id: classes[i % classes.len()],
+            seed: args.seed + i as u64,
+            sampling: args.sampling.params(),
+            speculative: args.spec.config(mode),
+        };
+        total.accumulate(&engine.generate_tokens(&request, &mut |_, _| {})?.stats);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(total)
+}
+
+fn row(mode: SpecMode, stats: &GenerationStats, images: usize, ar_latency: f64) -> BenchRow {
+    let latency = stats.elapsed.as_secs_f64() * 1e3 / images as f64;
+    BenchRow {
+        mode: format!("{mode:?}").to_lowercase().replace("none", "ar"),
+        images,
+        latency_ms_per_image: latency,
+        target_forwards_per_image: stats.target_forwards as f64 / images as f64,
+        tokens_per_target_forward: stats.tokens_per_target_forward(),
+        mean_accepted_length: stats.mean_accepted_length(),
+        acceptance_rate: stats.acceptance_rate(),
+        speedup_vs_ar: ar_latency / latency,
+    }
+}
+
+/// Measure AR and every requested mode, then print the comparison.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.images > 0, "--images must be at least 1");
+    let engine = load_engine(&args.model)?;
+    let num_classes = engine.config().gpt.num_classes as u32;
+    let classes = args.classes.clone().unwrap_or_else(|| (0..num_classes.min(10)).collect());
+    let ar = measure(&engine, &args, SpecMode::None, &classes)?;
+    let ar_latency = ar.elapsed.as_secs_f64() * 1e3 / args.images as f64;
+    let mut rows = vec![row(SpecMode::None, &ar, args.images, ar_latency)];
+    for &mode in args.modes.iter().filter(|&&m| m != SpecMode::None) {
+        let stats = measure(&engine, &args, mode, &classes)?;
+        rows.push(row(mode, &stats, args.images, ar_latency));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("backend: {}, weights: {}, cfg {}, temperature {}", engine.backend().name(), engine.dir().display(), args.sampling.cfg, args.sampling.temperature);
+    println!(
+        "{:<11} {:>7} {:>12} {:>14} {:>12} {:>13} {:>11} {:>9}",
+        "mode", "images", "ms/image", "target fwd/img", "tokens/fwd", "mean acc len", "acceptance", "speedup"
+    );
+    for r in &rows {
+        println!(
+            "{:<11} {:>7} {:>12.1} {:>14.1} {:>12.2} {:>13.2} {:>11.3} {:>8.2}x",
+            r.mode, r.images, r.latency_ms_per_image, r.target_forwards_per_image, r.tokens_per_target_forward, r.mean_accepted_length, r.acceptance_rate, r.speedup_vs_ar
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The EAGLE/LANTERN-style draft head: one decoder layer fed with the target's features.
+//!
+//! At sequence position `k` the head reads `fc([tok_embeddings(s_k) ; f_{k-1}])`, where `f_{k-1}`
+//! is the target's pre-norm last hidden state at `k-1` (or, beyond the verified prefix, the
+//! head's own output there). Its output `g_k` goes through the target's final norm and output
+//! head to draft the token at `k+1`, and is the feature of the next draft step.
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, KvShape};
+use crate::error::{Error, Result};
+use crate::kv::PagedKvCache;
+use crate::model::gpt::Gpt;
+use crate::model::layer::{DecoderLayer, KvRows, LayerDims};
+use crate::model::step::{place_rows, StepOutput, StepRow, TokenInput};
+use crate::weights::{DraftHeadConfig, GptConfig, WeightFile};
+
+/// A loaded draft head, used together with the target [`Gpt`] it was trained on.
+pub struct DraftHead<B: Backend> {
+    dims: LayerDims,
+    fc: B::Weight,
+    layer: DecoderLayer<B>,
+}
+
+fn head_dims(target: &GptConfig, config: &DraftHeadConfig) -> LayerDims {
+    LayerDims { dim: target.dim, n_head: config.n_head, hidden: config.ffn_hidden(target.dim), eps: config.norm_eps as f32 }
+}
+
+/// Tensor names and shapes of a draft head for a target of config `target`.
+pub fn draft_head_tensor_shapes(target: &GptConfig, config: &DraftHeadConfig) -> Vec<(String, Vec<usize>)> {
+    let d = target.dim;
+    let mut shapes = vec![("fc.weight".to_string(), vec![d, 2 * d])];
+    shapes.extend(head_dims(target, config).tensor_shapes("layer."));
+    shapes
+}
+
+impl<B: Backend> DraftHead<B> {
+    /// Load the head described by `config` for a target of config `target`.
+    pub fn load(backend: &B, file: &Arc<WeightFile>, target: &GptConfig, config: &DraftHeadConfig) -> Result<Self> {
+        let dims = head_dims(target, config);
+        Ok(Self {
+            fc: backend.load_weight(file, "fc.weight", &[target.dim, 2 * target.dim])?,
+            layer: DecoderLayer::load(backend, file, "layer.", &dims)?,
+            dims,
+        })
+    }
+
+    /// An empty paged KV cache for the head's single layer.
+    pub fn new_cache(&self, backend: &B, num_blocks: usize, block_size: usize) -> Result<PagedKvCache<B>> {
+        let shape = KvShape { n_layer: 1, num_blocks, block_size, n_head: self.dims.n_head, head_dim: self.dims.head_dim() };
+        PagedKvCache::new(backend, shape)
+    }
+
+    /// Run the rows (image tokens only) with their input features (`[rows, dim]`, host) and
+    /// return draft logits (through `target`'s norm and output) and the head's output features.
+    pub fn forward(&self, backend: &B, target: &Gpt<B>, cache: &mut PagedKvCache<B>, rows: &[StepRow], features: &[f32]) -> Result<StepOutput> {
+        let d = self.dims.dim;
+        if features.len() != rows.len() * d {
+            return Err(Error::InvalidRequest(format!("draft head got {} feature values for {} rows of width {d}", features.len(), rows.len())));
+        }
+        if let Some(row) = rows.iter().find(|r| matches!(r.input, TokenInput::Class(_))) {
+            return Err(Error::InvalidRequest(format!("draft head rows must be image tokens (position {})", row.position)));
+        }
+        let embedded = target.embed(backend, rows)?;
+        let mut joined = backend.zeros(rows.len() * 2 * d)?;
+        backend.concat_rows(&embedded, d, &backend.upload(features)?, d, &mut joined)?;
+        let mut x = backend.zeros(rows.len() * d)?;
+        backend.linear(&joined, &self.fc, rows.len(), 2 * d, d, &mut x)?;
+        let placement = place_rows(backend, cache, rows, target.config().max_seq_len())?;
+        let kv = KvRows { slots: &placement.slots, positions: &placement.positions, layout: &placement.layout };
+        self.layer.forward(backend, &self.dims, &mut x, rows.len(), cache.pool_mut(), 0, target.rope(), &kv)?;
+        let logits = target.head(backend, &x, rows.len())?;
+        Ok(StepOutput { logits, hidden: backend.download(&x)?, vocab: target.config().vocab_size, dim: d })
+    }
+}

@@ -1,0 +1,89 @@
+//! What a caller chooses for speculative decoding: drafter, tree shape, acceptance rule.
+
+use crate::error::{Error, Result};
+use crate::spec::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
+use crate::spec::tree::TreeShape;
+
+/// Which acceptance rule verifies drafts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleConfig {
+    /// Lossless speculative sampling: accept with min(1, p/q), resample from norm((p-q)+).
+    Vanilla,
+    /// LANTERN: pool target mass over the `k` nearest codebook neighbours within TV budget `delta`.
+    Lantern {
+        /// Neighbours per token.
+        k: usize,
+        /// Total-variation budget.
+        delta: f32,
+    },
+    /// LANTERN++: pooled mass capped at `(lambda - 1) p(x)`.
+    LanternPlusPlus {
+        /// Neighbours per token.
+        k: usize,
+        /// Cap factor.
+        lambda: f32,
+    },
+    /// COOL-SD: omega_i = delta * exp(-nu * i - mu) with the optimal resampling G*.
+    Cool {
+        /// Scale of the relaxation.
+        delta: f32,
+        /// Decay along the draft block.
+        nu: f32,
+        /// Offset.
+        mu: f32,
+    },
+    /// UniformRSD: the COOL-SD relaxation with a constant omega.
+    Uniform {
+        /// The constant relaxation.
+        omega: f32,
+    },
+}
+
+/// Which model drafts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrafterChoice {
+    /// The independent small AR draft model (`draft` in config.json).
+    Model,
+    /// The EAGLE/LANTERN-style draft head (`draft_head` in config.json).
+    Head,
+}
+
+/// Speculative decoding settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpecConfig {
+    /// Acceptance rule.
+    pub rule: RuleConfig,
+    /// Drafter.
+    pub drafter: DrafterChoice,
+    /// Children per node at each depth (`[1; L]` is a chain of length L).
+    pub widths: Vec<usize>,
+}
+
+impl SpecConfig {
+    /// A chain of `len` tokens drafted by `drafter`, verified with `rule`.
+    pub fn chain(rule: RuleConfig, drafter: DrafterChoice, len: usize) -> Self {
+        Self { rule, drafter, widths: vec![1; len] }
+    }
+
+    /// The draft tree shape.
+    pub fn shape(&self) -> Result<TreeShape> {
+        TreeShape::from_widths(&self.widths)
+    }
+
+    /// Build the acceptance rule; LANTERN variants need the VQ `codebook` (`[vocab, embed_dim]`).
+    pub fn build_rule(&self, codebook: Option<(&[f32], usize)>) -> Result<Box<dyn AcceptanceRule>> {
+        let neighbours = |k: usize| -> Result<LatentNeighbours> {
+            let (table, dim) = codebook.ok_or_else(|| {
+                Error::InvalidRequest("LANTERN needs the VQ codebook: this weights directory has no \"vq\" section".into())
+            })?;
+            LatentNeighbours::from_codebook(table, dim, k)
+        };
+        Ok(match self.rule {
+            RuleConfig::Vanilla => Box::new(Vanilla),
+            RuleConfig::Lantern { k, delta } => Box::new(Lantern::new(neighbours(k)?, delta)),
+            RuleConfig::LanternPlusPlus { k, lambda } => Box::new(LanternPlusPlus::new(neighbours(k)?, lambda)),
+            RuleConfig::Cool { delta, nu, mu } => Box::new(Cool { delta, nu, mu }),
+            RuleConfig::Uniform { omega } => Box::new(UniformRsd { omega }),
+        })
+    }
+}

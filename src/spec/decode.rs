@@ -1,0 +1,98 @@
+//! The speculative decoding loop: draft a chain or tree, verify it with one target pass over the
+//! paged KV cache (tree-masked attention), accept with the configured rule, roll back the rest.
+
+use crate::backend::Backend;
+use crate::engine::guided::GuidedSeqs;
+use crate::engine::DecodeContext;
+use crate::error::Result;
+use crate::kv::{PagedKvCache, QueryVisibility};
+use crate::model::{Gpt, StepRow, TokenInput};
+use crate::spec::draft::{ancestor_window, DraftNode, Drafter, SequenceState};
+use crate::spec::rules::AcceptanceRule;
+use crate::spec::tree::TreeShape;
+use crate::spec::verify::{sample_children, verify_tree, TreeDraft};
+
+/// Draft, verify and commit until the image's `block_size` tokens exist.
+pub fn generate_speculative<B: Backend>(
+    ctx: &mut DecodeContext<'_, B>,
+    target: &Gpt<B>,
+    cache: &mut PagedKvCache<B>,
+    drafter: &mut dyn Drafter<B>,
+    rule: &dyn AcceptanceRule,
+    shape: &TreeShape,
+    class: u32,
+) -> Result<Vec<u32>> {
+    let total = target.config().block_size;
+    let seqs = GuidedSeqs::open(cache, ctx.params.uses_cfg(), target.config().num_classes);
+    let mut state = SequenceState::new(class);
+    while state.tokens.len() < total {
+        let m = state.pending_position();
+        // The first step is a plain target step: a draft head needs the target's features first.
+        let depth = if m == 0 { 0 } else { shape.depth().min(total - m - 1) };
+        let (nodes, q) = draft_tree(ctx, drafter, &state, shape, depth)?;
+
+        let base = m + 1;
+        let mut rows = vec![StepRow::causal(seqs.cond, state.input_at(m), m)];
+        rows.extend(nodes.iter().map(|node| StepRow {
+            input: TokenInput::Image(node.token),
+            position: m + node.depth,
+            kv_pos: base + node.index,
+            visibility: QueryVisibility { seq: seqs.cond, prefix: base, window_start: base, window: ancestor_window(&nodes, node.index) },
+        }));
+        let n_rows = rows.len();
+        let out = target.forward(ctx.backend, cache, &seqs.mirror(rows))?;
+        ctx.stats.target_forwards += 1;
+        let p = seqs.distributions(&out, n_rows, &ctx.params, &format!("verification at position {m}"))?;
+
+        let draft = TreeDraft { nodes: &nodes, q: &q, p: &p };
+        let outcome = verify_tree(&draft, rule, &mut ctx.rng)?;
+        let from: Vec<usize> = outcome.path.iter().map(|&i| base + i).collect();
+        let to: Vec<usize> = (0..outcome.path.len()).map(|j| base + j).collect();
+        seqs.move_positions(ctx.backend, cache, &from, &to)?;
+        seqs.truncate(cache, base + outcome.path.len())?;
+
+        state.tokens.extend(outcome.path.iter().map(|&i| nodes[i].token));
+        state.tokens.push(outcome.next);
+        drafter.commit(ctx, &state, &outcome.path, &out)?;
+        if depth > 0 {
+            ctx.stats.verify_steps += 1;
+            ctx.stats.drafted += depth;
+            ctx.stats.accepted += outcome.path.len();
+        }
+        (ctx.progress)(state.tokens.len(), total);
+    }
+    ctx.stats.tokens += total;
+    Ok(state.tokens)
+}
+
+/// Draft `depth` levels of `shape` below the pending token. Returns the nodes (BFS order) and the
+/// draft distributions: index 0 at the pending token, `1 + i` after node `i` (for expanded nodes).
+fn draft_tree<B: Backend>(
+    ctx: &mut DecodeContext<'_, B>,
+    drafter: &mut dyn Drafter<B>,
+    state: &SequenceState,
+    shape: &TreeShape,
+    depth: usize,
+) -> Result<(Vec<DraftNode>, Vec<Vec<f32>>)> {
+    let mut nodes: Vec<DraftNode> = Vec::new();
+    if depth == 0 {
+        return Ok((nodes, Vec::new()));
+    }
+    let mut q = vec![drafter.start(ctx, state)?];
+    let mut frontier: Vec<Option<usize>> = vec![None];
+    for d in 1..=depth {
+        let mut level = Vec::new();
+        for &parent in &frontier {
+            let q_parent = &q[parent.map_or(0, |p| 1 + p)];
+            for token in sample_children(q_parent, shape.width(d), &mut ctx.rng) {
+                level.push(DraftNode { index: nodes.len() + level.len(), token, parent, depth: d });
+            }
+        }
+        nodes.extend_from_slice(&level);
+        if d < depth {
+            q.extend(drafter.expand(ctx, state, &level)?);
+        }
+        frontier = level.iter().map(|n| Some(n.index)).collect();
+    }
+    Ok((nodes, q))
+}

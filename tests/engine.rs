@@ -1,0 +1,84 @@
+//! The library API end to end on a tiny random model: reproducible generation, request checks,
+//! clear errors for a bad weights directory.
+
+mod common;
+
+use spire::engine::random_tiny::{tiny_config, write_random_model};
+use spire::engine::{Engine, Request};
+use spire::Error;
+
+fn tiny_engine(tag: &str) -> (std::path::PathBuf, Engine) {
+    let dir = common::temp_dir(tag);
+    write_random_model(&dir, &tiny_config(), 11).unwrap();
+    let engine = Engine::load(&dir).unwrap();
+    (dir, engine)
+}
+
+#[test]
+fn same_seed_same_tokens_other_seed_other_tokens() {
+    let (_dir, engine) = tiny_engine("seed");
+    let mut request = Request::new(1, 5);
+    request.sampling.cfg_scale = 2.0;
+    let a = engine.generate_tokens(&request, &mut |_, _| {}).unwrap();
+    let b = engine.generate_tokens(&request, &mut |_, _| {}).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(a.tokens.len(), 16);
+    assert_eq!(a.stats.target_forwards, 16);
+    request.seed = 6;
+    let c = engine.generate_tokens(&request, &mut |_, _| {}).unwrap();
+    assert_ne!(a.tokens, c.tokens);
+}
+
+#[test]
+fn class_out_of_range_is_rejected_with_the_valid_range() {
+    let (_dir, engine) = tiny_engine("class");
+    let err = engine.generate(&Request::new(5, 0)).err().unwrap();
+    assert!(matches!(err, Error::InvalidRequest(_)));
+    assert!(err.to_string().contains("class id 5 out of range"), "{err}");
+}
+
+#[test]
+fn too_small_kv_cache_is_a_clear_error() {
+    let (_dir, engine) = tiny_engine("kv");
+    let engine = engine.with_kv_blocks(1);
+    let mut request = Request::new(0, 0);
+    request.sampling.cfg_scale = 2.0;
+    let err = engine.generate_tokens(&request, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, Error::KvCacheExhausted { .. }), "{err}");
+}
+
+#[test]
+fn missing_tensor_wrong_shape_truncated_file_and_bad_config_name_the_problem() {
+    let (dir, _) = tiny_engine("bad");
+    let config = tiny_config();
+    // Missing tensor.
+    common::write_gpt(&dir, &config.gpt, spire::weights::DType::F32, 1, Some("layers.1.attention.wo.weight"));
+    let err = Engine::load(&dir).err().unwrap().to_string();
+    assert!(err.contains("layers.1.attention.wo.weight") && err.contains("gpt.safetensors"), "{err}");
+    // Wrong shape: a config that disagrees with the file.
+    write_random_model(&dir, &config, 1).unwrap();
+    let mut wrong = config.clone();
+    wrong.gpt.vocab_size = 65;
+    wrong.vq.as_mut().unwrap().codebook_size = 65;
+    wrong.draft.as_mut().unwrap().vocab_size = 65;
+    wrong.save(&dir).unwrap();
+    let err = Engine::load(&dir).err().unwrap().to_string();
+    assert!(err.contains("tok_embeddings.weight") && err.contains("[65, 32]"), "{err}");
+    // Truncated file.
+    config.save(&dir).unwrap();
+    let path = dir.join("gpt.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Engine::load(&dir).err().unwrap().to_string();
+    assert!(err.contains("corrupt or truncated") && err.contains("gpt.safetensors"), "{err}");
+    // Garbage header.
+    std::fs::write(&path, b"not a safetensors file at all").unwrap();
+    assert!(Engine::load(&dir).err().unwrap().to_string().contains("gpt.safetensors"));
+    // Unparsable config.
+    std::fs::write(dir.join("config.json"), "{ \"gpt\": 3 }").unwrap();
+    let err = Engine::load(&dir).err().unwrap().to_string();
+    assert!(err.contains("config.json"), "{err}");
+    // Missing directory.
+    let err = Engine::load(dir.join("nope")).err().unwrap().to_string();
+    assert!(err.contains("nope"), "{err}");
+}
