@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, KvShape};
 use crate::error::{Error, Result};
-use crate::kv::PagedKvCache;
+use crate::kv::{PagedKvCache, QueryVisibility};
 use crate::model::gpt::Gpt;
 use crate::model::layer::{DecoderLayer, KvRows, LayerDims};
 use crate::model::step::{place_rows, StepOutput, StepRow, TokenInput};
@@ -24,6 +24,17 @@ pub struct DraftHead<B: Backend> {
 
 fn head_dims(target: &GptConfig, config: &DraftHeadConfig) -> LayerDims {
     LayerDims { dim: target.dim, n_head: config.n_head, hidden: config.ffn_hidden(target.dim), eps: config.norm_eps as f32 }
+}
+
+/// The head's version of a target-indexed row: same RoPE position, KV index and visibility
+/// shifted down by one (the head stores nothing for the class position).
+pub fn head_row(row: StepRow) -> StepRow {
+    let v = &row.visibility;
+    StepRow {
+        kv_pos: row.kv_pos.saturating_sub(1),
+        visibility: QueryVisibility { seq: v.seq, prefix: v.prefix.saturating_sub(1), window_start: v.window_start.saturating_sub(1), window: v.window.clone() },
+        ..row
+    }
 }
 
 /// Tensor names and shapes of a draft head for a target of config `target`.
@@ -51,7 +62,8 @@ impl<B: Backend> DraftHead<B> {
         PagedKvCache::new(backend, shape)
     }
 
-    /// Run the rows (image tokens only) with their input features (`[rows, dim]`, host) and
+    /// Run the rows (image tokens only, KV indices already shifted by [`head_row`]) with their
+    /// input features (`[rows, dim]`, host) and
     /// return draft logits (through `target`'s norm and output) and the head's output features.
     pub fn forward(&self, backend: &B, target: &Gpt<B>, cache: &mut PagedKvCache<B>, rows: &[StepRow], features: &[f32]) -> Result<StepOutput> {
         let d = self.dims.dim;

@@ -8,6 +8,6 @@ pub mod rope;
 pub mod step;
 pub mod vq;
 
-pub use draft_head::{draft_head_tensor_shapes, DraftHead};
+pub use draft_head::{draft_head_tensor_shapes, head_row, DraftHead};
 pub use gpt::{gpt_tensor_shapes, Gpt};
 pub use step::{StepOutput, StepRow, TokenInput};

@@ -5,7 +5,7 @@ use crate::engine::guided::GuidedSeqs;
 use crate::engine::DecodeContext;
 use crate::error::{Error, Result};
 use crate::kv::{PagedKvCache, QueryVisibility};
-use crate::model::{DraftHead, Gpt, StepOutput, StepRow, TokenInput};
+use crate::model::{head_row, DraftHead, Gpt, StepOutput, StepRow, TokenInput};
 use super::sequence::{ancestor_window, DraftNode, SequenceState};
 use super::Drafter;
 
@@ -55,6 +55,7 @@ impl<'a, B: Backend> HeadDrafter<'a, B> {
     fn run(&mut self, ctx: &mut DecodeContext<'_, B>, rows: Vec<StepRow>, features: Vec<f32>, uncond: Vec<f32>, context: &str) -> Result<(Vec<Vec<f32>>, Vec<RowFeatures>)> {
         let n = rows.len();
         let all_features = if self.cfg() { [features, uncond].concat() } else { features };
+        let rows: Vec<StepRow> = rows.into_iter().map(head_row).collect();
         let out = self.head.forward(ctx.backend, self.target, &mut self.cache, &self.seqs.mirror(rows), &all_features)?;
         ctx.stats.draft_forwards += 1;
         let q = self.seqs.distributions(&out, n, &ctx.params, context)?;
@@ -133,7 +134,8 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
             .collect();
         self.pending.extend(new_rows);
         self.valid = self.valid.min(m + 1);
-        self.seqs.truncate(&mut self.cache, self.valid)?;
+        // Head KV index = position - 1: positions below `valid` are the first `valid - 1` entries.
+        self.seqs.truncate(&mut self.cache, self.valid.saturating_sub(1))?;
         self.fed.clear();
         Ok(())
     }
