@@ -58,6 +58,9 @@ def main():
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--out", default=None)
     ap.add_argument("--tokens", default=os.path.join(OUT, "tokens.npz"))
+    ap.add_argument("--init-from", default=None,
+                    help="continue from a checkpoint written by this script (new optimizer/schedule)")
+    ap.add_argument("--warmup", type=int, default=100)
     a = ap.parse_args()
     setup(0 if a.model == "target" else 1)
     out = a.out or os.path.join(OUT, f"{a.model}.pt")
@@ -68,6 +71,10 @@ def main():
     cfg = GPTConfig(**CONFIGS[a.model], token_dropout_p=a.dropout, resid_dropout_p=a.dropout,
                     ffn_dropout_p=a.dropout)
     model = GPT(cfg)
+    prev = None
+    if a.init_from:
+        prev = torch.load(a.init_from, map_location="cpu")
+        model.load_state_dict(prev["state"])
     nparam = sum(p.numel() for p in model.parameters())
     log(lf, f"{a.model}: {cfg} ffn_hidden {cfg.ffn_hidden()} params {nparam}; args {vars(a)}")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -75,12 +82,18 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95))
-    sched = TimeCosine(opt, a.lr, a.budget_s, warmup=100, floor=0.05)
+    sched = TimeCosine(opt, a.lr, a.budget_s, warmup=a.warmup, floor=0.05)
     rng = np.random.RandomState(2)
     perm, pos, it, t0 = rng.permutation(len(ttok)), 0, 0, time.time()
     best, best_state, best_it, bad, run = float("inf"), None, 0, 0, None
-    epochs = 0.0
-    history = []
+    epochs, history, prev_s = 0.0, [], 0.0
+    if prev is not None:
+        best = eval_nll(model, vtok[:a.n_val_eval], vy[:a.n_val_eval])
+        best_state = {k: x.detach().clone() for k, x in model.state_dict().items()}
+        epochs, prev_s = prev["metrics"]["epochs"], prev["metrics"]["train_s"]
+        history = [("previous run", prev["metrics"]["history"])]
+        pos = (prev["metrics"]["steps"] * prev["metrics"]["batch"]) % len(ttok)  # continue the epoch
+        log(lf, f"continuing from {a.init_from}: val nll {best:.4f}, {epochs:.2f} epochs, {prev_s:.0f}s")
     while it < a.max_steps and not sched.done():
         if pos + a.bs > len(perm):
             perm, pos = rng.permutation(len(ttok)), 0
@@ -114,7 +127,7 @@ def main():
             if bad >= a.patience:
                 log(lf, "early stop")
                 break
-    train_s = time.time() - t0
+    train_s = time.time() - t0 + prev_s
     model.load_state_dict(best_state)
     v_full = eval_nll(model, vtok, vy)
     v_null = eval_nll(model, vtok, vy, null=True)

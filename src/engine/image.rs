@@ -1,0 +1,66 @@
+//! RGB images: built from the VQ decoder's output, tiled into grids, written as PNG.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::vq::ops::FeatureMap;
+
+/// An 8-bit RGB image, row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height * width * 3` bytes, RGB interleaved.
+    pub rgb: Vec<u8>,
+}
+
+/// LlamaGen's output mapping: `clamp(127.5 * x + 128, 0, 255)`, truncated.
+pub fn pixel_value(x: f32) -> u8 {
+    (127.5 * x + 128.0).clamp(0.0, 255.0) as u8
+}
+
+impl Image {
+    /// Map a decoder output (`[C, H, W]`, C = 3, or 1 for grayscale, replicated) to RGB bytes.
+    pub fn from_chw(map: &FeatureMap) -> Self {
+        let plane = map.plane();
+        let channel = |c: usize, i: usize| map.data[c.min(map.channels - 1) * plane + i];
+        let rgb = (0..plane).flat_map(|i| (0..3).map(move |c| pixel_value(channel(c, i)))).collect();
+        Self { width: map.width, height: map.height, rgb }
+    }
+
+    /// Tile `images` (all of one size) `columns` per row with a 2-pixel white gap.
+    pub fn grid(images: &[Image], columns: usize) -> Image {
+        const GAP: usize = 2;
+        let Some(first) = images.first() else { return Image { width: 0, height: 0, rgb: Vec::new() } };
+        let columns = columns.clamp(1, images.len());
+        let rows = images.len().div_ceil(columns);
+        let width = columns * first.width + (columns - 1) * GAP;
+        let height = rows * first.height + (rows - 1) * GAP;
+        let mut rgb = vec![255u8; width * height * 3];
+        for (n, image) in images.iter().enumerate() {
+            let (x0, y0) = ((n % columns) * (first.width + GAP), (n / columns) * (first.height + GAP));
+            for y in 0..image.height.min(first.height) {
+                let src = &image.rgb[y * image.width * 3..(y * image.width + image.width.min(first.width)) * 3];
+                let dst = ((y0 + y) * width + x0) * 3;
+                rgb[dst..dst + src.len()].copy_from_slice(src);
+            }
+        }
+        Image { width, height, rgb }
+    }
+
+    /// Write the image as an 8-bit RGB PNG.
+    pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.width as u32, self.height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let png_err = |e: png::EncodingError| io(std::io::Error::other(e.to_string()));
+        let mut writer = encoder.write_header().map_err(png_err)?;
+        writer.write_image_data(&self.rgb).map_err(png_err)?;
+        writer.finish().map_err(png_err)
+    }
+}

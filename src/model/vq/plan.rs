@@ -1,0 +1,84 @@
+//! The VQ decoder as a list of steps derived from the config: the single description both the
+//! tensor list (names and shapes) and the forward pass are read from.
+
+use crate::weights::VqConfig;
+
+/// One step of the decoder, with the tensor-name prefix of its weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Convolution `name.{weight,bias}`, kernel `k` (1 or 3), `inp -> out` channels.
+    Conv { name: String, inp: usize, out: usize, k: usize },
+    /// LlamaGen `ResnetBlock` `inp -> out` (with `nin_shortcut` when they differ).
+    Res { name: String, inp: usize, out: usize },
+    /// LlamaGen `AttnBlock` over `ch` channels.
+    Attn { name: String, ch: usize },
+    /// Nearest x2 upsampling followed by conv `name.conv`.
+    Upsample { name: String, ch: usize },
+    /// GroupNorm `name` followed by swish.
+    NormSwish { name: String, ch: usize },
+}
+
+/// The steps of LlamaGen's `post_quant_conv` + `Decoder` for `cfg`.
+pub fn decoder_plan(cfg: &VqConfig) -> Vec<Step> {
+    let n = cfg.ch_mult.len();
+    let mut block_in = cfg.ch * cfg.ch_mult[n - 1];
+    let mut steps = vec![
+        Step::Conv { name: "post_quant_conv".into(), inp: cfg.codebook_embed_dim, out: cfg.z_channels, k: 1 },
+        Step::Conv { name: "decoder.conv_in".into(), inp: cfg.z_channels, out: block_in, k: 3 },
+        Step::Res { name: "decoder.mid.0".into(), inp: block_in, out: block_in },
+        Step::Attn { name: "decoder.mid.1".into(), ch: block_in },
+        Step::Res { name: "decoder.mid.2".into(), inp: block_in, out: block_in },
+    ];
+    for stage in 0..n {
+        let block_out = cfg.ch * cfg.ch_mult[n - 1 - stage];
+        for j in 0..=cfg.num_res_blocks {
+            steps.push(Step::Res { name: format!("decoder.conv_blocks.{stage}.res.{j}"), inp: block_in, out: block_out });
+            block_in = block_out;
+            if stage == 0 {
+                steps.push(Step::Attn { name: format!("decoder.conv_blocks.{stage}.attn.{j}"), ch: block_in });
+            }
+        }
+        if stage != n - 1 {
+            steps.push(Step::Upsample { name: format!("decoder.conv_blocks.{stage}.upsample"), ch: block_in });
+        }
+    }
+    steps.push(Step::NormSwish { name: "decoder.norm_out".into(), ch: block_in });
+    steps.push(Step::Conv { name: "decoder.conv_out".into(), inp: block_in, out: cfg.out_channels, k: 3 });
+    steps
+}
+
+fn conv_shapes(name: &str, inp: usize, out: usize, k: usize) -> [(String, Vec<usize>); 2] {
+    [(format!("{name}.weight"), vec![out, inp, k, k]), (format!("{name}.bias"), vec![out])]
+}
+
+fn norm_shapes(name: &str, ch: usize) -> [(String, Vec<usize>); 2] {
+    [(format!("{name}.weight"), vec![ch]), (format!("{name}.bias"), vec![ch])]
+}
+
+/// Official tensor names and shapes of the VQ decoder half for `cfg` (codebook included).
+pub fn vq_tensor_shapes(cfg: &VqConfig) -> Vec<(String, Vec<usize>)> {
+    let mut shapes = vec![("quantize.embedding.weight".to_string(), vec![cfg.codebook_size, cfg.codebook_embed_dim])];
+    for step in decoder_plan(cfg) {
+        match step {
+            Step::Conv { name, inp, out, k } => shapes.extend(conv_shapes(&name, inp, out, k)),
+            Step::Res { name, inp, out } => {
+                shapes.extend(norm_shapes(&format!("{name}.norm1"), inp));
+                shapes.extend(conv_shapes(&format!("{name}.conv1"), inp, out, 3));
+                shapes.extend(norm_shapes(&format!("{name}.norm2"), out));
+                shapes.extend(conv_shapes(&format!("{name}.conv2"), out, out, 3));
+                if inp != out {
+                    shapes.extend(conv_shapes(&format!("{name}.nin_shortcut"), inp, out, 1));
+                }
+            }
+            Step::Attn { name, ch } => {
+                shapes.extend(norm_shapes(&format!("{name}.norm"), ch));
+                for proj in ["q", "k", "v", "proj_out"] {
+                    shapes.extend(conv_shapes(&format!("{name}.{proj}"), ch, ch, 1));
+                }
+            }
+            Step::Upsample { name, ch } => shapes.extend(conv_shapes(&format!("{name}.conv"), ch, ch, 3)),
+            Step::NormSwish { name, ch } => shapes.extend(norm_shapes(&name, ch)),
+        }
+    }
+    shapes
+}
