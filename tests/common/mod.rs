@@ -1,5 +1,7 @@
-//! Helpers shared by integration tests: temp dirs and tiny random models.
+//! Helpers shared by integration tests: temp dirs, tiny random models, statistics.
 #![allow(dead_code)]
+
+pub mod stats;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

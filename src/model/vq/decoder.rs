@@ -19,12 +19,7 @@ pub struct VqDecoder {
 impl VqDecoder {
     /// Load every decoder tensor of `cfg` from `file`, checking names and shapes.
     pub fn load(file: &WeightFile, cfg: &VqConfig) -> Result<Self> {
-        if cfg.ch_mult.is_empty() || cfg.norm_groups == 0 || cfg.ch % cfg.norm_groups != 0 {
-            return Err(Error::Config {
-                path: file.path().to_path_buf(),
-                reason: format!("vq: ch {} must be a multiple of norm_groups {} and ch_mult non-empty", cfg.ch, cfg.norm_groups),
-            });
-        }
+        check_config(cfg).map_err(|reason| Error::Config { path: file.path().to_path_buf(), reason: format!("vq: {reason}") })?;
         let mut tensors = HashMap::new();
         for (name, shape) in vq_tensor_shapes(cfg) {
             let values = file.tensor_with_shape(&name, &shape)?.to_f32().into_owned();
@@ -91,7 +86,10 @@ impl VqDecoder {
     /// `grid_h x grid_w` grid of tokens.
     pub fn decode_pixels(&self, tokens: &[u32], grid_h: usize, grid_w: usize) -> Result<FeatureMap> {
         let (vocab, e) = (self.config.codebook_size, self.config.codebook_embed_dim);
-        if tokens.len() != grid_h * grid_w {
+        if grid_h == 0 || grid_w == 0 {
+            return Err(Error::InvalidRequest(format!("cannot decode an empty {grid_h}x{grid_w} token grid")));
+        }
+        if grid_h.checked_mul(grid_w) != Some(tokens.len()) {
             return Err(Error::InvalidRequest(format!("{} tokens do not fill a {grid_h}x{grid_w} grid", tokens.len())));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -110,4 +108,30 @@ impl VqDecoder {
     pub fn decode(&self, tokens: &[u32], grid_h: usize, grid_w: usize) -> Result<Image> {
         Ok(Image::from_chw(&self.decode_pixels(tokens, grid_h, grid_w)?))
     }
+}
+
+/// Reject configurations the decoder cannot run (zero widths, channel counts GroupNorm cannot
+/// split), so that a bad `config.json` is an error at load time rather than a panic at decode.
+fn check_config(cfg: &VqConfig) -> std::result::Result<(), String> {
+    let widths = [
+        ("codebook_size", cfg.codebook_size),
+        ("codebook_embed_dim", cfg.codebook_embed_dim),
+        ("z_channels", cfg.z_channels),
+        ("ch", cfg.ch),
+        ("out_channels", cfg.out_channels),
+        ("norm_groups", cfg.norm_groups),
+    ];
+    if let Some((key, _)) = widths.iter().find(|(_, v)| *v == 0) {
+        return Err(format!("{key} must be positive"));
+    }
+    if cfg.ch_mult.is_empty() || cfg.ch_mult.contains(&0) {
+        return Err(format!("ch_mult {:?} must be non-empty and positive", cfg.ch_mult));
+    }
+    if cfg.ch_mult.len() > 16 {
+        return Err(format!("ch_mult has {} stages; at most 16 are supported", cfg.ch_mult.len()));
+    }
+    if !cfg.ch.is_multiple_of(cfg.norm_groups) {
+        return Err(format!("ch {} must be a multiple of norm_groups {}", cfg.ch, cfg.norm_groups));
+    }
+    Ok(())
 }

@@ -15,6 +15,12 @@
 //! **Indexing.** `i` is the 0-based depth in the draft block: the first drafted token uses
 //! `omega_0 = delta * exp(-mu)`, the next `delta * exp(-nu - mu)`, and so on (generous early,
 //! strict late).
+//!
+//! **Floor at 1.** COOL-SD's omega is floored at 1: below 1 the step is exactly lossless with
+//! or without the floor (see above), and the floor only raises acceptance. Without it, the
+//! paper's `nu = 0.7` makes every position past `ln(delta)/nu` stricter than lossless speculative
+//! sampling, and the annealed schedule then loses to a uniform one at equal mean accepted length
+//! (tests/rules_relaxed.rs measures both). UniformRSD keeps its constant omega as given.
 
 use super::{positive_part_residual, ratio_acceptance, AcceptanceRule};
 
@@ -27,7 +33,7 @@ fn relaxed_residual(omega: f32, p: &[f32], q: &[f32]) -> Vec<f32> {
     positive_part_residual(p, q, |x| relaxed_accept(omega, p[x], q[x]))
 }
 
-/// COOL-SD: annealed relaxation `omega_i = delta * exp(-nu * i - mu)` with the optimal
+/// COOL-SD: annealed relaxation `omega_i = max(1, delta * exp(-nu * i - mu))` with the optimal
 /// resampling `G*_i = norm([p - q f_i]+)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cool {
@@ -40,9 +46,9 @@ pub struct Cool {
 }
 
 impl Cool {
-    /// `omega_i` at 0-based block depth `depth`.
+    /// `omega_i = max(1, delta * exp(-nu * i - mu))` at 0-based block depth `depth`.
     pub fn omega(&self, depth: usize) -> f32 {
-        self.delta * (-self.nu * depth as f32 - self.mu).exp()
+        (self.delta * (-self.nu * depth as f32 - self.mu).exp()).max(1.0)
     }
 }
 
