@@ -82,3 +82,18 @@ fn missing_tensor_wrong_shape_truncated_file_and_bad_config_name_the_problem() {
     let err = Engine::load(dir.join("nope")).err().unwrap().to_string();
     assert!(err.contains("nope"), "{err}");
 }
+
+#[test]
+fn unsupported_dtype_names_the_tensor_and_file() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let (dir, _) = tiny_engine("dtype");
+    let config = tiny_config();
+    // Rewrite gpt.safetensors with every tensor as I32 of the right shape.
+    let shapes = spire::model::gpt_tensor_shapes(&config.gpt);
+    let buffers: Vec<Vec<u8>> = shapes.iter().map(|(_, s)| vec![0u8; s.iter().product::<usize>() * 4]).collect();
+    let views: Vec<(String, TensorView<'_>)> =
+        shapes.iter().zip(&buffers).map(|((n, s), b)| (n.clone(), TensorView::new(Dtype::I32, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &dir.join("gpt.safetensors")).unwrap();
+    let err = Engine::load(&dir).err().unwrap().to_string();
+    assert!(err.contains("dtype I32") && err.contains("gpt.safetensors"), "{err}");
+}

@@ -41,8 +41,20 @@ pub fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes a message already quotes.
+fn describe(error: &anyhow::Error) -> String {
+    error.chain().skip(1).fold(error.to_string(), |message, cause| {
+        let cause = cause.to_string();
+        if message.contains(&cause) {
+            message
+        } else {
+            format!("{message}: {cause}")
+        }
+    })
 }

@@ -1,0 +1,64 @@
+//! The `spire` binary: the README's generate command, --random-tiny, inspect, bench --json, and
+//! error messages that say what to do.
+
+use std::process::Command;
+
+fn spire(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spire")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run spire")
+}
+
+fn out_path(name: &str) -> String {
+    std::env::temp_dir().join(format!("spire-cli-{}-{name}", std::process::id())).display().to_string()
+}
+
+#[test]
+fn generate_with_demo_weights_writes_a_png() {
+    let out = out_path("demo.png");
+    let run = spire(&["generate", "--weights", "weights/demo", "--class", "3", "--seed", "1", "--out", &out]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn same_seed_gives_the_same_png() {
+    let (a, b) = (out_path("a.png"), out_path("b.png"));
+    for out in [&a, &b] {
+        let run = spire(&["generate", "--random-tiny", "--class", "1", "--seed", "9", "--spec", "vanilla", "--out", out]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(String::from_utf8_lossy(&run.stderr).contains("RANDOM weights"), "--random-tiny must be labelled");
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn inspect_lists_models_and_parameters() {
+    let run = spire(&["inspect", "weights/demo"]);
+    assert!(run.status.success());
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("gpt.safetensors") && text.contains("parameters"), "{text}");
+}
+
+#[test]
+fn bench_json_reports_every_mode_against_ar() {
+    let run = spire(&["bench", "--random-tiny", "--images", "2", "--modes", "vanilla,cool", "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let modes: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["ar", "vanilla", "cool"]);
+    for key in ["latency_ms_per_image", "tokens_per_target_forward", "mean_accepted_length", "acceptance_rate", "speedup_vs_ar"] {
+        assert!(rows[1][key].is_number(), "missing {key}");
+    }
+}
+
+#[test]
+fn errors_say_what_is_wrong_and_exit_nonzero() {
+    let run = spire(&["generate", "--weights", "weights/demo", "--class", "12"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("class id 12 out of range"));
+    let run = spire(&["generate", "--weights", "no/such/dir"]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no/such/dir/config.json"));
+    let run = spire(&["generate", "--random-tiny", "--device", "cuda"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--device cpu"));
+}
