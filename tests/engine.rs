@@ -97,3 +97,18 @@ fn unsupported_dtype_names_the_tensor_and_file() {
     let err = Engine::load(&dir).err().unwrap().to_string();
     assert!(err.contains("dtype I32") && err.contains("gpt.safetensors"), "{err}");
 }
+
+#[test]
+fn nan_weights_give_a_non_finite_logits_error_not_an_image() {
+    use spire::weights::synthetic::{random_tensors, write_safetensors};
+    let (dir, _) = tiny_engine("nan");
+    let config = tiny_config();
+    let mut tensors = random_tensors(&spire::model::gpt_tensor_shapes(&config.gpt), 1);
+    let norm = tensors.iter_mut().find(|t| t.name == "norm.weight").unwrap();
+    norm.values[0] = f32::NAN;
+    write_safetensors(&dir.join("gpt.safetensors"), &tensors, spire::weights::DType::F32).unwrap();
+    let engine = Engine::load(&dir).unwrap();
+    let err = engine.generate(&Request::new(0, 0)).err().unwrap();
+    assert!(matches!(err, Error::NonFiniteLogits { .. }), "{err}");
+    assert!(err.to_string().contains("image token 0"), "{err}");
+}
