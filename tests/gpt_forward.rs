@@ -140,9 +140,9 @@ fn class_id_out_of_range_is_a_clear_error() {
     let gpt = load_tiny(DType::F32, 5);
     let mut cache = gpt.new_cache(&be, 8, 4).unwrap();
     let seq = cache.add_sequence();
-    let err = gpt.forward(&be, &mut cache, &[StepRow::causal(seq, TokenInput::Class(5), 0)]).unwrap_err();
+    let err = gpt.forward(&be, &mut cache, &[StepRow::causal(seq, TokenInput::Class(6), 0)]).unwrap_err();
     assert!(matches!(err, Error::InvalidRequest(_)));
-    assert!(err.to_string().contains("class id 5 out of range"), "{err}");
+    assert!(err.to_string().contains("class id 6 out of range"), "{err}");
 }
 
 #[test]

@@ -20,22 +20,9 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A tiny LlamaGen-architecture config: dim 32, 2 layers, 4 heads, 4x4 grid.
+/// The tiny LlamaGen-architecture target config of `--random-tiny` (dim 32, 2 layers, 4x4 grid).
 pub fn tiny_gpt_config() -> GptConfig {
-    GptConfig {
-        file: "gpt.safetensors".into(),
-        dim: 32,
-        n_layer: 2,
-        n_head: 4,
-        vocab_size: 48,
-        num_classes: 4,
-        cls_token_num: 1,
-        block_size: 16,
-        rope_base: 10000.0,
-        norm_eps: 1e-5,
-        multiple_of: 32,
-        ffn_dim_multiplier: None,
-    }
+    spire::engine::random_tiny::tiny_config().gpt
 }
 
 /// Write random weights for `config` into `dir/config.file`, leaving out tensor `skip`.
