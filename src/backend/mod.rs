@@ -7,11 +7,15 @@
 //! positions, KV slots, attention layouts) are passed as host slices.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod layout;
 
 use std::sync::Arc;
 
 pub use cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
 pub use layout::AttentionLayout;
 
 use crate::error::Result;

@@ -1,0 +1,213 @@
+// Fused verification of a whole draft block (chain or tree) for the whole batch: one launch per
+// verification step. CPU twin, bit for bit: src/backend/cuda/accept_reference.rs.
+//
+// Per sequence b, slot 0 is the pending token and slot 1 + n follows draft node n; p and q are the
+// target and draft distributions at each slot ([batch, nodes + 1, vocab], already CFG-mixed and
+// temperature-processed). Node n holds token tokens[b, n] and its parent node parents[b, n]
+// (-1 for a child of the pending token); siblings are tried in index order.
+//
+// Walking down from the pending token, level d (0-based block depth) tries its children:
+//  - the first child x is accepted with f(x) = min(1, omega[d] p(x) / q(x)) (omega = 1 is
+//    lossless speculative sampling; COOL-SD / UniformRSD pass their relaxation factors);
+//  - on rejection the target becomes the residual norm([p - q f]+), computed as
+//    norm([p - min(q, omega p)]+), the same quantity with no rounding when omega = 1, where it is
+//    exactly norm((p - q)+);
+//  - each further sibling x is accepted with min(1, r(x) / q(x)) against the current residual r,
+//    which then becomes norm((r - q)+) (multi-draft speculative sampling, as in SpecInfer).
+// A residual with no mass keeps the previous distribution. If a child is accepted the walk goes
+// down to it; a node with no children ends the block with a bonus token drawn from p there; a
+// level that rejects every child ends it with a token drawn from the last residual. Draws use the
+// pre-drawn uniforms u_accept[b, n] (trying node n) and u_sample[b] (the final token), by inverse
+// CDF in the fixed summation order of `sample_inverse_cdf`, so the CPU twin matches exactly.
+// Arithmetic that decides tokens uses the explicitly rounded intrinsics (__fmul_rn, ...), which
+// the compiler never fuses into FMAs, for the same reason.
+//
+// Launch geometry: grid = (batch), block = (ACCEPT_THREADS). One block per sequence; thread t
+// owns the contiguous vocabulary chunk [t * chunk, (t + 1) * chunk), chunk = ceil(vocab / 256),
+// for residuals and partial sums; thread 0 does the short serial parts (tree walk bookkeeping,
+// the scan over the 256 partial sums). `work` is scratch of [batch, 2, vocab] floats (two
+// residual buffers per sequence).
+#include "common.cuh"
+
+#define ACCEPT_THREADS 256
+
+// min(1, target / draft); at draft = 0 the limit (1 if target > 0, else 0); NaN gives 0.
+__device__ float ratio_accept(float target, float draft) {
+    if (target != target || draft != draft) {
+        return 0.0f;
+    }
+    float ratio;
+    if (draft > 0.0f) {
+        ratio = __fdiv_rn(target, draft);
+    } else {
+        ratio = target > 0.0f ? 1.0f : 0.0f;
+    }
+    return ratio >= 0.0f ? fminf(ratio, 1.0f) : 0.0f;
+}
+
+// This thread's vocabulary chunk [*begin, *end).
+__device__ void chunk_range(int vocab, int* begin, int* end) {
+    const int chunk = (vocab + ACCEPT_THREADS - 1) / ACCEPT_THREADS;
+    *begin = min((int)threadIdx.x * chunk, vocab);
+    *end = min(*begin + chunk, vocab);
+}
+
+// Sum of the positive weights of each chunk into partial[t]; returns the block total (summed
+// serially over the chunks), identical in every thread. Ends with a barrier.
+__device__ float chunked_total(const float* w, int vocab, float* partial) {
+    __shared__ float total;
+    int begin, end;
+    chunk_range(vocab, &begin, &end);
+    float sum = 0.0f;
+    for (int y = begin; y < end; ++y) {
+        if (w[y] > 0.0f) {
+            sum = __fadd_rn(sum, w[y]);
+        }
+    }
+    partial[threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.0f;
+        for (int i = 0; i < ACCEPT_THREADS; ++i) {
+            t = __fadd_rn(t, partial[i]);
+        }
+        total = t;
+    }
+    __syncthreads();
+    return total;
+}
+
+// Thread 0 only: the first index y of chunk i whose running sum (starting at `acc`) exceeds
+// `target`, else the chunk's last positive index, else -1.
+__device__ int scan_chunk(const float* w, int vocab, int i, float acc, float target) {
+    const int chunk = (vocab + ACCEPT_THREADS - 1) / ACCEPT_THREADS;
+    const int begin = min(i * chunk, vocab);
+    const int end = min(begin + chunk, vocab);
+    int last = -1;
+    for (int y = begin; y < end; ++y) {
+        if (w[y] > 0.0f) {
+            acc = __fadd_rn(acc, w[y]);
+            last = y;
+            if (target < acc) {
+                return y;
+            }
+        }
+    }
+    return last;
+}
+
+// Draw an index with probability proportional to the positive weights w[0..vocab) by inverse CDF
+// at u in [0, 1): the chunk whose cumulative partial sum first exceeds u * total, then the index
+// inside it. Falls back to the last positive index (rounding at u -> 1), or 0 with no mass.
+// Returns the same index in every thread.
+__device__ int sample_inverse_cdf(const float* w, int vocab, float u, float* partial) {
+    __shared__ int choice;
+    const float total = chunked_total(w, vocab, partial);
+    if (threadIdx.x == 0) {
+        const float target = __fmul_rn(u, total);
+        float acc = 0.0f;
+        int found = -1;
+        int last_chunk = -1;
+        for (int i = 0; i < ACCEPT_THREADS && found < 0; ++i) {
+            if (partial[i] > 0.0f) {
+                last_chunk = i;
+            }
+            const float next = __fadd_rn(acc, partial[i]);
+            if (target < next) {
+                found = scan_chunk(w, vocab, i, acc, target);
+            }
+            acc = next;
+        }
+        if (found < 0) {
+            found = last_chunk < 0 ? 0 : scan_chunk(w, vocab, last_chunk, 0.0f, __uint_as_float(0x7f800000u));
+        }
+        choice = found;
+    }
+    __syncthreads();
+    return choice;
+}
+
+// dst = [cur - emitted]+ with emitted = min(q, omega cur) (omega >= 0) or q (omega < 0, the
+// plain multi-draft residual), normalised in place when it has mass. Returns its mass.
+__device__ float residual(const float* cur, const float* q, float omega, int vocab, float* dst, float* partial) {
+    int begin, end;
+    chunk_range(vocab, &begin, &end);
+    for (int y = begin; y < end; ++y) {
+        const float emitted = omega >= 0.0f ? fminf(q[y], __fmul_rn(omega, cur[y])) : q[y];
+        dst[y] = fmaxf(__fsub_rn(cur[y], emitted), 0.0f);
+    }
+    const float total = chunked_total(dst, vocab, partial);
+    if (total > 0.0f) {
+        for (int y = begin; y < end; ++y) {
+            dst[y] = __fdiv_rn(dst[y], total);
+        }
+    }
+    __syncthreads();
+    return total;
+}
+
+extern "C" __global__ void accept_block(const float* p, const float* q, const unsigned int* tokens, const int* parents,
+                                        const float* omega, const float* u_accept, const float* u_sample, int nodes,
+                                        int vocab, float* work, float* accept_prob, int* path,
+                                        unsigned int* accepted_len, unsigned int* next_token) {
+    __shared__ float partial[ACCEPT_THREADS];
+    const size_t b = blockIdx.x;
+    const unsigned int* tok = tokens + b * nodes;
+    const int* parent = parents + b * nodes;
+    for (int n = threadIdx.x; n < nodes; n += blockDim.x) {
+        accept_prob[b * nodes + n] = -1.0f;
+        path[b * nodes + n] = -1;
+    }
+    __syncthreads();
+
+    int node = -1;  // the last accepted node (-1: the pending token)
+    int depth = 0;
+    int spare = 0;  // which of the two work buffers the next residual goes to
+    while (true) {
+        const float* p_row = p + (b * (nodes + 1) + (node + 1)) * vocab;
+        const float* q_row = q + (b * (nodes + 1) + (node + 1)) * vocab;
+        const float* cur = p_row;
+        const float om = depth < nodes ? omega[depth] : 0.0f;  // a leaf level reads no omega
+        const float level_omega = (om - om == 0.0f && om >= 0.0f) ? om : 0.0f;  // non-finite/negative: never accept
+        bool first = true;
+        int accepted = -1;
+        for (int n = 0; n < nodes; ++n) {
+            if (parent[n] != node) {
+                continue;
+            }
+            const unsigned int x = tok[n];
+            float a = 0.0f;
+            if (x < (unsigned int)vocab) {
+                a = first ? ratio_accept(__fmul_rn(level_omega, p_row[x]), q_row[x]) : ratio_accept(cur[x], q_row[x]);
+            }
+            if (threadIdx.x == 0) {
+                accept_prob[b * nodes + n] = a;
+            }
+            if (u_accept[b * nodes + n] < a) {
+                accepted = n;
+                break;
+            }
+            float* dst = work + (b * 2 + spare) * vocab;
+            if (residual(cur, q_row, first ? level_omega : -1.0f, vocab, dst, partial) > 0.0f) {
+                cur = dst;
+                spare ^= 1;
+            }
+            first = false;
+        }
+        if (accepted >= 0) {
+            if (threadIdx.x == 0) {
+                path[b * nodes + depth] = accepted;
+            }
+            node = accepted;
+            depth += 1;
+            continue;
+        }
+        // No child accepted: cur is p_row (a leaf, or no child at all) or the last residual.
+        const int token = sample_inverse_cdf(cur, vocab, u_sample[b], partial);
+        if (threadIdx.x == 0) {
+            accepted_len[b] = depth;
+            next_token[b] = token;
+        }
+        return;
+    }
+}

@@ -1,0 +1,50 @@
+// Helpers shared by every spire kernel. No system headers: the same text compiles with nvcc and,
+// prepended by the loader in place of the #include line, with NVRTC at run time.
+#pragma once
+
+#define WARP 32
+#define FULL_MASK 0xffffffffu
+
+// -infinity, without <math.h> (NVRTC compiles with no system headers).
+__device__ __forceinline__ float neg_inf() { return __uint_as_float(0xff800000u); }
+
+// Sum of `v` over the 32 lanes of a warp; every lane gets the result.
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = WARP / 2; offset > 0; offset /= 2) {
+        v += __shfl_xor_sync(FULL_MASK, v, offset);
+    }
+    return v;
+}
+
+// Sum of `v` over a block whose size is a multiple of 32 (at most 1024); every thread gets the
+// result. Contains __syncthreads: call it from all threads of the block.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[WARP];
+    __shared__ float total;
+    const int lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
+    v = warp_sum(v);
+    if (lane == 0) {
+        partial[warp] = v;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int warps = blockDim.x / WARP;
+        float w = lane < warps ? partial[lane] : 0.0f;
+        w = warp_sum(w);
+        if (lane == 0) {
+            total = w;
+        }
+    }
+    __syncthreads();
+    return total;
+}
+
+// bfloat16 bits (the upper half of an IEEE f32) to f32; exact.
+__device__ __forceinline__ float bf16_bits_to_f32(unsigned short bits) {
+    return __uint_as_float(((unsigned int)bits) << 16);
+}
+
+// Weight element loaders: one overload per storage type, so a kernel template reads either.
+__device__ __forceinline__ float load_weight(const float* w, size_t i) { return w[i]; }
+__device__ __forceinline__ float load_weight(const unsigned short* w, size_t i) { return bf16_bits_to_f32(w[i]); }

@@ -1,0 +1,33 @@
+// Small data-movement ops of a decoder step: residual add, row concatenation, and the f32 -> bf16
+// cast of activations feeding a bf16 cuBLAS GEMM. CPU twins: src/backend/cpu/kernels.rs
+// `add_assign`, src/backend/cpu/mod.rs `concat_rows` (the cast has none: the CPU GEMM is f32).
+#include "common.cuh"
+
+// acc += x. Launch: grid = (ceil(n / 256)), block = (256), one element per thread.
+extern "C" __global__ void add_assign(float* acc, const float* x, unsigned long long n) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        acc[i] += x[i];
+    }
+}
+
+// out[r] = concat(a[r], b[r]). Launch: grid = (rows), block = (256), threads stride over the row.
+extern "C" __global__ void concat_rows(const float* a, int a_dim, const float* b, int b_dim, float* out) {
+    const size_t r = blockIdx.x;
+    const int width = a_dim + b_dim;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        out[r * width + i] = i < a_dim ? a[r * a_dim + i] : b[r * b_dim + (i - a_dim)];
+    }
+}
+
+// out = bf16(x), round to nearest even (NaN stays a quiet NaN).
+// Launch: grid = (ceil(n / 256)), block = (256), one element per thread.
+extern "C" __global__ void f32_to_bf16(const float* x, unsigned short* out, unsigned long long n) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const unsigned int bits = __float_as_uint(x[i]);
+        const bool is_nan = (bits & 0x7fffffffu) > 0x7f800000u;
+        const unsigned int rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
+        out[i] = is_nan ? (unsigned short)((bits >> 16) | 0x40u) : (unsigned short)(rounded >> 16);
+    }
+}

@@ -1,0 +1,197 @@
+//! The exact CPU twin of kernels/accept.cu: the same walk, the same f32 operations in the same
+//! order (per-thread vocabulary chunks, serial sums over the chunks), so for equal inputs it
+//! returns the same tokens, paths and acceptance probabilities, bit for bit. Self-contained on
+//! purpose: it documents and tests the kernel, independent of the host verifier in `crate::spec`.
+
+use super::accept::{Acceptance, DraftBlock};
+use crate::error::Result;
+
+/// Threads per block of the kernel (`ACCEPT_THREADS`); fixes the chunking of the vocabulary.
+const THREADS: usize = 256;
+
+/// `min(1, target / draft)`; at `draft = 0` the limit (1 if `target > 0`, else 0); NaN gives 0.
+fn ratio_accept(target: f32, draft: f32) -> f32 {
+    if target.is_nan() || draft.is_nan() {
+        return 0.0;
+    }
+    let ratio = if draft > 0.0 {
+        target / draft
+    } else if target > 0.0 {
+        1.0
+    } else {
+        0.0
+    };
+    if ratio >= 0.0 {
+        ratio.min(1.0)
+    } else {
+        0.0
+    }
+}
+
+/// Vocabulary chunk of kernel thread `t`.
+fn chunk(vocab: usize, t: usize) -> std::ops::Range<usize> {
+    let size = vocab.div_ceil(THREADS);
+    let begin = (t * size).min(vocab);
+    begin..(begin + size).min(vocab)
+}
+
+/// Per-chunk sums of the positive weights and their serial total.
+fn chunked_total(w: &[f32]) -> (Vec<f32>, f32) {
+    let partial: Vec<f32> = (0..THREADS).map(|t| w[chunk(w.len(), t)].iter().filter(|&&v| v > 0.0).fold(0.0, |s, &v| s + v)).collect();
+    let total = partial.iter().fold(0.0, |s, &v| s + v);
+    (partial, total)
+}
+
+/// First index of chunk `i` whose running sum from `acc` exceeds `target`, else the chunk's last
+/// positive index.
+fn scan_chunk(w: &[f32], i: usize, mut acc: f32, target: f32) -> Option<usize> {
+    let mut last = None;
+    for y in chunk(w.len(), i) {
+        if w[y] > 0.0 {
+            acc += w[y];
+            last = Some(y);
+            if target < acc {
+                return Some(y);
+            }
+        }
+    }
+    last
+}
+
+/// Inverse-CDF draw at `u` over the positive weights, chunk by chunk as the kernel does.
+fn sample_inverse_cdf(w: &[f32], u: f32) -> usize {
+    let (partial, total) = chunked_total(w);
+    let target = u * total;
+    let mut acc = 0.0f32;
+    let mut last_chunk = None;
+    for (i, &part) in partial.iter().enumerate() {
+        if part > 0.0 {
+            last_chunk = Some(i);
+        }
+        let next = acc + part;
+        if target < next {
+            if let Some(y) = scan_chunk(w, i, acc, target) {
+                return y;
+            }
+        }
+        acc = next;
+    }
+    last_chunk.and_then(|i| scan_chunk(w, i, 0.0, f32::INFINITY)).unwrap_or(0)
+}
+
+/// `[cur - emitted]+` with `emitted = min(q, omega cur)`, or `q` when `omega` is `None`;
+/// normalised when it has mass (then returned), else `None`.
+fn residual(cur: &[f32], q: &[f32], omega: Option<f32>) -> Option<Vec<f32>> {
+    let mut r: Vec<f32> = cur
+        .iter()
+        .zip(q)
+        .map(|(&c, &qv)| {
+            let emitted = omega.map_or(qv, |om| qv.min(om * c));
+            (c - emitted).max(0.0)
+        })
+        .collect();
+    let (_, total) = chunked_total(&r);
+    (total > 0.0).then(|| {
+        r.iter_mut().for_each(|v| *v /= total);
+        r
+    })
+}
+
+/// Verify `block` against `p` and `q` (`[batch, nodes + 1, vocab]`) exactly as
+/// `CudaBackend::accept_block` does on the GPU.
+pub fn accept_block(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acceptance> {
+    block.validate(p.len(), q.len())?;
+    let (nodes, vocab) = (block.nodes, block.vocab);
+    let mut accept_prob = vec![-1.0f32; block.batch * nodes];
+    let mut paths = Vec::with_capacity(block.batch);
+    let mut next = Vec::with_capacity(block.batch);
+    for b in 0..block.batch {
+        let row = |dist: &'_ [f32], slot: usize| -> Vec<f32> { dist[(b * (nodes + 1) + slot) * vocab..][..vocab].to_vec() };
+        let mut path = Vec::new();
+        let mut node: Option<usize> = None;
+        loop {
+            let slot = node.map_or(0, |n| n + 1);
+            let (p_row, q_row) = (row(p, slot), row(q, slot));
+            let om = block.omega.get(path.len()).copied().unwrap_or(0.0);
+            let level_omega = if om.is_finite() && om >= 0.0 { om } else { 0.0 };
+            let mut cur = p_row.clone();
+            let mut first = true;
+            let mut accepted = None;
+            let children = (0..nodes).filter(|&n| block.parents[b * nodes + n] == node.map_or(-1, |n| n as i32));
+            for n in children {
+                let x = block.tokens[b * nodes + n] as usize;
+                let a = match (x < vocab, first) {
+                    (false, _) => 0.0,
+                    (true, true) => ratio_accept(level_omega * p_row[x], q_row[x]),
+                    (true, false) => ratio_accept(cur[x], q_row[x]),
+                };
+                accept_prob[b * nodes + n] = a;
+                if block.u_accept[b * nodes + n] < a {
+                    accepted = Some(n);
+                    break;
+                }
+                if let Some(r) = residual(&cur, &q_row, first.then_some(level_omega)) {
+                    cur = r;
+                }
+                first = false;
+            }
+            match accepted {
+                Some(n) => {
+                    path.push(n);
+                    node = Some(n);
+                }
+                None => {
+                    next.push(sample_inverse_cdf(&cur, block.u_sample[b]) as u32);
+                    break;
+                }
+            }
+        }
+        paths.push(path);
+    }
+    Ok(Acceptance { paths, next, accept_prob })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain<'a>(tokens: &'a [u32], parents: &'a [i32], omega: &'a [f32], u_accept: &'a [f32], u_sample: &'a [f32]) -> DraftBlock<'a> {
+        DraftBlock { batch: 1, nodes: tokens.len(), vocab: 3, tokens, parents, omega, u_accept, u_sample }
+    }
+
+    #[test]
+    fn accepts_a_certain_chain_and_draws_the_bonus_from_p() {
+        // p = q everywhere: every draft is accepted with probability 1.
+        let dist = [0.2f32, 0.3, 0.5].repeat(3);
+        let block = chain(&[2, 1], &[-1, 0], &[1.0, 1.0], &[0.999, 0.999], &[0.25]);
+        let out = accept_block(&dist, &dist, &block).unwrap();
+        assert_eq!(out.paths, vec![vec![0, 1]]);
+        assert_eq!(out.accept_prob, vec![1.0, 1.0]);
+        assert_eq!(out.next, vec![1]); // 0.25 falls in (0.2, 0.5]
+    }
+
+    #[test]
+    fn rejection_resamples_from_the_positive_residual() {
+        // p = (0.5, 0.5, 0), q = (0, 0.5, 0.5): token 2 has p = 0 and is rejected; the residual
+        // (p - q)+ is all on token 0.
+        let p = [0.5f32, 0.5, 0.0].repeat(2);
+        let q = [0.0f32, 0.5, 0.5].repeat(2);
+        let block = chain(&[2], &[-1], &[1.0], &[0.0], &[0.9]);
+        let out = accept_block(&p, &q, &block).unwrap();
+        assert_eq!(out.paths, vec![Vec::<usize>::new()]);
+        assert_eq!(out.accept_prob, vec![0.0]);
+        assert_eq!(out.next, vec![0]);
+    }
+
+    #[test]
+    fn omega_relaxes_acceptance_and_bad_omega_never_accepts() {
+        let p = [0.2f32, 0.3, 0.5].repeat(2);
+        let q = [0.1f32, 0.6, 0.3].repeat(2);
+        let relaxed = accept_block(&p, &q, &chain(&[1], &[-1], &[1.5], &[0.7], &[0.0])).unwrap();
+        assert!((relaxed.accept_prob[0] - 0.75).abs() < 1e-6);
+        assert_eq!(relaxed.paths, vec![vec![0]]);
+        let bad = accept_block(&p, &q, &chain(&[1], &[-1], &[f32::NAN], &[0.0], &[0.0])).unwrap();
+        assert_eq!(bad.accept_prob, vec![0.0]);
+        assert_eq!(bad.next, vec![0]); // residual = p, u = 0 draws the first positive token
+    }
+}
