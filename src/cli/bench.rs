@@ -7,7 +7,7 @@ use serde::Serialize;
 use spire::backend::Backend;
 use spire::engine::{Engine, GenerationStats, Request};
 
-use crate::cli::device::{load_engine, ModelArgs};
+use crate::cli::device::{with_engine, EngineTask, ModelArgs};
 use crate::cli::generate::SamplingArgs;
 use crate::cli::spec_args::{SpecArgs, SpecMode};
 
@@ -50,7 +50,7 @@ struct BenchRow {
     speedup_vs_ar: f64,
 }
 
-fn measure(engine: &Engine, args: &BenchArgs, mode: SpecMode, classes: &[u32]) -> anyhow::Result<GenerationStats> {
+fn measure<B: Backend>(engine: &Engine<B>, args: &BenchArgs, mode: SpecMode, classes: &[u32]) -> anyhow::Result<GenerationStats> {
     let bar = ProgressBar::new(args.images as u64);
     bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:32}] {pos}/{len} images").expect("static template"));
     bar.set_message(format!("{mode:?}").to_lowercase());
@@ -86,14 +86,23 @@ fn row(mode: SpecMode, stats: &GenerationStats, images: usize, ar_latency: f64) 
 /// Measure AR and every requested mode, then print the comparison.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
-    let engine = load_engine(&args.model)?;
+    with_engine(&args.model.clone(), args)
+}
+
+impl EngineTask for BenchArgs {
+    fn run<B: Backend>(self, engine: &Engine<B>) -> anyhow::Result<()> {
+        bench_with(engine, &self)
+    }
+}
+
+fn bench_with<B: Backend>(engine: &Engine<B>, args: &BenchArgs) -> anyhow::Result<()> {
     let num_classes = engine.config().gpt.num_classes as u32;
     let classes = args.classes.clone().unwrap_or_else(|| (0..num_classes.min(10)).collect());
-    let ar = measure(&engine, &args, SpecMode::None, &classes)?;
+    let ar = measure(engine, args, SpecMode::None, &classes)?;
     let ar_latency = ar.elapsed.as_secs_f64() * 1e3 / args.images as f64;
     let mut rows = vec![row(SpecMode::None, &ar, args.images, ar_latency)];
     for &mode in args.modes.iter().filter(|&&m| m != SpecMode::None) {
-        let stats = measure(&engine, &args, mode, &classes)?;
+        let stats = measure(engine, args, mode, &classes)?;
         rows.push(row(mode, &stats, args.images, ar_latency));
     }
     if args.json {

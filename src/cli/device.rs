@@ -1,10 +1,11 @@
 //! Choosing the weights and the device, shared by every subcommand that runs a model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use spire::backend::{Backend, CpuBackend};
 use spire::engine::random_tiny;
 use spire::engine::Engine;
 
@@ -30,31 +31,56 @@ pub struct ModelArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// CUDA device ordinal (with --device cuda).
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
     /// KV cache blocks (of 16 tokens) per model; default: just enough for one image.
     #[arg(long)]
     pub kv_blocks: Option<usize>,
 }
 
-/// Load the engine the arguments describe.
-pub fn load_engine(args: &ModelArgs) -> anyhow::Result<Engine> {
-    if args.device == Device::Cuda {
-        if cfg!(feature = "cuda") {
-            bail!("the CUDA backend is not implemented yet in this build; use --device cpu");
-        }
-        bail!("this spire binary was built without CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu");
+/// A command that runs on an engine of any backend.
+pub trait EngineTask {
+    /// Run with the loaded engine.
+    fn run<B: Backend>(self, engine: &Engine<B>) -> anyhow::Result<()>;
+}
+
+/// The weights directory the arguments name, writing the random tiny model first if asked.
+fn weights_dir(args: &ModelArgs) -> anyhow::Result<PathBuf> {
+    if !args.random_tiny {
+        return Ok(args.weights.clone());
     }
-    let dir = if args.random_tiny {
-        let dir = std::env::temp_dir().join(format!("spire-random-tiny-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        random_tiny::write_random_model(&dir, &random_tiny::tiny_config(), 0)?;
-        eprintln!("NOTE: --random-tiny uses a tiny model with RANDOM weights; its images are noise, not samples of a trained model.");
-        dir
-    } else {
-        args.weights.clone()
-    };
-    let engine = Engine::load(&dir).with_context(|| format!("loading weights from {}", dir.display()))?;
+    let dir = std::env::temp_dir().join(format!("spire-random-tiny-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    random_tiny::write_random_model(&dir, &random_tiny::tiny_config(), 0)?;
+    eprintln!("NOTE: --random-tiny uses a tiny model with RANDOM weights; its images are noise, not samples of a trained model.");
+    Ok(dir)
+}
+
+fn load_on<B: Backend>(backend: B, dir: &Path, args: &ModelArgs) -> anyhow::Result<Engine<B>> {
+    let engine = Engine::load_on(backend, dir).with_context(|| format!("loading weights from {}", dir.display()))?;
     Ok(match args.kv_blocks {
         Some(blocks) => engine.with_kv_blocks(blocks),
         None => engine,
     })
+}
+
+/// Load the engine the arguments describe on the chosen device and run `task` with it.
+pub fn with_engine(args: &ModelArgs, task: impl EngineTask) -> anyhow::Result<()> {
+    let dir = weights_dir(args)?;
+    match args.device {
+        Device::Cpu => task.run(&load_on(CpuBackend, &dir, args)?),
+        Device::Cuda => run_on_cuda(&dir, args, task),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn run_on_cuda(dir: &Path, args: &ModelArgs, task: impl EngineTask) -> anyhow::Result<()> {
+    let backend = spire::backend::CudaBackend::new(args.gpu).context("opening the GPU (use --device cpu to run without one)")?;
+    task.run(&load_on(backend, dir, args)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_on_cuda(_dir: &Path, _args: &ModelArgs, _task: impl EngineTask) -> anyhow::Result<()> {
+    anyhow::bail!("this spire binary was built without CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu")
 }

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use spire::engine::{Engine, Image, Request};
 use spire::sampling::SamplingParams;
 
-use crate::cli::device::{load_engine, ModelArgs};
+use crate::cli::device::{with_engine, EngineTask, ModelArgs};
 use crate::cli::spec_args::SpecArgs;
 
 /// Arguments of `spire generate`.
@@ -72,8 +72,13 @@ fn progress_bar(total: usize, label: String) -> ProgressBar {
 
 /// Generate the requested images and write the PNG.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let engine = load_engine(&args.model)?;
-    generate_with(&engine, &args)
+    with_engine(&args.model.clone(), args)
+}
+
+impl EngineTask for GenerateArgs {
+    fn run<B: spire::backend::Backend>(self, engine: &Engine<B>) -> anyhow::Result<()> {
+        generate_with(engine, &self)
+    }
 }
 
 fn generate_with<B: spire::backend::Backend>(engine: &Engine<B>, args: &GenerateArgs) -> anyhow::Result<()> {

@@ -64,3 +64,35 @@ impl Image {
         writer.finish().map_err(png_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixel_mapping_clamps_and_truncates() {
+        let got: Vec<u8> = [-2.0, -1.0, 0.0, 0.5, 0.99, 1.0, 3.0].into_iter().map(pixel_value).collect();
+        // 127.5 * x + 128: 0.5, 128, 191.75, 254.225, 255.5 -> clamped and truncated.
+        assert_eq!(got, vec![0, 0, 128, 191, 254, 255, 255]);
+    }
+
+    #[test]
+    fn chw_becomes_interleaved_rgb_and_gray_is_replicated() {
+        let rgb = FeatureMap { channels: 3, height: 1, width: 2, data: vec![-1.0, 1.0, 0.0, 0.0, 1.0, -1.0] };
+        assert_eq!(Image::from_chw(&rgb).rgb, vec![0, 128, 255, 255, 128, 0]);
+        let gray = FeatureMap { channels: 1, height: 2, width: 1, data: vec![1.0, -1.0] };
+        let image = Image::from_chw(&gray);
+        assert_eq!((image.width, image.height, image.rgb), (1, 2, vec![255, 255, 255, 0, 0, 0]));
+    }
+
+    #[test]
+    fn grid_tiles_row_major_with_white_gaps() {
+        let solid = |v: u8| Image { width: 1, height: 1, rgb: vec![v; 3] };
+        let grid = Image::grid(&[solid(10), solid(20), solid(30)], 2);
+        assert_eq!((grid.width, grid.height), (4, 4));
+        let px = |x: usize, y: usize| grid.rgb[(y * grid.width + x) * 3];
+        assert_eq!([px(0, 0), px(3, 0), px(0, 3), px(3, 3)], [10, 20, 30, 255]);
+        assert!([(1, 0), (2, 0), (0, 1), (0, 2), (1, 1)].iter().all(|&(x, y)| px(x, y) == 255));
+        assert_eq!(Image::grid(&[], 3).rgb.len(), 0);
+    }
+}
