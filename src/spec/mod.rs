@@ -3,15 +3,30 @@
 //! rejected tokens are rolled back.
 //!
 //! - [`rules`]: vanilla (lossless), LANTERN / LANTERN++, COOL-SD, UniformRSD.
-//! - [`tree`]: static tree shapes; [`verify`]: chain/tree verification on host distributions.
+//! - [`tree`]: static tree shapes and the tree-attention ancestor mask.
+//! - [`siblings`]: how a drafter samples a node's children (without replacement), which
+//!   [`verify`] (chain/tree verification on host distributions) assumes.
 //! - [`draft`]: the draft model and the EAGLE-style draft head; [`decode`]: the loop.
 //! - [`analysis`]: exact output laws and TV distances of relaxed rules.
 //! - [`config`]: what a request chooses.
+//!
+//! The model-independent core is re-exported here. One verification step, as the engine runs it:
+//! draft children with [`sample_children`] level by level (BFS node order, siblings in drawing
+//! order), run the target over the tree with [`ancestor_mask`] visibility, then call
+//! [`verify_tree`] (or [`verify_chain`]) with the draft and target distributions and an
+//! [`AcceptanceRule`]; commit [`VerifyOutcome::path`] and [`VerifyOutcome::next`].
 
 pub mod analysis;
 pub mod config;
 pub mod decode;
 pub mod draft;
 pub mod rules;
+pub mod siblings;
 pub mod tree;
 pub mod verify;
+
+pub use analysis::{block_law, step_distribution, total_variation, BlockLaw};
+pub use rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
+pub use siblings::sample_children;
+pub use tree::{ancestor_mask, TreeNode, TreeShape, MAX_TREE_NODES};
+pub use verify::{verify_chain, verify_tree, TreeDraft, VerifyOutcome};

@@ -1,121 +1,186 @@
-//! LANTERN (arXiv 2410.03355) and LANTERN++: relaxed acceptance by pooling the target's mass over
-//! a drafted token's latent neighbourhood (tokens whose VQ codebook vectors are close).
+//! LANTERN (arXiv 2410.03355) and LANTERN++ (arXiv 2502.06352): relaxed acceptance by pooling the
+//! target's mass over a drafted token's latent neighbourhood (tokens whose VQ codebook vectors are
+//! close, see [`LatentNeighbours`]).
+//!
+//! Construction, as in jadohu/LANTERN (`models/ea_model_llamagen.py`, sampling verification):
+//! - **pooling**: for drafted `x` with neighbours `n_1, n_2, ...` (nearest first), the pooled
+//!   mass is the largest prefix sum `p(n_1) + ... + p(n_m)` that does not exceed the budget, and
+//!   `p~(x) = p(x) + ` that sum. LANTERN's budget is `delta` (the total-variation distance between
+//!   `p` and `p` with that mass moved onto `x`); LANTERN++'s is `(lambda - 1) p(x)`, so
+//!   `p~(x) <= lambda p(x)`;
+//! - **acceptance**: `min(1, p~(x)/q(x))`;
+//! - **residual** after rejecting `x`: `norm([p - q']+)`, where `q'` is `q` with the draft mass on
+//!   `x`'s `k` neighbours zeroed when the pooling took at least one neighbour (else `q' = q`, the
+//!   vanilla residual). The reference zeroes the first `k + 1` entries of a neighbour list that
+//!   already excludes the token itself (an apparent off-by-one); spire zeroes the `k` neighbours.
 
-use rayon::prelude::*;
+use super::{at, positive_part_residual, ratio_acceptance, AcceptanceRule, LatentNeighbours};
 
-use super::{ratio_acceptance, AcceptanceRule, Vanilla};
-use crate::error::{Error, Result};
-
-/// For every token, its `k` nearest other tokens by Euclidean distance between raw codebook
-/// vectors, nearest first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LatentNeighbours {
-    k: usize,
-    table: Vec<u32>,
+/// The pooling shared by LANTERN and LANTERN++, for a budget chosen per drafted token.
+#[derive(Clone, Debug, PartialEq)]
+struct Pooling {
+    neighbours: LatentNeighbours,
 }
 
-impl LatentNeighbours {
-    /// Build the table from a `[vocab, dim]` codebook.
-    pub fn from_codebook(codebook: &[f32], dim: usize, k: usize) -> Result<Self> {
-        if dim == 0 || codebook.len() % dim != 0 {
-            return Err(Error::InvalidRequest(format!("codebook of {} values is not a [vocab, {dim}] table", codebook.len())));
+impl Pooling {
+    /// The pooled neighbour mass of `x` within `budget` and how many neighbours it took.
+    fn pool(&self, p: &[f32], x: usize, budget: f32) -> (f32, usize) {
+        let mut mass = 0f32;
+        let mut taken = 0;
+        for &n in self.neighbours.of(x) {
+            let next = mass + at(p, n as usize);
+            // Stops on NaN too.
+            if next.partial_cmp(&budget).is_none_or(|o| o.is_gt()) {
+                break;
+            }
+            mass = next;
+            taken += 1;
         }
-        let vocab = codebook.len() / dim;
-        let k = k.min(vocab.saturating_sub(1));
-        let row = |i: usize| &codebook[i * dim..(i + 1) * dim];
-        let table = (0..vocab)
-            .into_par_iter()
-            .flat_map_iter(|i| {
-                let mut others: Vec<(f32, u32)> = (0..vocab)
-                    .filter(|&j| j != i)
-                    .map(|j| (row(i).iter().zip(row(j)).map(|(a, b)| (a - b) * (a - b)).sum::<f32>(), j as u32))
-                    .collect();
-                others.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                others.into_iter().take(k).map(|(_, j)| j)
-            })
-            .collect();
-        Ok(Self { k, table })
+        (mass, taken)
     }
 
-    /// Neighbours of `token`, nearest first.
-    pub fn of(&self, token: usize) -> &[u32] {
-        &self.table[token * self.k..(token + 1) * self.k]
+    fn accept(&self, p: &[f32], q: &[f32], x: usize, budget: f32) -> f32 {
+        let (mass, _) = self.pool(p, x, budget);
+        ratio_acceptance(at(p, x) + mass, at(q, x))
+    }
+
+    fn residual(&self, p: &[f32], q: &[f32], x: usize, budget: f32) -> Vec<f32> {
+        let (_, taken) = self.pool(p, x, budget);
+        let mut draft = q.to_vec();
+        if taken > 0 {
+            for &n in self.neighbours.of(x) {
+                if let Some(v) = draft.get_mut(n as usize) {
+                    *v = 0.0;
+                }
+            }
+        }
+        positive_part_residual(p, |y| at(&draft, y))
     }
 }
 
-/// LANTERN: `p~(x) = p(x) + ` the largest nearest-first cumulative neighbour mass not above
-/// `delta` (so the pooled distribution stays within `delta` of `p`); accept with
-/// `min(1, p~(x)/q(x))`; resample from the standard `norm((p - q)+)` as the paper does.
+/// LANTERN: pool neighbour mass within the total-variation budget `delta`; accept with
+/// `min(1, p~(x)/q(x))`; resample as the reference implementation does (module docs).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lantern {
-    neighbours: LatentNeighbours,
+    pooling: Pooling,
     delta: f32,
 }
 
 impl Lantern {
     /// LANTERN with neighbourhoods `neighbours` and total-variation budget `delta`.
     pub fn new(neighbours: LatentNeighbours, delta: f32) -> Self {
-        Self { neighbours, delta }
+        Self { pooling: Pooling { neighbours }, delta }
     }
 
     /// The pooled target mass `p~(x)`.
     pub fn pooled(&self, p: &[f32], x: usize) -> f32 {
-        let mut extra = 0f32;
-        for &n in self.neighbours.of(x) {
-            if extra + p[n as usize] > self.delta {
-                break;
-            }
-            extra += p[n as usize];
-        }
-        p[x] + extra
+        at(p, x) + self.pooling.pool(p, x, self.delta).0
     }
 }
 
 impl AcceptanceRule for Lantern {
     fn describe(&self) -> String {
-        format!("lantern (k {}, delta {})", self.neighbours.k, self.delta)
+        format!("lantern (k {}, delta {})", self.pooling.neighbours.k(), self.delta)
     }
 
     fn accept_probability(&self, _depth: usize, p: &[f32], q: &[f32], x: usize) -> f32 {
-        ratio_acceptance(self.pooled(p, x), q[x])
+        self.pooling.accept(p, q, x, self.delta)
     }
 
-    fn residual(&self, depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
-        Vanilla.residual(depth, p, q)
+    /// The vanilla residual `norm((p - q)+)` (LANTERN's residual depends on the rejected token:
+    /// verification uses [`AcceptanceRule::residual_after`]).
+    fn residual(&self, _depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
+        positive_part_residual(p, |y| at(q, y))
+    }
+
+    fn residual_after(&self, _depth: usize, p: &[f32], q: &[f32], rejected: usize) -> Vec<f32> {
+        self.pooling.residual(p, q, rejected, self.delta)
     }
 }
 
-/// LANTERN++: `p~(x) = min(lambda p(x), p(x) + sum of the k neighbours' mass)`, accept with
-/// `min(1, p~(x)/q(x))`, resample from `norm((p - q)+)`.
+/// LANTERN++: pool neighbour mass within `(lambda - 1) p(x)`, so `p~(x) <= lambda p(x)`; accept
+/// with `min(1, p~(x)/q(x))`; resample as LANTERN does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LanternPlusPlus {
-    neighbours: LatentNeighbours,
+    pooling: Pooling,
     lambda: f32,
 }
 
 impl LanternPlusPlus {
     /// LANTERN++ with neighbourhoods `neighbours` and cap factor `lambda`.
     pub fn new(neighbours: LatentNeighbours, lambda: f32) -> Self {
-        Self { neighbours, lambda }
+        Self { pooling: Pooling { neighbours }, lambda }
     }
 
-    /// The capped pooled target mass `p~(x)`.
+    fn budget(&self, p: &[f32], x: usize) -> f32 {
+        (self.lambda - 1.0) * at(p, x)
+    }
+
+    /// The pooled target mass `p~(x)`.
     pub fn pooled(&self, p: &[f32], x: usize) -> f32 {
-        let neighbourhood: f32 = self.neighbours.of(x).iter().map(|&n| p[n as usize]).sum();
-        (p[x] + neighbourhood).min(self.lambda * p[x])
+        at(p, x) + self.pooling.pool(p, x, self.budget(p, x)).0
     }
 }
 
 impl AcceptanceRule for LanternPlusPlus {
     fn describe(&self) -> String {
-        format!("lantern++ (k {}, lambda {})", self.neighbours.k, self.lambda)
+        format!("lantern++ (k {}, lambda {})", self.pooling.neighbours.k(), self.lambda)
     }
 
     fn accept_probability(&self, _depth: usize, p: &[f32], q: &[f32], x: usize) -> f32 {
-        ratio_acceptance(self.pooled(p, x), q[x])
+        self.pooling.accept(p, q, x, self.budget(p, x))
     }
 
-    fn residual(&self, depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
-        Vanilla.residual(depth, p, q)
+    /// The vanilla residual `norm((p - q)+)`; see [`Lantern::residual`].
+    fn residual(&self, _depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
+        positive_part_residual(p, |y| at(q, y))
+    }
+
+    fn residual_after(&self, _depth: usize, p: &[f32], q: &[f32], rejected: usize) -> Vec<f32> {
+        self.pooling.residual(p, q, rejected, self.budget(p, rejected))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens 0..4 on a line at 0, 1, 2, 10: token 0's neighbours are 1, 2, 3.
+    fn neighbours() -> LatentNeighbours {
+        LatentNeighbours::from_codebook(&[0.0, 1.0, 2.0, 10.0], 1, 3).unwrap()
+    }
+
+    #[test]
+    fn pools_the_largest_prefix_within_budget() {
+        let p = [0.1, 0.2, 0.3, 0.4];
+        let lantern = Lantern::new(neighbours(), 0.25);
+        assert!((lantern.pooled(&p, 0) - 0.3).abs() < 1e-6, "takes neighbour 1 (0.2), not 2");
+        assert!((Lantern::new(neighbours(), 0.1).pooled(&p, 0) - 0.1).abs() < 1e-6);
+        // LANTERN++ with lambda 4: budget 0.3 at token 0 -> takes neighbour 1 only.
+        let pp = LanternPlusPlus::new(neighbours(), 4.0);
+        assert!((pp.pooled(&p, 0) - 0.3).abs() < 1e-6);
+        assert!((LanternPlusPlus::new(neighbours(), 6.1).pooled(&p, 0) - 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn accepts_with_pooled_ratio() {
+        let (p, q) = ([0.1, 0.2, 0.3, 0.4], [0.6, 0.1, 0.1, 0.2]);
+        let lantern = Lantern::new(neighbours(), 0.25);
+        assert!((lantern.accept_probability(0, &p, &q, 0) - 0.5).abs() < 1e-6);
+        assert_eq!(lantern.accept_probability(0, &p, &q, 9), 0.0);
+    }
+
+    #[test]
+    fn residual_zeroes_draft_mass_on_pooled_neighbourhoods() {
+        let (p, q) = ([0.1, 0.2, 0.3, 0.4], [0.6, 0.3, 0.05, 0.05]);
+        let lantern = Lantern::new(neighbours(), 0.25);
+        // Pooling took a neighbour: q' = [0.6, 0, 0, 0] -> [p - q']+ = [0, 0.2, 0.3, 0.4].
+        let r = lantern.residual_after(0, &p, &q, 0);
+        for (a, b) in r.iter().zip([0.0, 2.0 / 9.0, 3.0 / 9.0, 4.0 / 9.0]) {
+            assert!((a - b).abs() < 1e-6, "{r:?}");
+        }
+        // Budget too small to take any neighbour: the vanilla residual.
+        let tight = Lantern::new(neighbours(), 0.01);
+        assert_eq!(tight.residual_after(0, &p, &q, 0), tight.residual(0, &p, &q));
     }
 }

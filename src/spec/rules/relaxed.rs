@@ -1,88 +1,62 @@
-//! COOL-SD (arXiv 2601.09212) and its constant-omega ablation UniformRSD.
+//! The omega-relaxation shared by COOL-SD (arXiv 2601.09212) and its ablation UniformRSD.
 //!
-//! Relaxed acceptance at block depth `i`: `f_i(x) = min(1, omega_i p(x) / q(x))`.
+//! Relaxed acceptance with factor `omega`: `f(x) = min(1, omega p(x) / q(x))`.
 //!
-//! **Optimal resampling.** One relaxed step outputs `P = q f + (1 - beta) G`, with
-//! `beta = sum_x q(x) f(x)` and `G` the resampling distribution. Let `d = p - q f`; then
-//! `sum_x d(x) = 1 - beta`, so `sum d+ = (1 - beta) + sum d-`. For any `G`, on the set where
-//! `d < 0` we have `P - p = (1 - beta) G - d >= d-`, hence `TV(P, p) >= sum_x d-(x)`. Choosing
-//! `G* = d+ / sum d+ = norm([p - q f]+)` gives `P - p = d- - d+ (1 - (1 - beta)/sum d+)`, whose
-//! positive and negative parts both sum to `sum d-`: `TV(P, p) = sum_x [min(q, omega p) - p]+`,
-//! the lower bound, so `G*` is optimal. Closed form: `p - min(q, omega p) = max(p - q, (1 - omega) p)`.
-//! For `omega <= 1`, `d >= 0` everywhere and the step is exactly lossless; for `omega >= 1` its
-//! TV is at most `min(omega - 1, TV(p, q))`, nondecreasing in `omega`.
+//! **Optimal resampling `G*`.** One relaxed step drafts `x ~ q`, accepts it with `f(x)` and
+//! otherwise samples from a resampling distribution `G`, so it outputs
+//! `P = q f + (1 - beta) G` with `beta = sum_x q(x) f(x)`. Write `d = p - q f`; then
+//! `sum_x d(x) = 1 - beta`, hence `sum d+ = (1 - beta) + sum d-`. For any `G`,
+//! `TV(P, p) = sum_x [P - p]+ = sum_x [(1 - beta) G - d]+ >= sum_{d < 0} (-d) = sum_x d-(x)`.
+//! `G* = d+ / sum d+ = norm([p - q f]+)` reaches it: `(1 - beta) G* <= d+` pointwise (as
+//! `1 - beta <= sum d+`) and `G* = 0` where `d <= 0`, so `[P - p]+` is `-d` on `{d < 0}` and 0
+//! elsewhere. Thus `TV(P, p) = sum_x [q f - p]+ = sum_x [min(q, omega p) - p]+`, the minimum over
+//! all `G`. Closed form: `p - min(q, omega p) = max(p - q, (1 - omega) p)`, so
+//! `G* = norm([max(p - q, (1 - omega) p)]+)`:
+//! - `omega <= 1`: `min(q, omega p) <= p`, the minimum TV is 0 and the step is exactly lossless
+//!   (with acceptance lower than vanilla's);
+//! - `omega >= 1`: `(1 - omega) p <= 0`, so `G* = norm((p - q)+)`, the vanilla residual, and
+//!   `TV = sum_x [min(q, omega p) - p]+`, nondecreasing in `omega` and at most
+//!   `min(omega - 1, TV(p, q))`.
 //!
-//! **Indexing.** `i` is the 0-based depth in the draft block: the first drafted token uses
-//! `omega_0 = delta * exp(-mu)`, the next `delta * exp(-nu - mu)`, and so on (generous early,
-//! strict late).
-//!
-//! **Floor at 1.** COOL-SD's omega is floored at 1: below 1 the step is exactly lossless with
-//! or without the floor (see above), and the floor only raises acceptance. Without it, the
-//! paper's `nu = 0.7` makes every position past `ln(delta)/nu` stricter than lossless speculative
-//! sampling, and the annealed schedule then loses to a uniform one at equal mean accepted length
-//! (tests/rules_relaxed.rs measures both). UniformRSD keeps its constant omega as given.
+//! For a block, the TV of the joint output from the target's joint law is at most the sum over
+//! positions of the expected one-step TV at the depth each position is drafted at
+//! (see [`crate::spec::analysis`]), so `G*` minimises that bound term by term.
 
-use super::{positive_part_residual, ratio_acceptance, AcceptanceRule};
+use super::{at, positive_part_residual, ratio_acceptance};
 
-/// `f = min(1, omega p/q)` and its optimal residual, for one omega.
-fn relaxed_accept(omega: f32, p: f32, q: f32) -> f32 {
-    ratio_acceptance(omega * p, q)
+/// `f(x) = min(1, omega p(x)/q(x))`; a non-finite or negative `omega` never accepts.
+pub(super) fn relaxed_accept(omega: f32, p: &[f32], q: &[f32], x: usize) -> f32 {
+    if !(omega.is_finite() && omega >= 0.0) {
+        return 0.0;
+    }
+    ratio_acceptance(omega * at(p, x), at(q, x))
 }
 
-fn relaxed_residual(omega: f32, p: &[f32], q: &[f32]) -> Vec<f32> {
-    positive_part_residual(p, q, |x| relaxed_accept(omega, p[x], q[x]))
+/// `G* = norm([p - q f]+)` for the relaxation `omega` (see the module docs).
+pub(super) fn optimal_residual(omega: f32, p: &[f32], q: &[f32]) -> Vec<f32> {
+    positive_part_residual(p, |x| at(q, x) * relaxed_accept(omega, p, q, x))
 }
 
-/// COOL-SD: annealed relaxation `omega_i = max(1, delta * exp(-nu * i - mu))` with the optimal
-/// resampling `G*_i = norm([p - q f_i]+)`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Cool {
-    /// Scale of the relaxation (the paper uses 1.1 to 2).
-    pub delta: f32,
-    /// Decay along the block (the paper uses 0.7).
-    pub nu: f32,
-    /// Offset of the exponent.
-    pub mu: f32,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Cool {
-    /// `omega_i = max(1, delta * exp(-nu * i - mu))` at 0-based block depth `depth`.
-    pub fn omega(&self, depth: usize) -> f32 {
-        (self.delta * (-self.nu * depth as f32 - self.mu).exp()).max(1.0)
-    }
-}
-
-impl AcceptanceRule for Cool {
-    fn describe(&self) -> String {
-        format!("cool-sd (delta {}, nu {}, mu {})", self.delta, self.nu, self.mu)
+    #[test]
+    fn closed_form_matches_definition() {
+        let (p, q) = ([0.5, 0.3, 0.2], [0.1, 0.5, 0.4]);
+        for omega in [0.3f32, 0.8, 1.0, 1.5, 3.0] {
+            let g = optimal_residual(omega, &p, &q);
+            let mut closed: Vec<f32> = p.iter().zip(&q).map(|(&p, &q)| (p - q).max((1.0 - omega) * p).max(0.0)).collect();
+            crate::sampling::dist::normalize(&mut closed);
+            for (a, b) in g.iter().zip(&closed) {
+                assert!((a - b).abs() < 1e-6, "omega {omega}: {g:?} vs {closed:?}");
+            }
+        }
     }
 
-    fn accept_probability(&self, depth: usize, p: &[f32], q: &[f32], x: usize) -> f32 {
-        relaxed_accept(self.omega(depth), p[x], q[x])
-    }
-
-    fn residual(&self, depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
-        relaxed_residual(self.omega(depth), p, q)
-    }
-}
-
-/// UniformRSD: the COOL-SD relaxation and resampling with one constant `omega`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct UniformRsd {
-    /// The constant relaxation factor.
-    pub omega: f32,
-}
-
-impl AcceptanceRule for UniformRsd {
-    fn describe(&self) -> String {
-        format!("uniform-rsd (omega {})", self.omega)
-    }
-
-    fn accept_probability(&self, _depth: usize, p: &[f32], q: &[f32], x: usize) -> f32 {
-        relaxed_accept(self.omega, p[x], q[x])
-    }
-
-    fn residual(&self, _depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
-        relaxed_residual(self.omega, p, q)
+    #[test]
+    fn bad_omega_never_accepts() {
+        assert_eq!(relaxed_accept(f32::NAN, &[0.5], &[0.5], 0), 0.0);
+        assert_eq!(relaxed_accept(-1.0, &[0.5], &[0.5], 0), 0.0);
     }
 }
