@@ -5,9 +5,9 @@ use crate::backend::Backend;
 use crate::engine::guided::GuidedSeqs;
 use crate::engine::DecodeContext;
 use crate::error::Result;
-use crate::kv::{PagedKvCache, QueryVisibility};
-use crate::model::{Gpt, StepRow, TokenInput};
-use crate::spec::draft::{ancestor_window, DraftNode, Drafter, SequenceState};
+use crate::kv::PagedKvCache;
+use crate::model::{Gpt, StepRow};
+use crate::spec::draft::{tree_rows, DraftNode, Drafter, SequenceState};
 use crate::spec::rules::AcceptanceRule;
 use crate::spec::tree::TreeShape;
 use crate::spec::verify::{sample_children, verify_tree, TreeDraft};
@@ -33,12 +33,7 @@ pub fn generate_speculative<B: Backend>(
 
         let base = m + 1;
         let mut rows = vec![StepRow::causal(seqs.cond, state.input_at(m), m)];
-        rows.extend(nodes.iter().map(|node| StepRow {
-            input: TokenInput::Image(node.token),
-            position: m + node.depth,
-            kv_pos: base + node.index,
-            visibility: QueryVisibility { seq: seqs.cond, prefix: base, window_start: base, window: ancestor_window(&nodes, node.index) },
-        }));
+        rows.extend(tree_rows(seqs.cond, m, &nodes, &nodes));
         let n_rows = rows.len();
         let out = target.forward(ctx.backend, cache, &seqs.mirror(rows))?;
         ctx.stats.target_forwards += 1;

@@ -4,9 +4,9 @@ use crate::backend::Backend;
 use crate::engine::guided::GuidedSeqs;
 use crate::engine::DecodeContext;
 use crate::error::{Error, Result};
-use crate::kv::{PagedKvCache, QueryVisibility};
+use crate::kv::PagedKvCache;
 use crate::model::{head_row, DraftHead, Gpt, StepOutput, StepRow, TokenInput};
-use super::sequence::{ancestor_window, DraftNode, SequenceState};
+use super::sequence::{tree_rows, DraftNode, SequenceState};
 use super::Drafter;
 
 /// A row's output features: conditional, then unconditional (empty without CFG).
@@ -88,18 +88,9 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
     }
 
     fn expand(&mut self, ctx: &mut DecodeContext<'_, B>, state: &SequenceState, nodes: &[DraftNode]) -> Result<Vec<Vec<f32>>> {
-        let base = state.pending_position() + 1;
         let d = self.target.config().dim;
         self.fed.extend_from_slice(nodes);
-        let rows = nodes
-            .iter()
-            .map(|node| StepRow {
-                input: TokenInput::Image(node.token),
-                position: base - 1 + node.depth,
-                kv_pos: base + node.index,
-                visibility: QueryVisibility { seq: self.seqs.cond, prefix: base, window_start: base, window: ancestor_window(&self.fed, node.index) },
-            })
-            .collect();
+        let rows = tree_rows(self.seqs.cond, state.pending_position(), &self.fed, nodes);
         let features = nodes.iter().flat_map(|n| self.node_feature(n.parent)[..d].to_vec()).collect();
         let uncond = nodes.iter().flat_map(|n| self.node_feature(n.parent)[d..].to_vec()).collect();
         let (q, feats) = self.run(ctx, rows, features, uncond, "draft head tree")?;

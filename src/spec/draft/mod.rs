@@ -11,7 +11,7 @@ mod sequence;
 
 pub use head::HeadDrafter;
 pub use model::ModelDrafter;
-pub use sequence::{ancestor_window, DraftNode, SequenceState};
+pub use sequence::{tree_rows, DraftNode, SequenceState};
 
 use crate::backend::Backend;
 use crate::engine::DecodeContext;

@@ -4,9 +4,9 @@ use crate::backend::Backend;
 use crate::engine::guided::GuidedSeqs;
 use crate::engine::DecodeContext;
 use crate::error::Result;
-use crate::kv::{PagedKvCache, QueryVisibility};
-use crate::model::{Gpt, StepOutput, StepRow, TokenInput};
-use super::sequence::{ancestor_window, DraftNode, SequenceState};
+use crate::kv::PagedKvCache;
+use crate::model::{Gpt, StepOutput, StepRow};
+use super::sequence::{tree_rows, DraftNode, SequenceState};
 use super::Drafter;
 
 /// A small LlamaGen GPT drafting with its own paged KV cache (and CFG pair when the target
@@ -47,17 +47,8 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
     }
 
     fn expand(&mut self, ctx: &mut DecodeContext<'_, B>, state: &SequenceState, nodes: &[DraftNode]) -> Result<Vec<Vec<f32>>> {
-        let base = state.pending_position() + 1;
         self.fed.extend_from_slice(nodes);
-        let rows = nodes
-            .iter()
-            .map(|node| StepRow {
-                input: TokenInput::Image(node.token),
-                position: base - 1 + node.depth,
-                kv_pos: base + node.index,
-                visibility: QueryVisibility { seq: self.seqs.cond, prefix: base, window_start: base, window: ancestor_window(&self.fed, node.index) },
-            })
-            .collect();
+        let rows = tree_rows(self.seqs.cond, state.pending_position(), &self.fed, nodes);
         self.run(ctx, rows, "draft model tree")
     }
 

@@ -1,6 +1,7 @@
 //! The committed sequence of one image and the nodes of a draft tree.
 
-use crate::model::TokenInput;
+use crate::kv::{QueryVisibility, SeqId};
+use crate::model::{StepRow, TokenInput};
 
 /// The class label and the image tokens committed so far. The last token is "pending": the
 /// target has not yet seen it as input.
@@ -46,8 +47,25 @@ pub struct DraftNode {
     pub depth: usize,
 }
 
+/// The forward-pass rows of tree `nodes` (BFS order, `all` holding every node of the tree so far)
+/// drafted below the pending token at sequence position `pending` of `seq`: node `i` sits at RoPE
+/// position `pending + depth`, writes KV position `pending + 1 + i`, and sees the committed prefix
+/// plus its ancestors.
+pub fn tree_rows(seq: SeqId, pending: usize, all: &[DraftNode], nodes: &[DraftNode]) -> Vec<StepRow> {
+    let base = pending + 1;
+    nodes
+        .iter()
+        .map(|node| StepRow {
+            input: TokenInput::Image(node.token),
+            position: pending + node.depth,
+            kv_pos: base + node.index,
+            visibility: QueryVisibility { seq, prefix: base, window_start: base, window: ancestor_window(all, node.index) },
+        })
+        .collect()
+}
+
 /// Visibility over the tree window: node `i` sees itself and its ancestors.
-pub fn ancestor_window(nodes: &[DraftNode], index: usize) -> Vec<bool> {
+fn ancestor_window(nodes: &[DraftNode], index: usize) -> Vec<bool> {
     let mut window = vec![false; index + 1];
     let mut current = Some(index);
     while let Some(i) = current {
