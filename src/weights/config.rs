@@ -235,8 +235,8 @@ impl ModelConfig {
         self.gpt.validate("gpt")?;
         if let Some(draft) = &self.draft {
             draft.validate("draft")?;
-            if draft.vocab_size != self.gpt.vocab_size || draft.block_size != self.gpt.block_size {
-                return Err("draft.vocab_size and draft.block_size must equal the gpt's".into());
+            if draft.vocab_size != self.gpt.vocab_size || draft.block_size != self.gpt.block_size || draft.num_classes != self.gpt.num_classes {
+                return Err("draft.vocab_size, draft.block_size and draft.num_classes must equal the gpt's".into());
             }
         }
         if let Some(head) = &self.draft_head {
