@@ -12,8 +12,10 @@
 //  - on rejection the target becomes the residual norm([p - q f]+), computed as
 //    norm([p - min(q, omega p)]+), the same quantity with no rounding when omega = 1, where it is
 //    exactly norm((p - q)+);
-//  - each further sibling x is accepted with min(1, r(x) / q(x)) against the current residual r,
-//    which then becomes norm((r - q)+) (multi-draft speculative sampling, as in SpecInfer).
+//  - siblings are drawn from q without replacement, so each further sibling x is accepted with
+//    min(1, r(x) / q'(x)) against the current residual r, where q' is q renormalised without the
+//    siblings already tried; r then becomes norm((r - q')+) (multi-draft speculative sampling for
+//    draws without replacement, as the host verifier in src/spec/verify.rs).
 // A residual with no mass keeps the previous distribution. If a child is accepted the walk goes
 // down to it; a node with no children ends the block with a bonus token drawn from p there; a
 // level that rejects every child ends it with a token drawn from the last residual. Draws use the
@@ -25,8 +27,8 @@
 // Launch geometry: grid = (batch), block = (ACCEPT_THREADS). One block per sequence; thread t
 // owns the contiguous vocabulary chunk [t * chunk, (t + 1) * chunk), chunk = ceil(vocab / 256),
 // for residuals and partial sums; thread 0 does the short serial parts (tree walk bookkeeping,
-// the scan over the 256 partial sums). `work` is scratch of [batch, 2, vocab] floats (two
-// residual buffers per sequence).
+// the scan over the 256 partial sums). `work` is scratch of [batch, 3, vocab] floats (two
+// residual buffers and the draft distribution without the tried siblings, per sequence).
 #include "common.cuh"
 
 #define ACCEPT_THREADS 256
@@ -146,6 +148,22 @@ __device__ float residual(const float* cur, const float* q, float omega, int voc
     return total;
 }
 
+// dst = q without token x, renormalised (copied from q first when dst != q). Ends with a barrier.
+__device__ void drop_token(const float* q, unsigned int x, int vocab, float* dst, float* partial) {
+    int begin, end;
+    chunk_range(vocab, &begin, &end);
+    for (int y = begin; y < end; ++y) {
+        dst[y] = (unsigned int)y == x ? 0.0f : q[y];
+    }
+    const float total = chunked_total(dst, vocab, partial);
+    if (total > 0.0f) {
+        for (int y = begin; y < end; ++y) {
+            dst[y] = __fdiv_rn(dst[y], total);
+        }
+    }
+    __syncthreads();
+}
+
 extern "C" __global__ void accept_block(const float* p, const float* q, const unsigned int* tokens, const int* parents,
                                         const float* omega, const float* u_accept, const float* u_sample, int nodes,
                                         int vocab, float* work, float* accept_prob, int* path,
@@ -167,6 +185,7 @@ extern "C" __global__ void accept_block(const float* p, const float* q, const un
         const float* p_row = p + (b * (nodes + 1) + (node + 1)) * vocab;
         const float* q_row = q + (b * (nodes + 1) + (node + 1)) * vocab;
         const float* cur = p_row;
+        float* q_left = work + (b * 3 + 2) * vocab;  // q without the siblings tried so far
         const float om = depth < nodes ? omega[depth] : 0.0f;  // a leaf level reads no omega
         const float level_omega = (om - om == 0.0f && om >= 0.0f) ? om : 0.0f;  // non-finite/negative: never accept
         bool first = true;
@@ -178,7 +197,7 @@ extern "C" __global__ void accept_block(const float* p, const float* q, const un
             const unsigned int x = tok[n];
             float a = 0.0f;
             if (x < (unsigned int)vocab) {
-                a = first ? ratio_accept(__fmul_rn(level_omega, p_row[x]), q_row[x]) : ratio_accept(cur[x], q_row[x]);
+                a = first ? ratio_accept(__fmul_rn(level_omega, p_row[x]), q_row[x]) : ratio_accept(cur[x], q_left[x]);
             }
             if (threadIdx.x == 0) {
                 accept_prob[b * nodes + n] = a;
@@ -187,11 +206,12 @@ extern "C" __global__ void accept_block(const float* p, const float* q, const un
                 accepted = n;
                 break;
             }
-            float* dst = work + (b * 2 + spare) * vocab;
-            if (residual(cur, q_row, first ? level_omega : -1.0f, vocab, dst, partial) > 0.0f) {
+            float* dst = work + (b * 3 + spare) * vocab;
+            if (residual(cur, first ? q_row : q_left, first ? level_omega : -1.0f, vocab, dst, partial) > 0.0f) {
                 cur = dst;
                 spare ^= 1;
             }
+            drop_token(first ? q_row : q_left, x, vocab, q_left, partial);
             first = false;
         }
         if (accepted >= 0) {

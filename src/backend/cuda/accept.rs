@@ -83,7 +83,7 @@ impl CudaBackend {
         let (tokens, parents, omega) = (upload_slice(s, block.tokens)?, upload_slice(s, block.parents)?, upload_slice(s, block.omega)?);
         let (u_accept, u_sample) = (upload_slice(s, block.u_accept)?, upload_slice(s, block.u_sample)?);
         let per_node = block.batch * block.nodes;
-        let mut work = alloc_zeros::<f32>(s, block.batch * 2 * block.vocab)?;
+        let mut work = alloc_zeros::<f32>(s, block.batch * 3 * block.vocab)?;
         let mut accept_prob = alloc_zeros::<f32>(s, per_node)?;
         let mut path = alloc_zeros::<i32>(s, per_node)?;
         let mut accepted_len = alloc_zeros::<u32>(s, block.batch)?;

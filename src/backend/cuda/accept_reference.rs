@@ -3,11 +3,8 @@
 //! returns the same tokens, paths and acceptance probabilities, bit for bit. It documents and
 //! tests the kernel; apart from the scalar `ratio_acceptance` it is independent of the host
 //! verifier in `crate::spec`.
-//!
-//! Known gap: kernel and twin treat tree siblings as drawn *with* replacement from q, while the
-//! host drafter now draws them without replacement (`crate::spec::siblings`), whose multi-draft
-//! rule renormalises q without the siblings already tried. Chains are identical; trees of width
-//! >= 2 need that update before the kernel replaces the host verifier.
+//! Siblings are drawn without replacement (`crate::spec::siblings`): after a rejection the draft
+//! side of the next sibling is q renormalised without the siblings already tried.
 
 use super::accept::{Acceptance, DraftBlock};
 use crate::error::Result;
@@ -86,6 +83,17 @@ fn residual(cur: &[f32], q: &[f32], omega: Option<f32>) -> Option<Vec<f32>> {
     })
 }
 
+/// `q` without token `x`, renormalised in the kernel's summation order (left as is without mass).
+fn drop_token(q: &mut [f32], x: usize) {
+    if let Some(v) = q.get_mut(x) {
+        *v = 0.0;
+    }
+    let (_, total) = chunked_total(q);
+    if total > 0.0 {
+        q.iter_mut().for_each(|v| *v /= total);
+    }
+}
+
 /// Verify `block` against `p` and `q` (`[batch, nodes + 1, vocab]`) exactly as
 /// `CudaBackend::accept_block` does on the GPU.
 pub fn accept_block(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acceptance> {
@@ -104,6 +112,7 @@ pub fn accept_block(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acce
             let om = block.omega.get(path.len()).copied().unwrap_or(0.0);
             let level_omega = if om.is_finite() && om >= 0.0 { om } else { 0.0 };
             let mut cur = p_row.clone();
+            let mut q_left = q_row.clone();
             let mut first = true;
             let mut accepted = None;
             let children = (0..nodes).filter(|&n| block.parents[b * nodes + n] == node.map_or(-1, |n| n as i32));
@@ -112,16 +121,17 @@ pub fn accept_block(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acce
                 let a = match (x < vocab, first) {
                     (false, _) => 0.0,
                     (true, true) => ratio_acceptance(level_omega * p_row[x], q_row[x]),
-                    (true, false) => ratio_acceptance(cur[x], q_row[x]),
+                    (true, false) => ratio_acceptance(cur[x], q_left[x]),
                 };
                 accept_prob[b * nodes + n] = a;
                 if block.u_accept[b * nodes + n] < a {
                     accepted = Some(n);
                     break;
                 }
-                if let Some(r) = residual(&cur, &q_row, first.then_some(level_omega)) {
+                if let Some(r) = residual(&cur, &q_left, first.then_some(level_omega)) {
                     cur = r;
                 }
+                drop_token(&mut q_left, x);
                 first = false;
             }
             match accepted {
@@ -182,5 +192,33 @@ mod tests {
         let bad = accept_block(&p, &q, &chain(&[1], &[-1], &[f32::NAN], &[0.0], &[0.0])).unwrap();
         assert_eq!(bad.accept_prob, vec![0.0]);
         assert_eq!(bad.next, vec![0]); // residual = p, u = 0 draws the first positive token
+    }
+
+    /// One tree level of 3 siblings drawn without replacement, verified losslessly: the law of
+    /// the emitted token (accepted sibling, or the residual draw) is p.
+    #[test]
+    fn a_tree_level_without_replacement_emits_the_target_law() {
+        use crate::sampling::Rng;
+        use crate::spec::siblings::sample_children;
+        let p = [0.05f32, 0.4, 0.1, 0.25, 0.15, 0.05];
+        let q = [0.3f32, 0.05, 0.3, 0.1, 0.05, 0.2];
+        let (width, vocab, samples) = (3, p.len(), 200_000);
+        let mut rng = Rng::new(7);
+        let mut counts = vec![0u32; vocab];
+        for _ in 0..samples {
+            let tokens = sample_children(&q, width, &mut rng);
+            let dist_p: Vec<f32> = (0..=width).flat_map(|_| p).collect();
+            let dist_q: Vec<f32> = (0..=width).flat_map(|_| q).collect();
+            let u_accept: Vec<f32> = (0..width).map(|_| rng.uniform() as f32).collect();
+            let u_sample = [rng.uniform() as f32];
+            let block = DraftBlock { batch: 1, nodes: width, vocab, tokens: &tokens, parents: &[-1; 3], omega: &[1.0; 3], u_accept: &u_accept, u_sample: &u_sample };
+            let out = accept_block(&dist_p, &dist_q, &block).unwrap();
+            let emitted = out.paths[0].first().map_or(out.next[0], |&n| tokens[n]);
+            counts[emitted as usize] += 1;
+        }
+        for (x, (&c, &px)) in counts.iter().zip(&p).enumerate() {
+            let freq = c as f32 / samples as f32;
+            assert!((freq - px).abs() < 0.006, "token {x}: frequency {freq} vs p {px}");
+        }
     }
 }
