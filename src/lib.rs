@@ -5,6 +5,8 @@
 //! over the backend), [`kv`] (paged KV cache), [`sampling`], [`spec`] (speculative decoding) and
 //! [`engine`] (the library API). See `docs/ARCHITECTURE.md` for the contracts between them.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod engine;
 pub mod error;
