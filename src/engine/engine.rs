@@ -1,7 +1,7 @@
 //! `Engine`: loads a weights directory onto a backend and generates images.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::backend::{Backend, CpuBackend};
@@ -18,6 +18,7 @@ use crate::sampling::Rng;
 use crate::spec::config::{DrafterChoice, SpecConfig};
 use crate::spec::decode::generate_speculative;
 use crate::spec::draft::{Drafter, HeadDrafter, ModelDrafter};
+use crate::spec::rules::LatentNeighbours;
 use crate::weights::{ModelConfig, WeightFile};
 
 /// Token slots per KV block.
@@ -34,6 +35,9 @@ pub struct Engine<B: Backend = CpuBackend> {
     vq: Option<VqDecoder>,
     /// The raw VQ codebook (`[vocab, embed_dim]`), for LANTERN's latent neighbourhoods.
     codebook: Option<(Vec<f32>, usize)>,
+    /// The last neighbourhood table built (by `k`): building one for a 16384-token codebook
+    /// takes seconds, so it is done once, not per image.
+    neighbours: Mutex<Option<(usize, Arc<LatentNeighbours>)>>,
     kv_blocks: Option<usize>,
 }
 
@@ -73,7 +77,7 @@ impl<B: Backend> Engine<B> {
             }
             None => (None, None),
         };
-        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, kv_blocks: None })
+        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, neighbours: Mutex::new(None), kv_blocks: None })
     }
 
     /// Use a KV pool of exactly `blocks` blocks of [`KV_BLOCK_SIZE`] slots per model (default:
@@ -149,10 +153,24 @@ impl<B: Backend> Engine<B> {
         Ok(Generation { tokens, stats })
     }
 
+    /// The `k` nearest codebook neighbours of every token (cached).
+    fn latent_neighbours(&self, k: usize) -> Result<Arc<LatentNeighbours>> {
+        let (codebook, dim) = self.codebook.as_ref().ok_or_else(|| {
+            Error::InvalidRequest(format!("LANTERN needs the VQ codebook: {} has no \"vq\" section", self.dir.display()))
+        })?;
+        let mut cache = self.neighbours.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, cached)) = cache.as_ref().filter(|(cached_k, _)| *cached_k == k) {
+            return Ok(Arc::clone(cached));
+        }
+        let built = Arc::new(LatentNeighbours::from_codebook(codebook, *dim, k)?);
+        *cache = Some((k, Arc::clone(&built)));
+        Ok(built)
+    }
+
     /// Run speculative decoding with the drafter and rule `spec` selects.
     fn generate_speculative(&self, ctx: &mut DecodeContext<'_, B>, spec: &SpecConfig, class: u32) -> Result<Vec<u32>> {
         let shape = spec.shape()?;
-        let rule = spec.build_rule(self.codebook.as_ref().map(|(table, dim)| (table.as_slice(), *dim)))?;
+        let rule = spec.build_rule(&|k| self.latent_neighbours(k))?;
         let window = shape.num_nodes() + 1;
         let cfg = ctx.params.uses_cfg();
         let missing = |section: &str| {

@@ -1,6 +1,8 @@
 //! What a caller chooses for speculative decoding: drafter, tree shape, acceptance rule.
 
-use crate::error::{Error, Result};
+use std::sync::Arc;
+
+use crate::error::Result;
 use crate::spec::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
 use crate::spec::tree::TreeShape;
 
@@ -70,14 +72,9 @@ impl SpecConfig {
         TreeShape::from_widths(&self.widths)
     }
 
-    /// Build the acceptance rule; LANTERN variants need the VQ `codebook` (`[vocab, embed_dim]`).
-    pub fn build_rule(&self, codebook: Option<(&[f32], usize)>) -> Result<Box<dyn AcceptanceRule>> {
-        let neighbours = |k: usize| -> Result<LatentNeighbours> {
-            let (table, dim) = codebook.ok_or_else(|| {
-                Error::InvalidRequest("LANTERN needs the VQ codebook: this weights directory has no \"vq\" section".into())
-            })?;
-            LatentNeighbours::from_codebook(table, dim, k)
-        };
+    /// Build the acceptance rule; LANTERN variants get their `k`-nearest latent neighbourhoods
+    /// from `neighbours` (the engine builds them from the VQ codebook once and caches them).
+    pub fn build_rule(&self, neighbours: &dyn Fn(usize) -> Result<Arc<LatentNeighbours>>) -> Result<Box<dyn AcceptanceRule>> {
         Ok(match self.rule {
             RuleConfig::Vanilla => Box::new(Vanilla),
             RuleConfig::Lantern { k, delta } => Box::new(Lantern::new(neighbours(k)?, delta)),

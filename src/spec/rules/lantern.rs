@@ -14,12 +14,14 @@
 //!   vanilla residual). The reference zeroes the first `k + 1` entries of a neighbour list that
 //!   already excludes the token itself (an apparent off-by-one); spire zeroes the `k` neighbours.
 
+use std::sync::Arc;
+
 use super::{at, positive_part_residual, ratio_acceptance, AcceptanceRule, LatentNeighbours};
 
 /// The pooling shared by LANTERN and LANTERN++, for a budget chosen per drafted token.
 #[derive(Clone, Debug, PartialEq)]
 struct Pooling {
-    neighbours: LatentNeighbours,
+    neighbours: Arc<LatentNeighbours>,
 }
 
 impl Pooling {
@@ -68,8 +70,8 @@ pub struct Lantern {
 
 impl Lantern {
     /// LANTERN with neighbourhoods `neighbours` and total-variation budget `delta`.
-    pub fn new(neighbours: LatentNeighbours, delta: f32) -> Self {
-        Self { pooling: Pooling { neighbours }, delta }
+    pub fn new(neighbours: impl Into<Arc<LatentNeighbours>>, delta: f32) -> Self {
+        Self { pooling: Pooling { neighbours: neighbours.into() }, delta }
     }
 
     /// The pooled target mass `p~(x)`.
@@ -108,8 +110,8 @@ pub struct LanternPlusPlus {
 
 impl LanternPlusPlus {
     /// LANTERN++ with neighbourhoods `neighbours` and cap factor `lambda`.
-    pub fn new(neighbours: LatentNeighbours, lambda: f32) -> Self {
-        Self { pooling: Pooling { neighbours }, lambda }
+    pub fn new(neighbours: impl Into<Arc<LatentNeighbours>>, lambda: f32) -> Self {
+        Self { pooling: Pooling { neighbours: neighbours.into() }, lambda }
     }
 
     fn budget(&self, p: &[f32], x: usize) -> f32 {
