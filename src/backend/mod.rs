@@ -6,6 +6,7 @@
 //! ([`Backend::KvPool`]) holds keys and values for all layers. Small index arrays (token ids,
 //! positions, KV slots, attention layouts) are passed as host slices.
 
+pub mod checks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 pub use weight::CpuWeight;
 
-use super::{AttentionLayout, Backend, KvShape};
-use crate::error::{Error, Result};
+use super::{checks, AttentionLayout, Backend, KvShape};
+use crate::error::Result;
 use crate::weights::{DType, WeightFile};
 
 /// The CPU backend (stateless; parallelism comes from rayon's global pool).
@@ -31,19 +31,6 @@ impl CpuKvPool {
     pub fn shape(&self) -> KvShape {
         self.shape
     }
-}
-
-fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Backend(format!("cpu {op}: {}", what())))
-    }
-}
-
-fn check_slots(slots: &[u32], shape: &KvShape, op: &str) -> Result<()> {
-    let n = shape.num_slots();
-    check(slots.iter().all(|&s| (s as usize) < n), op, || format!("KV slot out of range (pool has {n} slots)"))
 }
 
 impl Backend for CpuBackend {
@@ -95,11 +82,8 @@ impl Backend for CpuBackend {
     }
 
     fn embedding(&self, table: &CpuWeight, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        let table_rows = table.len() / dim;
-        check(ids.len() == out_rows.len(), "embedding", || "ids and out_rows differ in length".into())?;
+        checks::embedding(table.len(), ids, out_rows, dim, out.len())?;
         for (&id, &row) in ids.iter().zip(out_rows) {
-            check((id as usize) < table_rows, "embedding", || format!("id {id} outside a table of {table_rows} rows"))?;
-            check((row as usize + 1) * dim <= out.len(), "embedding", || format!("output row {row} out of range"))?;
             out[row as usize * dim..(row as usize + 1) * dim]
                 .copy_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
         }
@@ -107,8 +91,7 @@ impl Backend for CpuBackend {
     }
 
     fn concat_rows(&self, a: &Vec<f32>, a_dim: usize, b: &Vec<f32>, b_dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        let rows = a.len() / a_dim;
-        check(b.len() == rows * b_dim && out.len() == rows * (a_dim + b_dim), "concat_rows", || "shape mismatch".into())?;
+        checks::concat_rows(a.len(), a_dim, b.len(), b_dim, out.len())?;
         for ((o, x), y) in out.chunks_mut(a_dim + b_dim).zip(a.chunks(a_dim)).zip(b.chunks(b_dim)) {
             o[..a_dim].copy_from_slice(x);
             o[a_dim..].copy_from_slice(y);
@@ -117,7 +100,7 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &Vec<f32>, weight: &CpuWeight, eps: f32, dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        check(weight.len() == dim && x.len() == out.len() && x.len().is_multiple_of(dim), "rms_norm", || "shape mismatch".into())?;
+        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
         kernels::rms_norm(x, weight, eps, dim, out);
         Ok(())
     }
@@ -136,23 +119,19 @@ impl Backend for CpuBackend {
     }
 
     fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {
-        check(acc.len() == x.len(), "add_assign", || format!("{} vs {} elements", acc.len(), x.len()))?;
+        checks::same_len("add_assign", &[acc.len(), x.len()])?;
         kernels::add_assign(acc, x);
         Ok(())
     }
 
     fn linear(&self, x: &Vec<f32>, weight: &CpuWeight, rows: usize, in_dim: usize, out_dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        check(
-            x.len() >= rows * in_dim && weight.len() == out_dim * in_dim && out.len() >= rows * out_dim,
-            "linear",
-            || format!("x {} / weight {} / out {} for [{rows}x{in_dim}]·[{out_dim}x{in_dim}]ᵀ", x.len(), weight.len(), out.len()),
-        )?;
+        checks::linear(x.len(), weight.len(), rows, in_dim, out_dim, out.len())?;
         kernels::linear(x, weight, rows, in_dim, out_dim, out);
         Ok(())
     }
 
     fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
-        check(gate.len() == up.len() && up.len() == out.len(), "swiglu", || "shape mismatch".into())?;
+        checks::same_len("swiglu", &[gate.len(), up.len(), out.len()])?;
         kernels::swiglu(gate, up, out);
         Ok(())
     }
@@ -167,17 +146,14 @@ impl Backend for CpuBackend {
         table: &Vec<f32>,
         positions: &[u32],
     ) -> Result<()> {
-        let max_pos = table.len() / head_dim;
-        check(positions.len() == rows && x.len() >= rows * row_stride, "rope", || "shape mismatch".into())?;
-        check(positions.iter().all(|&p| (p as usize) < max_pos), "rope", || format!("position beyond the table ({max_pos})"))?;
+        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), positions)?;
         kernels::rope(&mut x[..rows * row_stride], row_stride, n_rot_heads, head_dim, table, positions);
         Ok(())
     }
 
     fn kv_write(&self, pool: &mut CpuKvPool, layer: usize, qkv: &Vec<f32>, slots: &[u32]) -> Result<()> {
+        checks::kv_write(&pool.shape, layer, qkv.len(), slots)?;
         let width = pool.shape.row_width();
-        check_slots(slots, &pool.shape, "kv_write")?;
-        check(qkv.len() == slots.len() * 3 * width, "kv_write", || "qkv rows do not match slots".into())?;
         for (row, &slot) in qkv.chunks(3 * width).zip(slots) {
             let dst = slot as usize * width..(slot as usize + 1) * width;
             pool.keys[layer][dst.clone()].copy_from_slice(&row[width..2 * width]);
@@ -187,9 +163,8 @@ impl Backend for CpuBackend {
     }
 
     fn kv_copy(&self, pool: &mut CpuKvPool, src: &[u32], dst: &[u32]) -> Result<()> {
+        checks::kv_copy(&pool.shape, src, dst)?;
         let width = pool.shape.row_width();
-        check_slots(src, &pool.shape, "kv_copy")?;
-        check_slots(dst, &pool.shape, "kv_copy")?;
         for layer in pool.keys.iter_mut().chain(pool.values.iter_mut()) {
             for (&s, &d) in src.iter().zip(dst) {
                 layer.copy_within(s as usize * width..(s as usize + 1) * width, d as usize * width);
@@ -199,12 +174,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, qkv: &Vec<f32>, pool: &CpuKvPool, layer: usize, layout: &AttentionLayout, out: &mut Vec<f32>) -> Result<()> {
-        let width = layout.n_head * layout.head_dim;
-        check(
-            qkv.len() == layout.rows() * 3 * width && out.len() == layout.rows() * width && width == pool.shape.row_width(),
-            "attention",
-            || "shape mismatch".into(),
-        )?;
+        checks::attention(&pool.shape, layer, qkv.len(), out.len(), layout)?;
         attention::paged_attention(qkv, &pool.keys[layer], &pool.values[layer], layout, out);
         Ok(())
     }

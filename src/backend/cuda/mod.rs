@@ -26,7 +26,7 @@ pub use accept::{Acceptance, DraftBlock};
 pub use buffer::{CudaBuf, CudaKvPool, CudaWeight};
 pub use modules::{arch_for, compile_with_nvrtc, has_precompiled, nvrtc_available, MODULES};
 
-use super::{AttentionLayout, Backend, KvShape};
+use super::{checks, AttentionLayout, Backend, KvShape};
 use crate::error::{Error, Result};
 use crate::weights::{DType, WeightFile};
 use buffer::{alloc_zeros, cuda_error, upload_slice};
@@ -137,49 +137,39 @@ impl Backend for CudaBackend {
     }
 
     fn embedding(&self, table: &CudaWeight, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut CudaBuf) -> Result<()> {
-        let table_rows = table.len() / dim;
-        check(ids.len() == out_rows.len(), "embedding", || "ids and out_rows differ in length".into())?;
-        check(ids.iter().all(|&id| (id as usize) < table_rows), "embedding", || format!("id outside a table of {table_rows} rows"))?;
-        check(out_rows.iter().all(|&r| (r as usize + 1) * dim <= out.len()), "embedding", || "output row out of range".into())?;
+        checks::embedding(table.len(), ids, out_rows, dim, out.len())?;
         self.launch_embedding(table, ids, out_rows, dim, out)
     }
 
     fn concat_rows(&self, a: &CudaBuf, a_dim: usize, b: &CudaBuf, b_dim: usize, out: &mut CudaBuf) -> Result<()> {
+        checks::concat_rows(a.len(), a_dim, b.len(), b_dim, out.len())?;
         let rows = a.len() / a_dim;
-        check(b.len() == rows * b_dim && out.len() == rows * (a_dim + b_dim), "concat_rows", || "shape mismatch".into())?;
         self.launch_concat_rows(a, a_dim, b, b_dim, rows, out)
     }
 
     fn rms_norm(&self, x: &CudaBuf, weight: &CudaWeight, eps: f32, dim: usize, out: &mut CudaBuf) -> Result<()> {
-        check(weight.len() == dim && x.len() == out.len() && x.len().is_multiple_of(dim), "rms_norm", || "shape mismatch".into())?;
+        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
         self.launch_rms_norm(None, x, weight.f32("rms_norm")?, eps, dim, out)
     }
 
     fn add_rms_norm(&self, residual: &mut CudaBuf, x: &CudaBuf, weight: &CudaWeight, eps: f32, dim: usize, out: &mut CudaBuf) -> Result<()> {
-        check(
-            weight.len() == dim && x.len() == residual.len() && x.len() == out.len() && x.len().is_multiple_of(dim),
-            "add_rms_norm",
-            || "shape mismatch".into(),
-        )?;
+        checks::same_len("add_rms_norm", &[residual.len(), x.len()])?;
+        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
         self.launch_rms_norm(Some(residual), x, weight.f32("add_rms_norm")?, eps, dim, out)
     }
 
     fn add_assign(&self, acc: &mut CudaBuf, x: &CudaBuf) -> Result<()> {
-        check(acc.len() == x.len(), "add_assign", || format!("{} vs {} elements", acc.len(), x.len()))?;
+        checks::same_len("add_assign", &[acc.len(), x.len()])?;
         self.launch_add_assign(acc, x)
     }
 
     fn linear(&self, x: &CudaBuf, weight: &CudaWeight, rows: usize, in_dim: usize, out_dim: usize, out: &mut CudaBuf) -> Result<()> {
-        check(
-            x.len() >= rows * in_dim && weight.len() == out_dim * in_dim && out.len() >= rows * out_dim,
-            "linear",
-            || format!("x {} / weight {} / out {} for [{rows}x{in_dim}]·[{out_dim}x{in_dim}]ᵀ", x.len(), weight.len(), out.len()),
-        )?;
+        checks::linear(x.len(), weight.len(), rows, in_dim, out_dim, out.len())?;
         self.gemm(x, weight, rows, in_dim, out_dim, out)
     }
 
     fn swiglu(&self, gate: &CudaBuf, up: &CudaBuf, out: &mut CudaBuf) -> Result<()> {
-        check(gate.len() == up.len() && up.len() == out.len(), "swiglu", || "shape mismatch".into())?;
+        checks::same_len("swiglu", &[gate.len(), up.len(), out.len()])?;
         self.launch_swiglu(gate, up, out)
     }
 
@@ -193,37 +183,24 @@ impl Backend for CudaBackend {
         table: &CudaBuf,
         positions: &[u32],
     ) -> Result<()> {
-        let max_pos = table.len() / head_dim;
-        check(positions.len() == rows && x.len() >= rows * row_stride, "rope", || "shape mismatch".into())?;
-        check(n_rot_heads * head_dim <= row_stride && head_dim.is_multiple_of(2), "rope", || "heads wider than the row".into())?;
-        check(positions.iter().all(|&p| (p as usize) < max_pos), "rope", || format!("position beyond the table ({max_pos})"))?;
+        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), positions)?;
         self.launch_rope(x, row_stride, n_rot_heads, head_dim, table, positions)
     }
 
     fn kv_write(&self, pool: &mut CudaKvPool, layer: usize, qkv: &CudaBuf, slots: &[u32]) -> Result<()> {
-        let width = pool.shape.row_width();
-        check(layer < pool.shape.n_layer, "kv_write", || format!("layer {layer} out of range"))?;
-        check(slots.iter().all(|&s| (s as usize) < pool.shape.num_slots()), "kv_write", || "KV slot out of range".into())?;
-        check(qkv.len() == slots.len() * 3 * width, "kv_write", || "qkv rows do not match slots".into())?;
+        checks::kv_write(&pool.shape, layer, qkv.len(), slots)?;
         self.launch_kv_write(pool, layer, qkv, slots)
     }
 
     fn kv_copy(&self, pool: &mut CudaKvPool, src: &[u32], dst: &[u32]) -> Result<()> {
-        let n = pool.shape.num_slots();
-        check(src.len() == dst.len(), "kv_copy", || "src and dst differ in length".into())?;
-        check(src.iter().chain(dst).all(|&s| (s as usize) < n), "kv_copy", || format!("KV slot out of range (pool has {n} slots)"))?;
+        checks::kv_copy(&pool.shape, src, dst)?;
         self.launch_kv_copy(pool, src, dst)
     }
 
     fn attention(&self, qkv: &CudaBuf, pool: &CudaKvPool, layer: usize, layout: &AttentionLayout, out: &mut CudaBuf) -> Result<()> {
-        let width = layout.n_head * layout.head_dim;
-        check(
-            qkv.len() == layout.rows() * 3 * width && out.len() == layout.rows() * width && width == pool.shape.row_width(),
-            "attention",
-            || "shape mismatch".into(),
-        )?;
-        check(layer < pool.shape.n_layer && layout.head_dim <= kernels::MAX_HEAD_DIM, "attention", || {
-            format!("layer {layer} or head_dim {} (max {}) out of range", layout.head_dim, kernels::MAX_HEAD_DIM)
+        checks::attention(&pool.shape, layer, qkv.len(), out.len(), layout)?;
+        check(layout.head_dim <= kernels::MAX_HEAD_DIM, "attention", || {
+            format!("head_dim {} above the kernel's maximum {}", layout.head_dim, kernels::MAX_HEAD_DIM)
         })?;
         self.launch_attention(qkv, pool, layer, layout, out)
     }

@@ -1,0 +1,85 @@
+//! Argument checks shared by every backend: each op validates its lengths and indices here
+//! before touching memory, so a bad call is an [`Error::Backend`] naming the op on every device.
+
+use super::{AttentionLayout, KvShape};
+use crate::error::{Error, Result};
+
+fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Backend(format!("{op}: {}", what())))
+    }
+}
+
+fn slots_in_pool(slots: &[u32], shape: &KvShape, op: &str) -> Result<()> {
+    let n = shape.num_slots();
+    check(slots.iter().all(|&s| (s as usize) < n), op, || format!("KV slot out of range (pool has {n} slots)"))
+}
+
+/// `embedding`: a table of `table_len` values in rows of `dim`, into an output of `out_len`.
+pub fn embedding(table_len: usize, ids: &[u32], out_rows: &[u32], dim: usize, out_len: usize) -> Result<()> {
+    let table_rows = table_len / dim.max(1);
+    check(ids.len() == out_rows.len(), "embedding", || "ids and out_rows differ in length".into())?;
+    check(ids.iter().all(|&id| (id as usize) < table_rows), "embedding", || format!("id outside a table of {table_rows} rows"))?;
+    check(out_rows.iter().all(|&r| (r as usize + 1) * dim <= out_len), "embedding", || "output row out of range".into())
+}
+
+/// `concat_rows`: `a` rows of `a_dim`, `b` rows of `b_dim`, `out` rows of both.
+pub fn concat_rows(a_len: usize, a_dim: usize, b_len: usize, b_dim: usize, out_len: usize) -> Result<()> {
+    let rows = a_len / a_dim.max(1);
+    check(a_len == rows * a_dim && b_len == rows * b_dim && out_len == rows * (a_dim + b_dim), "concat_rows", || "shape mismatch".into())
+}
+
+/// `rms_norm`: rows of `dim` in and out, a weight of `dim`.
+pub fn rms_norm(x_len: usize, weight_len: usize, dim: usize, out_len: usize) -> Result<()> {
+    check(weight_len == dim && x_len == out_len && dim > 0 && x_len.is_multiple_of(dim), "rms_norm", || "shape mismatch".into())
+}
+
+/// `add_assign` and other elementwise ops: equal lengths.
+pub fn same_len(op: &str, lens: &[usize]) -> Result<()> {
+    check(lens.windows(2).all(|w| w[0] == w[1]), op, || format!("lengths differ: {lens:?}"))
+}
+
+/// `linear`: `x [rows, in_dim]`, `weight [out_dim, in_dim]`, `out [rows, out_dim]`.
+pub fn linear(x_len: usize, weight_len: usize, rows: usize, in_dim: usize, out_dim: usize, out_len: usize) -> Result<()> {
+    check(x_len >= rows * in_dim && weight_len == out_dim * in_dim && out_len >= rows * out_dim, "linear", || {
+        format!("x {x_len} / weight {weight_len} / out {out_len} for [{rows}x{in_dim}]·[{out_dim}x{in_dim}]ᵀ")
+    })
+}
+
+/// `rope`: `rows` rows of stride `row_stride`, the first `n_rot_heads` heads rotated by table
+/// rows `positions` of a table of `table_len` values.
+pub fn rope(x_len: usize, rows: usize, row_stride: usize, n_rot_heads: usize, head_dim: usize, table_len: usize, positions: &[u32]) -> Result<()> {
+    let max_pos = table_len / head_dim.max(1);
+    check(positions.len() == rows && x_len >= rows * row_stride, "rope", || "shape mismatch".into())?;
+    check(n_rot_heads * head_dim <= row_stride && head_dim.is_multiple_of(2), "rope", || "heads wider than the row".into())?;
+    check(positions.iter().all(|&p| (p as usize) < max_pos), "rope", || format!("position beyond the table ({max_pos})"))
+}
+
+/// `kv_write`: fused `qkv` rows for `slots` of layer `layer`.
+pub fn kv_write(shape: &KvShape, layer: usize, qkv_len: usize, slots: &[u32]) -> Result<()> {
+    check(layer < shape.n_layer, "kv_write", || format!("layer {layer} out of range"))?;
+    slots_in_pool(slots, shape, "kv_write")?;
+    check(qkv_len == slots.len() * 3 * shape.row_width(), "kv_write", || "qkv rows do not match slots".into())
+}
+
+/// `kv_copy`: slot pairs inside the pool.
+pub fn kv_copy(shape: &KvShape, src: &[u32], dst: &[u32]) -> Result<()> {
+    check(src.len() == dst.len(), "kv_copy", || "src and dst differ in length".into())?;
+    slots_in_pool(src, shape, "kv_copy")?;
+    slots_in_pool(dst, shape, "kv_copy")
+}
+
+/// `attention`: `qkv [rows, 3 * width]` and `out [rows, width]` against layer `layer`, with
+/// every block the layout names inside the pool.
+pub fn attention(shape: &KvShape, layer: usize, qkv_len: usize, out_len: usize, layout: &AttentionLayout) -> Result<()> {
+    let width = layout.n_head * layout.head_dim;
+    check(
+        qkv_len == layout.rows() * 3 * width && out_len == layout.rows() * width && width == shape.row_width(),
+        "attention",
+        || "shape mismatch".into(),
+    )?;
+    check(layer < shape.n_layer, "attention", || format!("layer {layer} out of range"))?;
+    check(layout.block_tables.iter().all(|&b| (b as usize) < shape.num_blocks), "attention", || "block table names a block outside the pool".into())
+}
