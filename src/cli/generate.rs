@@ -92,13 +92,17 @@ fn generate_with<B: spire::backend::Backend>(engine: &Engine<B>, args: &Generate
             let generation = engine.generate_tokens(&request, &mut |done, _| bar.set_position(done as u64))?;
             bar.finish();
             let s = &generation.stats;
+            let acceptance = if request.speculative.is_some() {
+                format!(", mean accepted length {:.2}, acceptance {:.2}", s.mean_accepted_length(), s.acceptance_rate())
+            } else {
+                String::new()
+            };
             eprintln!(
-                "  {} tokens in {:.2?}: {} target forwards, {:.2} tokens/forward, acceptance {:.2}",
+                "  {} tokens in {:.2?}: {} target forwards, {:.2} tokens/forward{acceptance}",
                 s.tokens,
                 s.elapsed,
                 s.target_forwards,
-                s.tokens_per_target_forward(),
-                s.acceptance_rate()
+                s.tokens_per_target_forward()
             );
             images.push(engine.decode(&generation.tokens)?);
             seed += 1;
