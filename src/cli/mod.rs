@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 /// spire: autoregressive image generation (LlamaGen) accelerated by speculative decoding.
 ///
-/// Quick start: `spire generate --weights weights/demo --class 3 --out shirt.png`
+/// Quick start: `spire generate --weights weights/demo --class 3 --out dress.png`
 /// generates one image with the shipped demo model on the CPU.
 #[derive(Parser, Debug)]
 #[command(name = "spire", version, about, long_about)]
