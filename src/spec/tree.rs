@@ -36,7 +36,7 @@ impl TreeShape {
     /// [`MAX_TREE_NODES`] nodes. `[4, 2, 2, 1]` drafts 4 + 8 + 16 + 16 = 44 nodes.
     pub fn from_widths(widths: &[usize]) -> Result<Self> {
         if widths.is_empty() || widths.contains(&0) {
-            return Err(Error::InvalidRequest(format!("draft tree widths {widths:?} must be non-empty and all >= 1")));
+            return Err(Error::InvalidRequest(format!("draft tree widths {widths:?} must be non-empty and all >= 1 (use --draft-len >= 1, or --spec none for plain decoding)")));
         }
         let shape = Self { widths: widths.to_vec() };
         if shape.num_nodes() > MAX_TREE_NODES {
