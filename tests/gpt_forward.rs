@@ -156,3 +156,15 @@ fn kv_cache_exhaustion_is_an_error_not_a_panic() {
     assert!(matches!(err, Error::KvCacheExhausted { needed: 1, free: 0, total: 2 }), "{err}");
     assert!(err.to_string().contains("KV cache exhausted"));
 }
+
+#[test]
+fn f32_weights_are_read_in_place_and_half_precision_is_converted() {
+    use spire::backend::Backend;
+    let config = common::tiny_gpt_config();
+    for (dtype, zero_copy) in [(DType::F32, true), (DType::F16, false), (DType::BF16, false)] {
+        let dir = common::temp_dir("zero-copy");
+        let file = Arc::new(WeightFile::open(&common::write_gpt(&dir, &config, dtype, 7, None)).unwrap());
+        let weight = CpuBackend.load_weight(&file, "output.weight", &[config.vocab_size, config.dim]).unwrap();
+        assert_eq!(weight.is_zero_copy(), zero_copy, "{dtype:?}");
+    }
+}

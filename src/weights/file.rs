@@ -22,16 +22,6 @@ pub enum DType {
     BF16,
 }
 
-impl DType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-        }
-    }
-}
-
 /// An open, memory-mapped safetensors file whose header has been validated against its length.
 pub struct WeightFile {
     path: PathBuf,
