@@ -48,3 +48,19 @@ class TimeCosine:
 
     def done(self):
         return time.time() - self.t0 >= self.budget
+
+
+class EpochBatches:
+    """Index batches of `bs` over `n` items in a shuffled order, reshuffled with `rng` whenever
+    the rest of an epoch cannot fill a batch. `pos` may be set to resume inside an epoch."""
+
+    def __init__(self, n, bs, rng):
+        self.n, self.bs, self.rng = n, bs, rng
+        self.perm, self.pos = rng.permutation(n), 0
+
+    def next(self):
+        if self.pos + self.bs > len(self.perm):
+            self.perm, self.pos = self.rng.permutation(self.n), 0
+        batch = self.perm[self.pos:self.pos + self.bs]
+        self.pos += self.bs
+        return batch

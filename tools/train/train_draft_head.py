@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import OUT, TimeCosine, log, setup
+from common import OUT, EpochBatches, TimeCosine, log, setup
 from models import GPT, GPTConfig, DraftHead, HeadConfig, head_two_step
 
 
@@ -89,17 +89,14 @@ def main():
     opt = torch.optim.AdamW(head.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = TimeCosine(opt, a.lr, a.budget_s, warmup=30, floor=0.05)
     rng = np.random.RandomState(4)
-    perm, pos, it, t0 = rng.permutation(len(ttok)), 0, 0, time.time()
+    batches, it, t0 = EpochBatches(len(ttok), a.bs, rng), 0, time.time()
     run = None
     va, vb = eval_head(head, target, vtok[:a.n_val_eval], vy[:a.n_val_eval])
     log(lf, f"step 0 val CE step1 {va:.4f} step2 {vb:.4f}")
     best, best_state = va, {k: x.clone() for k, x in head.state_dict().items()}
     history = [(0, None, round(va, 4), round(vb, 4))]
     while it < a.max_steps and not sched.done():
-        if pos + a.bs > len(perm):
-            perm, pos = rng.permutation(len(ttok)), 0
-        b = perm[pos:pos + a.bs]
-        pos += a.bs
+        b = batches.next()
         t = torch.from_numpy(ttok[b].astype(np.int64))
         y = torch.from_numpy(ty[b])
         y = torch.where(torch.rand(len(b)) < 0.1, torch.full_like(y, target.cfg.num_classes), y)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import OUT, TimeCosine, log, setup
+from common import OUT, EpochBatches, TimeCosine, log, setup
 from models import GPT, GPTConfig
 
 CONFIGS = {
@@ -84,7 +84,7 @@ def main():
                             lr=a.lr, betas=(0.9, 0.95))
     sched = TimeCosine(opt, a.lr, a.budget_s, warmup=a.warmup, floor=0.05)
     rng = np.random.RandomState(2)
-    perm, pos, it, t0 = rng.permutation(len(ttok)), 0, 0, time.time()
+    batches, it, t0 = EpochBatches(len(ttok), a.bs, rng), 0, time.time()
     best, best_state, best_it, bad, run = float("inf"), None, 0, 0, None
     epochs, history, prev_s = 0.0, [], 0.0
     if prev is not None:
@@ -92,13 +92,10 @@ def main():
         best_state = {k: x.detach().clone() for k, x in model.state_dict().items()}
         epochs, prev_s = prev["metrics"]["epochs"], prev["metrics"]["train_s"]
         history = [("previous run", prev["metrics"]["history"])]
-        pos = (prev["metrics"]["steps"] * prev["metrics"]["batch"]) % len(ttok)  # continue the epoch
+        batches.pos = (prev["metrics"]["steps"] * prev["metrics"]["batch"]) % len(ttok)  # continue the epoch
         log(lf, f"continuing from {a.init_from}: val nll {best:.4f}, {epochs:.2f} epochs, {prev_s:.0f}s")
     while it < a.max_steps and not sched.done():
-        if pos + a.bs > len(perm):
-            perm, pos = rng.permutation(len(ttok)), 0
-        b = perm[pos:pos + a.bs]
-        pos += a.bs
+        b = batches.next()
         t = torch.from_numpy(ttok[b].astype(np.int64))
         y = torch.from_numpy(ty[b])
         lr = sched.step(it)

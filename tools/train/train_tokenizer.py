@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from common import OUT, TimeCosine, log, setup
+from common import OUT, EpochBatches, TimeCosine, log, setup
 from models import Tokenizer, VQConfig
 from prep_data import to_model_input
 
@@ -56,13 +56,10 @@ def main():
     opt = torch.optim.Adam(tok.parameters(), lr=a.lr, betas=(0.9, 0.99))
     sched = TimeCosine(opt, a.lr, a.budget_s, warmup=50, floor=0.05)
     rng = np.random.RandomState(1)
-    perm, pos, it, t0 = rng.permutation(len(tx)), 0, 0, time.time()
+    batches, it, t0 = EpochBatches(len(tx), a.bs, rng), 0, time.time()
     run = 0.0
     while it < a.max_steps and not sched.done():
-        if pos + a.bs > len(perm):
-            perm, pos = rng.permutation(len(tx)), 0
-        x = torch.from_numpy(to_model_input(tx[perm[pos:pos + a.bs]]))
-        pos += a.bs
+        x = torch.from_numpy(to_model_input(tx[batches.next()]))
         lr = sched.step(it)
         y, _ = tok(x)
         mse = ((y - x) ** 2).mean()
