@@ -1,48 +1,251 @@
-//! Build script. Without the `cuda` feature it does nothing. With it, it compiles each
-//! `kernels/*.cu` to PTX for sm_80 and sm_90 when an `nvcc` is found (`$NVCC`,
-//! `$CUDA_HOME/bin/nvcc`, or `nvcc` on `PATH`) and writes `$OUT_DIR/cuda_ptx.rs`, a table of
-//! `(module, arch, ptx)` that `src/backend/cuda/modules.rs` embeds. Without nvcc (or when nvcc
-//! fails on a kernel) the table lacks those entries and the backend compiles the embedded `.cu`
-//! sources with NVRTC at run time instead. A missing CUDA toolkit never fails the build.
+//! Build script, two independent jobs:
+//!
+//! - Feature `emulator` (default): compile every `kernels/*.cu` (and the emulator's self-test
+//!   kernels, `kernels/emu/selftest.cu`) for the host against `kernels/emu/cuda_emu.h` with the
+//!   system C++ compiler (the `cc` crate), one translation unit per module plus a generated
+//!   launch entry point `spire_emu_launch_<kernel>` per `extern "C" __global__` function, and
+//!   write `$OUT_DIR/emu_kernels.rs`, the table `src/backend/emu` links against. Without a C++
+//!   compiler the table is empty and says why (the emulator backend then reports it; the build
+//!   never fails). `SPIRE_EMU_SANITIZE=thread` or `=address` builds the kernels with
+//!   ThreadSanitizer or AddressSanitizer + UBSan (`tools/check_kernels_emulated.sh`).
+//! - Feature `cuda`: compile each `kernels/*.cu` to PTX for sm_80 and sm_90 when a CUDA 12 `nvcc`
+//!   is found (`$NVCC`, `$CUDA_HOME/bin/nvcc`, or `nvcc` on `PATH`) and write
+//!   `$OUT_DIR/cuda_ptx.rs`, a table of `(module, arch, ptx)` that `src/backend/cuda/modules.rs`
+//!   embeds. Without such an nvcc (or when it fails on a kernel) the table lacks those entries
+//!   and the backend compiles the embedded sources with NVRTC at run time. nvcc 13 is not used:
+//!   its PTX (ISA 9.x) is refused by CUDA 12 drivers. A missing toolkit never fails the build.
+//!
+//! Both pass every launch-geometry constant of `src/backend/gpu/geometry.rs` as `-DNAME=value`.
 
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[allow(dead_code)]
+#[path = "src/backend/gpu/geometry.rs"]
+mod geometry;
+
 /// GPU architectures PTX is generated for (Ampere, Hopper).
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
-        return;
-    }
     println!("cargo:rerun-if-changed=kernels");
-    for var in ["NVCC", "CUDA_HOME", "PATH"] {
-        println!("cargo:rerun-if-env-changed={var}");
-    }
+    println!("cargo:rerun-if-changed=src/backend/gpu/geometry.rs");
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let kernels = manifest.join("kernels");
+    if env::var_os("CARGO_FEATURE_EMULATOR").is_some() {
+        emulator(&kernels, &out_dir);
+    }
+    if env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        cuda_ptx(&kernels, &out_dir);
+    }
+}
+
+/// `-DNAME=value` for every geometry constant.
+fn defines() -> Vec<String> {
+    geometry::DEFINES.iter().map(|(name, value)| format!("-D{name}={value}")).collect()
+}
+
+/// `dir/*.cu`, sorted (headers are pulled in by `#include`).
+fn cu_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn module_name(source: &Path) -> String {
+    source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The emulator
+
+fn emulator(kernels: &Path, out_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=SPIRE_EMU_SANITIZE");
+    let emu_dir = out_dir.join("emu");
+    fs::create_dir_all(&emu_dir).expect("creating OUT_DIR/emu");
+    let mut sources = cu_files(kernels);
+    sources.extend(cu_files(&kernels.join("emu")));
+    let mut entries = Vec::new();
+    let mut build = cc::Build::new();
+    for source in &sources {
+        let module = module_name(source);
+        let text = fs::read_to_string(source).unwrap_or_else(|e| panic!("reading {}: {e}", source.display()));
+        let names = kernel_names(&text);
+        let rewritten = emu_dir.join(format!("{module}.cu"));
+        fs::write(&rewritten, rewrite_dynamic_shared(&text)).expect("writing the emulator copy of a kernel");
+        let wrapper = emu_dir.join(format!("{module}_launch.cpp"));
+        fs::write(&wrapper, emu_wrapper(&module, &rewritten, &names)).expect("writing an emulator wrapper");
+        build.file(&wrapper);
+        entries.extend(names);
+    }
+    for runtime in fs::read_dir(kernels.join("emu")).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path())) {
+        if runtime.extension().is_some_and(|x| x == "cpp") {
+            build.file(runtime);
+        }
+    }
+    build
+        .cpp(true)
+        .std("c++17")
+        .include(kernels.join("emu"))
+        .include(kernels)
+        .flag("-ffp-contract=off")
+        .flag("-fno-fast-math")
+        .flag("-pthread")
+        .flag_if_supported("-Wno-unknown-pragmas")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(true);
+    for define in defines() {
+        build.flag(&define);
+    }
+    match env::var("SPIRE_EMU_SANITIZE").as_deref() {
+        Ok("thread") => sanitize(&mut build, "thread"),
+        Ok("address") => sanitize(&mut build, "address,undefined"),
+        _ => {
+            build.opt_level(2);
+        }
+    }
+    let table = match build.try_compile("spire_emu") {
+        Ok(()) => {
+            println!("cargo:rustc-link-lib=pthread");
+            emu_table(&entries, None)
+        }
+        Err(e) => {
+            let reason = format!("compiling kernels/*.cu for the host failed (a C++17 compiler is needed): {e}");
+            println!("cargo:warning=CUDA emulator disabled: {}", reason.replace('\n', " | "));
+            emu_table(&[], Some(&reason))
+        }
+    };
+    fs::write(out_dir.join("emu_kernels.rs"), table).expect("writing emu_kernels.rs into OUT_DIR");
+}
+
+/// Instrument the kernels with `-fsanitize=<what>` and link its runtime into the binaries.
+fn sanitize(build: &mut cc::Build, what: &str) {
+    build.opt_level(1).debug(true).flag(format!("-fsanitize={what}")).flag("-fno-omit-frame-pointer").flag("-fno-sanitize-recover=all");
+    println!("cargo:rustc-link-arg=-fsanitize={what}");
+}
+
+/// The names of the `extern "C" __global__` functions of a kernel source (comments ignored).
+fn kernel_names(text: &str) -> Vec<String> {
+    let code = strip_comments(text);
+    let mut names = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("__global__") {
+        rest = &rest[at + "__global__".len()..];
+        let after = rest.trim_start();
+        if let Some(after) = after.strip_prefix("void") {
+            let ident: String = after.trim_start().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if !ident.is_empty() && !names.contains(&ident) {
+                names.push(ident);
+            }
+        }
+    }
+    names
+}
+
+/// `text` without `//` and `/* */` comments (string literals in kernels hold no comment markers).
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let line = rest.find("//");
+        let block = rest.find("/*");
+        let (at, end_marker) = match (line, block) {
+            (Some(l), Some(b)) if b < l => (b, "*/"),
+            (Some(l), _) => (l, "\n"),
+            (None, Some(b)) => (b, "*/"),
+            (None, None) => break,
+        };
+        out.push_str(&rest[..at]);
+        rest = rest[at..].find(end_marker).map_or("", |e| &rest[at + e + end_marker.len()..]);
+        out.push(' ');
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Rewrite each dynamic shared-memory declaration `extern __shared__ [__align__(N)] T name[];`
+/// into `T* const name = static_cast<T*>(spire_emu::dynamic_shared());`, the one textual change
+/// the emulator needs (C++ has no block-scope `extern` array it could point at the block's
+/// buffer). Everything else reaches the compiler unchanged.
+fn rewrite_dynamic_shared(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("extern __shared__") {
+        let Some(end) = rest[at..].find(';').map(|e| at + e) else { break };
+        let decl = rest[at + "extern __shared__".len()..end].trim();
+        let decl = match decl.strip_prefix("__align__") {
+            Some(aligned) => aligned.split_once(')').map_or(decl, |(_, d)| d.trim()),
+            None => decl,
+        };
+        out.push_str(&rest[..at]);
+        match decl.strip_suffix("[]").map(str::trim_end).and_then(|d| d.rsplit_once(|c: char| c.is_whitespace())) {
+            Some((ty, name)) => out.push_str(&format!("{ty}* const {name} = static_cast<{ty}*>(spire_emu::dynamic_shared())")),
+            None => out.push_str(&rest[at..end]),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The translation unit of one module: the emulator header, the kernel source inside a namespace
+/// of its own, and one C entry point per kernel.
+fn emu_wrapper(module: &str, source: &Path, names: &[String]) -> String {
+    let mut text = format!("#include \"cuda_emu.h\"\nnamespace spire_emu_mod_{module} {{\n#include {:?}\n}}\n", source.display().to_string());
+    for name in names {
+        text.push_str(&format!(
+            "extern \"C\" int spire_emu_launch_{name}(const spire_emu_launch_t* cfg, void** args, char* err, size_t err_len) {{\n    \
+             return spire_emu::launch(&spire_emu_mod_{module}::{name}, *cfg, args, err, err_len);\n}}\n"
+        ));
+    }
+    text
+}
+
+/// `emu_kernels.rs`: the entry points and why the emulator is missing, if it is.
+fn emu_table(names: &[String], unavailable: Option<&str>) -> String {
+    let mut text = String::from("// Generated by build.rs.\n");
+    text.push_str(&format!("/// Why the emulator was not built, if it was not.\npub const UNAVAILABLE: Option<&str> = {unavailable:?};\n"));
+    if !names.is_empty() {
+        text.push_str("extern \"C\" {\n");
+        for name in names {
+            text.push_str(&format!("    fn spire_emu_launch_{name}(cfg: *const LaunchCfg, args: *mut *mut c_void, err: *mut c_char, err_len: usize) -> c_int;\n"));
+        }
+        text.push_str("}\n");
+    }
+    text.push_str("/// Every compiled kernel: (name, entry point).\npub static KERNELS: &[(&str, LaunchFn)] = &[\n");
+    for name in names {
+        text.push_str(&format!("    ({name:?}, spire_emu_launch_{name}),\n"));
+    }
+    text.push_str("];\n");
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// PTX for real GPUs
+
+fn cuda_ptx(kernels: &Path, out_dir: &Path) {
+    for var in ["NVCC", "CUDA_HOME", "PATH"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
     let mut entries = String::new();
     match find_nvcc() {
-        Some(nvcc) => {
-            let jobs: Vec<(String, PathBuf, &str)> = cu_files(&kernels)
-                .into_iter()
-                .flat_map(|source| {
-                    let module = source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-                    ARCHS.map(|arch| (module.clone(), source.clone(), arch))
-                })
-                .collect();
+        Ok(nvcc) => {
+            let jobs: Vec<(String, PathBuf, &str)> =
+                cu_files(kernels).into_iter().flat_map(|source| ARCHS.map(|arch| (module_name(&source), source.clone(), arch))).collect();
             // One nvcc per (kernel, arch), in parallel.
             let results: Vec<Result<PathBuf, String>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = jobs
                     .iter()
                     .map(|(module, source, arch)| {
                         let ptx = out_dir.join(format!("{module}.{arch}.ptx"));
-                        let (nvcc, kernels) = (&nvcc, &kernels);
-                        scope.spawn(move || compile(nvcc, kernels, source, arch, &ptx).map(|()| ptx))
+                        let nvcc = &nvcc;
+                        scope.spawn(move || compile_ptx(nvcc, kernels, source, arch, &ptx).map(|()| ptx))
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("nvcc thread panicked".into()))).collect()
@@ -54,37 +257,38 @@ fn main() {
                 }
             }
         }
-        None => println!(
-            "cargo:warning=nvcc not found ($NVCC, $CUDA_HOME/bin/nvcc, PATH): CUDA kernels will be compiled with NVRTC at run time"
-        ),
+        Err(why) => println!("cargo:warning={why}: CUDA kernels will be compiled with NVRTC at run time"),
     }
     let table = format!("/// Precompiled PTX: (module, arch, ptx text).\npub(crate) const PTX: &[(&str, &str, &str)] = &[\n{entries}];\n");
     fs::write(out_dir.join("cuda_ptx.rs"), table).expect("writing cuda_ptx.rs into OUT_DIR");
 }
 
-/// The first nvcc of `$NVCC`, `$CUDA_HOME/bin/nvcc` and `nvcc` on `PATH` that runs.
-fn find_nvcc() -> Option<PathBuf> {
+/// The first nvcc of `$NVCC`, `$CUDA_HOME/bin/nvcc` and `nvcc` on `PATH` that runs and is CUDA 12.
+fn find_nvcc() -> Result<PathBuf, String> {
     let candidates = [
         env::var_os("NVCC").map(PathBuf::from),
         env::var_os("CUDA_HOME").map(|home| Path::new(&home).join("bin").join("nvcc")),
         Some(PathBuf::from("nvcc")),
     ];
-    candidates.into_iter().flatten().find(|nvcc| Command::new(nvcc).arg("--version").output().is_ok_and(|o| o.status.success()))
-}
-
-/// `kernels/*.cu`, sorted (headers are pulled in by `#include`).
-fn cu_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
+    let mut refused = Vec::new();
+    for nvcc in candidates.into_iter().flatten() {
+        let Ok(output) = Command::new(&nvcc).arg("--version").output() else { continue };
+        let text = String::from_utf8_lossy(&output.stdout);
+        match text.split("release ").nth(1).and_then(|r| r.split('.').next()) {
+            Some("12") if output.status.success() => return Ok(nvcc),
+            Some(major) => refused.push(format!("{} is CUDA {major}, whose PTX CUDA 12 drivers refuse", nvcc.display())),
+            None => {}
+        }
+    }
+    Err(if refused.is_empty() { "nvcc not found ($NVCC, $CUDA_HOME/bin/nvcc, PATH)".to_string() } else { refused.join("; ") })
 }
 
 /// `nvcc -ptx` of one kernel file for one architecture (the flags of tools/check_kernels.sh).
-fn compile(nvcc: &Path, include: &Path, source: &Path, arch: &str, out: &Path) -> Result<(), String> {
+fn compile_ptx(nvcc: &Path, include: &Path, source: &Path, arch: &str, out: &Path) -> Result<(), String> {
     let output = Command::new(nvcc)
-        .args(["-ptx", &format!("-arch={arch}"), "-std=c++17", "-O3", "-lineinfo", "-I"])
+        .args(["-ptx", &format!("-arch={arch}"), "-std=c++17", "-O3", "-lineinfo"])
+        .args(defines())
+        .arg("-I")
         .arg(include)
         .arg(source)
         .arg("-o")

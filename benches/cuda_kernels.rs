@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use spire::backend::cuda::{has_precompiled, CudaBuf, DraftBlock};
+use spire::backend::cuda::has_precompiled;
+use spire::backend::gpu::{DraftBlock, GpuBuf};
 use spire::backend::{Backend, CudaBackend, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
@@ -34,7 +35,7 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| normal(&mut rng)).collect()
 }
 
-fn buf(gpu: &CudaBackend, len: usize, seed: u64) -> CudaBuf {
+fn buf(gpu: &CudaBackend, len: usize, seed: u64) -> GpuBuf<spire::backend::cuda::CudaDriver> {
     gpu.upload(&random(len, seed)).expect("upload")
 }
 

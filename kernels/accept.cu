@@ -31,8 +31,6 @@
 // residual buffers and the draft distribution without the tried siblings, per sequence).
 #include "common.cuh"
 
-#define ACCEPT_THREADS 256
-
 // min(1, target / draft); at draft = 0 the limit (1 if target > 0, else 0); NaN gives 0.
 __device__ float ratio_accept(float target, float draft) {
     if (target != target || draft != draft) {

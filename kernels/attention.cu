@@ -12,11 +12,12 @@
 // q.k with the head split across lanes (lane l holds elements l, l + 32, ...), then updates its
 // online softmax (running max m, normaliser l, weighted value sum). The warps' partial states
 // are merged through shared memory at the end. head_dim <= MAX_HEAD_DIM (checked on the host).
-// A row that sees no key gets zeros, as on the CPU.
+// A row that sees no key gets zeros, as on the CPU. NaN and infinity propagate as on the CPU: a
+// warp's state is merged whenever the warp saw a key (counted, not inferred from its sum, which
+// a NaN score makes NaN), so a NaN key or an infinite query gives a NaN output, never a
+// silently finite one.
 #include "common.cuh"
 
-#define ATTN_WARPS 4
-#define MAX_HEAD_DIM 256
 #define PER_LANE (MAX_HEAD_DIM / WARP)
 
 extern "C" __global__ void paged_attention(const float* qkv, const float* keys, const float* values, float* out,
@@ -46,6 +47,7 @@ extern "C" __global__ void paged_attention(const float* qkv, const float* keys, 
     const unsigned char* mask = window_mask + (size_t)row * window_len;
     float m = neg_inf();
     float l = 0.0f;
+    int seen = 0;  // keys this warp processed
     for (int j = warp; j < prefix + window_len; j += ATTN_WARPS) {
         int pos = j;
         if (j >= prefix) {
@@ -64,7 +66,8 @@ extern "C" __global__ void paged_attention(const float* qkv, const float* keys, 
             dot += d < head_dim ? q[i] * k[d] : 0.0f;
         }
         const float score = warp_sum(dot) * scale;
-        const float m_new = fmaxf(m, score);
+        // Not fmaxf, which drops a NaN score: a NaN must reach the output.
+        const float m_new = (score > m || score != score) ? score : m;
         const float correction = expf(m - m_new);  // 0 on the first key (m = -inf)
         const float weight = expf(score - m_new);
         l = l * correction + weight;
@@ -74,14 +77,17 @@ extern "C" __global__ void paged_attention(const float* qkv, const float* keys, 
             acc[i] = acc[i] * correction + (d < head_dim ? weight * v[d] : 0.0f);
         }
         m = m_new;
+        ++seen;
     }
 
     __shared__ float warp_m[ATTN_WARPS];
     __shared__ float warp_l[ATTN_WARPS];
+    __shared__ int warp_seen[ATTN_WARPS];
     __shared__ float warp_acc[ATTN_WARPS][MAX_HEAD_DIM];
     if (lane == 0) {
         warp_m[warp] = m;
         warp_l[warp] = l;
+        warp_seen[warp] = seen;
     }
 #pragma unroll
     for (int i = 0; i < PER_LANE; ++i) {
@@ -93,20 +99,24 @@ extern "C" __global__ void paged_attention(const float* qkv, const float* keys, 
     __syncthreads();
 
     float m_all = neg_inf();
+    int seen_all = 0;
     for (int w = 0; w < ATTN_WARPS; ++w) {
-        m_all = fmaxf(m_all, warp_m[w]);
+        if (warp_seen[w] > 0) {
+            m_all = (warp_m[w] > m_all || warp_m[w] != warp_m[w]) ? warp_m[w] : m_all;
+            seen_all += warp_seen[w];
+        }
     }
     float* out_head = out + (size_t)row * width + head_offset;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float total = 0.0f;
         float value = 0.0f;
         for (int w = 0; w < ATTN_WARPS; ++w) {
-            if (warp_l[w] > 0.0f) {  // warps that saw no key hold m = -inf and add nothing
+            if (warp_seen[w] > 0) {  // warps that saw no key hold m = -inf and add nothing
                 const float f = expf(warp_m[w] - m_all);
                 total += warp_l[w] * f;
                 value += warp_acc[w][d] * f;
             }
         }
-        out_head[d] = total > 0.0f ? value / total : 0.0f;
+        out_head[d] = seen_all > 0 ? value / total : 0.0f;
     }
 }

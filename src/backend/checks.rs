@@ -25,10 +25,14 @@ pub fn embedding(table_len: usize, ids: &[u32], out_rows: &[u32], dim: usize, ou
     check(out_rows.iter().all(|&r| (r as usize + 1) * dim <= out_len), "embedding", || "output row out of range".into())
 }
 
-/// `concat_rows`: `a` rows of `a_dim`, `b` rows of `b_dim`, `out` rows of both.
-pub fn concat_rows(a_len: usize, a_dim: usize, b_len: usize, b_dim: usize, out_len: usize) -> Result<()> {
-    let rows = a_len / a_dim.max(1);
-    check(a_len == rows * a_dim && b_len == rows * b_dim && out_len == rows * (a_dim + b_dim), "concat_rows", || "shape mismatch".into())
+/// `concat_rows`: `a` rows of `a_dim`, `b` rows of `b_dim`, `out` rows of both; returns the row
+/// count. Either width may be 0 (the row count then comes from the other operands).
+pub fn concat_rows(a_len: usize, a_dim: usize, b_len: usize, b_dim: usize, out_len: usize) -> Result<usize> {
+    let rows = out_len.checked_div(a_dim + b_dim).unwrap_or(0);
+    check(a_len == rows * a_dim && b_len == rows * b_dim && out_len == rows * (a_dim + b_dim), "concat_rows", || {
+        format!("a {a_len} (width {a_dim}) and b {b_len} (width {b_dim}) do not make rows of out {out_len}")
+    })?;
+    Ok(rows)
 }
 
 /// `rms_norm`: rows of `dim` in and out, a weight of `dim`.

@@ -4,12 +4,17 @@
 //! reference every other backend is tested against. Activations are f32 buffers ([`Backend::Buf`]);
 //! weights live in the backend's own format ([`Backend::Weight`]); the paged KV pool
 //! ([`Backend::KvPool`]) holds keys and values for all layers. Small index arrays (token ids,
-//! positions, KV slots, attention layouts) are passed as host slices.
+//! positions, KV slots, attention layouts) are passed as host slices. The kernel backend
+//! ([`GpuBackend`]) runs `kernels/*.cu` on a CUDA GPU ([`CudaBackend`], feature `cuda`) or on the
+//! CUDA emulator ([`EmuBackend`], feature `emulator`, default).
 
 pub mod checks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "emulator")]
+pub mod emu;
+pub mod gpu;
 mod layout;
 
 use std::sync::Arc;
@@ -17,6 +22,9 @@ use std::sync::Arc;
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
+#[cfg(feature = "emulator")]
+pub use emu::EmuBackend;
+pub use gpu::GpuBackend;
 pub use layout::AttentionLayout;
 
 use crate::error::Result;

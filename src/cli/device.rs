@@ -16,6 +16,9 @@ pub enum Device {
     Cpu,
     /// An NVIDIA GPU (needs a build with `--features cuda`).
     Cuda,
+    /// The CUDA kernels on the CPU, through spire's CUDA emulator: slow, for checking the GPU
+    /// code path on a machine without a GPU.
+    Emulator,
 }
 
 /// Which model to load and where.
@@ -71,7 +74,19 @@ pub fn with_engine(args: &ModelArgs, task: impl EngineTask) -> anyhow::Result<()
     match args.device {
         Device::Cpu => task.run(&load_on(CpuBackend, &dir, args)?),
         Device::Cuda => run_on_cuda(&dir, args, task),
+        Device::Emulator => run_on_emulator(&dir, args, task),
     }
+}
+
+#[cfg(feature = "emulator")]
+fn run_on_emulator(dir: &Path, args: &ModelArgs, task: impl EngineTask) -> anyhow::Result<()> {
+    let backend = spire::backend::EmuBackend::new().context("starting the CUDA emulator (use --device cpu)")?;
+    task.run(&load_on(backend, dir, args)?)
+}
+
+#[cfg(not(feature = "emulator"))]
+fn run_on_emulator(_dir: &Path, _args: &ModelArgs, _task: impl EngineTask) -> anyhow::Result<()> {
+    anyhow::bail!("this spire binary was built without the CUDA emulator (default feature `emulator`): rebuild with default features, or use --device cpu")
 }
 
 #[cfg(feature = "cuda")]

@@ -1,6 +1,7 @@
 //! Helpers shared by integration tests: temp dirs, tiny random models, statistics.
 #![allow(dead_code)]
 
+pub mod devices;
 pub mod stats;
 
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! Every GPU kernel is tested against these implementations.
 
 mod attention;
-mod kernels;
+pub(crate) mod kernels;
 mod weight;
 
 use std::sync::Arc;
@@ -91,10 +91,11 @@ impl Backend for CpuBackend {
     }
 
     fn concat_rows(&self, a: &Vec<f32>, a_dim: usize, b: &Vec<f32>, b_dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        checks::concat_rows(a.len(), a_dim, b.len(), b_dim, out.len())?;
-        for ((o, x), y) in out.chunks_mut(a_dim + b_dim).zip(a.chunks(a_dim)).zip(b.chunks(b_dim)) {
-            o[..a_dim].copy_from_slice(x);
-            o[a_dim..].copy_from_slice(y);
+        let rows = checks::concat_rows(a.len(), a_dim, b.len(), b_dim, out.len())?;
+        let width = a_dim + b_dim;
+        for r in 0..rows {
+            out[r * width..r * width + a_dim].copy_from_slice(&a[r * a_dim..(r + 1) * a_dim]);
+            out[r * width + a_dim..(r + 1) * width].copy_from_slice(&b[r * b_dim..(r + 1) * b_dim]);
         }
         Ok(())
     }

@@ -1,59 +1,51 @@
-//! The CUDA backend (feature `cuda`): the [`Backend`] ops on an NVIDIA GPU (sm_80 or newer).
+//! The CUDA driver (feature `cuda`): [`GpuBackend`] on an NVIDIA GPU (sm_80 or newer) through
+//! cudarc, with cuBLAS GEMMs.
 //!
 //! cudarc loads the driver, cuBLAS and NVRTC at run time, so a `cuda` build needs no toolkit
 //! and [`CudaBackend::new`] returns an [`Error::Backend`] (never panics) on a machine without a
-//! driver or GPU. Kernels come from `kernels/*.cu` (PTX precompiled by build.rs when nvcc was
-//! found, else NVRTC at start-up); GEMMs use cuBLAS. Every kernel computes what its CPU twin in
-//! `src/backend/cpu/` computes; `tests/cuda_kernels.rs` checks them against each other. The
-//! fused speculative acceptance kernel is [`CudaBackend::accept_block`], with its exact CPU twin
-//! in [`accept_reference`].
+//! driver or GPU. Kernels come from `kernels/*.cu` (PTX precompiled by build.rs when a CUDA 12
+//! nvcc was found, else NVRTC at start-up, see [`modules`]).
 
-mod accept;
-pub mod accept_reference;
-mod buffer;
 mod gemm;
-mod kernels;
 mod modules;
-mod paged;
-mod rows;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
-pub use accept::{Acceptance, DraftBlock};
-pub use buffer::{CudaBuf, CudaKvPool, CudaWeight};
 pub use modules::{arch_for, compile_with_nvrtc, has_precompiled, nvrtc_available, MODULES};
 
-use super::{checks, AttentionLayout, Backend, KvShape};
+use crate::backend::gpu::{Driver, GemmInputs, GemmShape, GpuBackend, Kernel, Launch};
 use crate::error::{Error, Result};
-use crate::weights::{DType, WeightFile};
-use buffer::{alloc_zeros, cuda_error, upload_slice};
-use kernels::Kernels;
 
-/// The CUDA backend on one GPU: a context, one stream all work is queued on, a cuBLAS handle and
-/// the loaded kernels.
-pub struct CudaBackend {
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
-    kernels: Kernels,
-    name: String,
-    /// The attention layout last uploaded, reused while the layers of one step pass the same one.
-    layout_cache: Mutex<Option<paged::DeviceLayout>>,
+/// The kernel backend on an NVIDIA GPU.
+pub type CudaBackend = GpuBackend<CudaDriver>;
+
+/// Map a cudarc error to a backend error naming the operation.
+pub(crate) fn cuda_error<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
+    move |e| Error::Backend(format!("cuda {what}: {e:?}"))
 }
 
-fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Backend(format!("cuda {op}: {}", what())))
+/// One GPU: a context, one stream all work is queued on, a cuBLAS handle and the loaded kernels
+/// (indexed like [`Kernel::ALL`]).
+pub struct CudaDriver {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    functions: Vec<CudaFunction>,
+    name: String,
+}
+
+impl GpuBackend<CudaDriver> {
+    /// Open GPU `ordinal`, load cuBLAS and the kernels. Errors (never panics) with
+    /// `"no CUDA device: ..."` when there is no driver or no such GPU.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        Ok(Self::with_driver(CudaDriver::new(ordinal)?))
     }
 }
 
-impl CudaBackend {
-    /// Open GPU `ordinal`, load cuBLAS and the kernels. Errors (never panics) with
-    /// `"no CUDA device: ..."` when there is no driver or no such GPU.
+impl CudaDriver {
+    /// Open GPU `ordinal` (see [`CudaBackend::new`]).
     pub fn new(ordinal: usize) -> Result<Self> {
         // SAFETY: these only probe whether the shared libraries can be opened; cudarc would panic
         // on first use of a missing one, so check before touching it.
@@ -73,135 +65,84 @@ impl CudaBackend {
         let arch = modules::arch_for(capability)?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(Arc::clone(&stream)).map_err(cuda_error("cuBLAS init"))?;
-        let kernels = Kernels::load(&ctx, arch)?;
+        let mut loaded = Vec::new();
+        let mut functions = Vec::with_capacity(Kernel::ALL.len());
+        for kernel in Kernel::ALL {
+            let module = match loaded.iter().find(|(name, _)| *name == kernel.module()) {
+                Some((_, module)) => Arc::clone(module),
+                None => {
+                    let module = modules::load(&ctx, kernel.module(), arch)?;
+                    loaded.push((kernel.module(), Arc::clone(&module)));
+                    module
+                }
+            };
+            let function = module.load_function(kernel.name()).map_err(|e| {
+                Error::Backend(format!("kernel `{}` missing from kernels/{}.cu: {e:?}", kernel.name(), kernel.module()))
+            })?;
+            functions.push(function);
+        }
         let device = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        Ok(Self {
-            stream,
-            blas,
-            kernels,
-            name: format!("cuda:{ordinal} ({device}, sm_{}{})", capability.0, capability.1),
-            layout_cache: Mutex::new(None),
-        })
-    }
-
-    /// Wait for all queued work (for timing).
-    pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(cuda_error("synchronize"))
-    }
-
-    fn buf_zeros(&self, len: usize) -> Result<CudaBuf> {
-        Ok(CudaBuf::new(alloc_zeros(&self.stream, len)?, len))
+        Ok(Self { stream, blas, functions, name: format!("cuda:{ordinal} ({device}, sm_{}{})", capability.0, capability.1) })
     }
 }
 
-impl Backend for CudaBackend {
-    type Buf = CudaBuf;
-    type Weight = CudaWeight;
-    type KvPool = CudaKvPool;
+impl Driver for CudaDriver {
+    type Mem = CudaSlice<u8>;
 
-    fn name(&self) -> String {
+    fn describe(&self) -> String {
         self.name.clone()
     }
 
-    fn load_weight(&self, file: &Arc<WeightFile>, name: &str, shape: &[usize]) -> Result<CudaWeight> {
-        let tensor = file.tensor_with_shape(name, shape)?;
-        if tensor.dtype == DType::BF16 && shape.len() == 2 {
-            let bits: Vec<u16> = tensor.bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-            return Ok(CudaWeight::Bf16 { data: upload_slice(&self.stream, &bits)?, len: bits.len() });
+    fn alloc_zeroed(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+        // CUDA cannot allocate zero bytes.
+        self.stream.alloc_zeros(bytes.max(1)).map_err(cuda_error("alloc"))
+    }
+
+    fn write(&self, mem: &mut CudaSlice<u8>, bytes: &[u8]) -> Result<()> {
+        self.stream.memcpy_htod(bytes, &mut mem.slice_mut(..bytes.len())).map_err(cuda_error("upload"))
+    }
+
+    fn read(&self, mem: &CudaSlice<u8>, out: &mut [u8]) -> Result<()> {
+        // A copy into pageable host memory returns once it is complete.
+        self.stream.memcpy_dtoh(&mem.slice(..out.len()), out).map_err(cuda_error("download"))
+    }
+
+    fn address(&self, mem: &CudaSlice<u8>) -> u64 {
+        mem.device_ptr(&self.stream).0
+    }
+
+    fn address_mut(&self, mem: &mut CudaSlice<u8>) -> u64 {
+        mem.device_ptr_mut(&self.stream).0
+    }
+
+    unsafe fn launch(&self, kernel: Kernel, launch: &Launch) -> Result<()> {
+        let mut slots: Vec<u64> = launch.args.iter().map(|a| a.slot()).collect();
+        let mut params: Vec<*mut std::ffi::c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
+        let [gx, gy, gz] = launch.grid;
+        let [bx, by, bz] = launch.block;
+        let function = &self.functions[kernel as usize];
+        // SAFETY: the caller guarantees the parameters match the kernel's signature and cover its
+        // memory; each parameter points at an 8-byte slot holding its value in the low bytes
+        // (little-endian), which outlives the call.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                function.cu_function(),
+                (gx, gy, gz),
+                (bx, by, bz),
+                launch.shared_bytes,
+                self.stream.cu_stream(),
+                &mut params,
+            )
         }
-        self.weight_from_host(&tensor.to_f32())
+        .map_err(|e| Error::Backend(format!("cuda {}: launch failed: {e:?}", kernel.name())))
     }
 
-    fn weight_from_host(&self, values: &[f32]) -> Result<CudaWeight> {
-        Ok(CudaWeight::F32(self.upload(values)?))
+    fn gemm(&self, inputs: GemmInputs, shape: GemmShape, x: &CudaSlice<u8>, w: &CudaSlice<u8>, out: &mut CudaSlice<u8>) -> Result<()> {
+        let (x, w, out) = (self.address(x), self.address(w), self.address_mut(out));
+        gemm::gemm(&self.blas, inputs, shape, x, w, out)
     }
 
-    fn zeros(&self, len: usize) -> Result<CudaBuf> {
-        self.buf_zeros(len)
-    }
-
-    fn upload(&self, values: &[f32]) -> Result<CudaBuf> {
-        Ok(CudaBuf::new(upload_slice(&self.stream, values)?, values.len()))
-    }
-
-    fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
-        if buf.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.stream.clone_dtoh(&buf.data.slice(..buf.len())).map_err(cuda_error("download"))
-    }
-
-    fn kv_pool(&self, shape: KvShape) -> Result<CudaKvPool> {
-        let len = 2 * shape.n_layer * shape.num_slots() * shape.row_width();
-        Ok(CudaKvPool { shape, data: alloc_zeros(&self.stream, len)? })
-    }
-
-    fn embedding(&self, table: &CudaWeight, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut CudaBuf) -> Result<()> {
-        checks::embedding(table.len(), ids, out_rows, dim, out.len())?;
-        self.launch_embedding(table, ids, out_rows, dim, out)
-    }
-
-    fn concat_rows(&self, a: &CudaBuf, a_dim: usize, b: &CudaBuf, b_dim: usize, out: &mut CudaBuf) -> Result<()> {
-        checks::concat_rows(a.len(), a_dim, b.len(), b_dim, out.len())?;
-        let rows = a.len() / a_dim;
-        self.launch_concat_rows(a, a_dim, b, b_dim, rows, out)
-    }
-
-    fn rms_norm(&self, x: &CudaBuf, weight: &CudaWeight, eps: f32, dim: usize, out: &mut CudaBuf) -> Result<()> {
-        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
-        self.launch_rms_norm(None, x, weight.f32("rms_norm")?, eps, dim, out)
-    }
-
-    fn add_rms_norm(&self, residual: &mut CudaBuf, x: &CudaBuf, weight: &CudaWeight, eps: f32, dim: usize, out: &mut CudaBuf) -> Result<()> {
-        checks::same_len("add_rms_norm", &[residual.len(), x.len()])?;
-        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
-        self.launch_rms_norm(Some(residual), x, weight.f32("add_rms_norm")?, eps, dim, out)
-    }
-
-    fn add_assign(&self, acc: &mut CudaBuf, x: &CudaBuf) -> Result<()> {
-        checks::same_len("add_assign", &[acc.len(), x.len()])?;
-        self.launch_add_assign(acc, x)
-    }
-
-    fn linear(&self, x: &CudaBuf, weight: &CudaWeight, rows: usize, in_dim: usize, out_dim: usize, out: &mut CudaBuf) -> Result<()> {
-        checks::linear(x.len(), weight.len(), rows, in_dim, out_dim, out.len())?;
-        self.gemm(x, weight, rows, in_dim, out_dim, out)
-    }
-
-    fn swiglu(&self, gate: &CudaBuf, up: &CudaBuf, out: &mut CudaBuf) -> Result<()> {
-        checks::same_len("swiglu", &[gate.len(), up.len(), out.len()])?;
-        self.launch_swiglu(gate, up, out)
-    }
-
-    fn rope(
-        &self,
-        x: &mut CudaBuf,
-        rows: usize,
-        row_stride: usize,
-        n_rot_heads: usize,
-        head_dim: usize,
-        table: &CudaBuf,
-        positions: &[u32],
-    ) -> Result<()> {
-        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), positions)?;
-        self.launch_rope(x, row_stride, n_rot_heads, head_dim, table, positions)
-    }
-
-    fn kv_write(&self, pool: &mut CudaKvPool, layer: usize, qkv: &CudaBuf, slots: &[u32]) -> Result<()> {
-        checks::kv_write(&pool.shape, layer, qkv.len(), slots)?;
-        self.launch_kv_write(pool, layer, qkv, slots)
-    }
-
-    fn kv_copy(&self, pool: &mut CudaKvPool, src: &[u32], dst: &[u32]) -> Result<()> {
-        checks::kv_copy(&pool.shape, src, dst)?;
-        self.launch_kv_copy(pool, src, dst)
-    }
-
-    fn attention(&self, qkv: &CudaBuf, pool: &CudaKvPool, layer: usize, layout: &AttentionLayout, out: &mut CudaBuf) -> Result<()> {
-        checks::attention(&pool.shape, layer, qkv.len(), out.len(), layout)?;
-        check(layout.head_dim <= kernels::MAX_HEAD_DIM, "attention", || {
-            format!("head_dim {} above the kernel's maximum {}", layout.head_dim, kernels::MAX_HEAD_DIM)
-        })?;
-        self.launch_attention(qkv, pool, layer, layout, out)
+    fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda_error("synchronize"))
     }
 }

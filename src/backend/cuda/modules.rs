@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaModule};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
+use crate::backend::gpu::geometry;
 use crate::error::{Error, Result};
 
 include!(concat!(env!("OUT_DIR"), "/cuda_ptx.rs"));
@@ -65,9 +66,11 @@ pub fn compile_with_nvrtc(name: &str, arch: &str) -> Result<String> {
     if !nvrtc_available() {
         return Err(Error::Backend("the NVRTC library (libnvrtc.so.12) cannot be loaded: install the CUDA toolkit or put it on LD_LIBRARY_PATH".into()));
     }
+    let mut flags = vec!["--std=c++17".to_string()];
+    flags.extend(geometry::DEFINES.iter().map(|(name, value)| format!("-D{name}={value}")));
     let options = CompileOptions {
         arch: Some(if arch == "sm_90" { "compute_90" } else { "compute_80" }),
-        options: vec!["--std=c++17".into()],
+        options: flags,
         name: Some(format!("{name}.cu")),
         ..Default::default()
     };
@@ -77,17 +80,31 @@ pub fn compile_with_nvrtc(name: &str, arch: &str) -> Result<String> {
 }
 
 /// Load module `name` into `ctx` for `arch`: the precompiled PTX if there is one and the driver
-/// takes it (a driver older than the nvcc that built it rejects it), else NVRTC.
+/// takes it, else NVRTC. A driver refuses PTX of a newer ISA than it knows (PTX from CUDA 12.N
+/// needs a CUDA 12.N driver; build.rs therefore only precompiles with a CUDA 12 nvcc); the
+/// fallback, and its reason, is reported on stderr once per module, and in the error if NVRTC
+/// fails too.
 pub fn load(ctx: &Arc<CudaContext>, name: &str, arch: &str) -> Result<Arc<CudaModule>> {
     let precompiled = PTX.iter().find(|&&(n, a, _)| n == name && a == arch).map(|&(_, _, ptx)| ptx);
     let precompiled_error = match precompiled {
         Some(ptx) => match ctx.load_module(Ptx::from_src(ptx)) {
             Ok(module) => return Ok(module),
-            Err(e) => format!("the precompiled PTX was rejected ({e:?}); "),
+            Err(e) => {
+                let reason = format!("the precompiled PTX ({}) was rejected by the driver ({e:?}); ", ptx_version(ptx));
+                eprintln!("spire: kernels/{name}.cu: {reason}compiling it with NVRTC instead");
+                reason
+            }
         },
         None => String::new(),
     };
     let ptx = compile_with_nvrtc(name, arch).map_err(|e| Error::Backend(format!("loading kernels/{name}.cu: {precompiled_error}{e}")))?;
     ctx.load_module(Ptx::from_src(ptx))
         .map_err(|e| Error::Backend(format!("loading kernels/{name}.cu: {precompiled_error}the NVRTC-compiled PTX was rejected ({e:?})")))
+}
+
+/// The `.version` line of a PTX text ("PTX ISA 8.4"), for messages.
+fn ptx_version(ptx: &str) -> String {
+    ptx.lines()
+        .find_map(|line| line.trim().strip_prefix(".version "))
+        .map_or_else(|| "unknown PTX ISA".to_string(), |v| format!("PTX ISA {}", v.trim()))
 }

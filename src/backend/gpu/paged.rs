@@ -1,22 +1,21 @@
-//! The paged KV cache on the GPU: fused append, slot copies and paged attention
+//! The paged KV cache on the device: fused append, slot copies and paged attention
 //! (kernels/kv_cache.cu, kernels/attention.cu).
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
-
-use super::buffer::{upload_slice, CudaBuf, CudaKvPool};
-use super::kernels::{config, launch, ATTENTION_WARPS, ROW_THREADS};
-use super::CudaBackend;
+use super::buffer::{DevVec, GpuBuf, GpuKvPool, LaunchBuilder};
+use super::driver::{Driver, Kernel};
+use super::geometry::{ATTN_WARPS, ROW_THREADS};
+use super::GpuBackend;
 use crate::backend::AttentionLayout;
 use crate::error::{Error, Result};
 
 /// An [`AttentionLayout`] uploaded to the device, with the host copy it came from.
-pub(super) struct DeviceLayout {
+pub(super) struct DeviceLayout<D: Driver> {
     host: AttentionLayout,
-    block_tables: CudaSlice<u32>,
-    query_seq: CudaSlice<u32>,
-    query_prefix: CudaSlice<u32>,
-    window_start: CudaSlice<u32>,
-    window_mask: CudaSlice<u8>,
+    block_tables: DevVec<u32, D>,
+    query_seq: DevVec<u32, D>,
+    query_prefix: DevVec<u32, D>,
+    window_start: DevVec<u32, D>,
+    window_mask: DevVec<u8, D>,
 }
 
 /// Check that every key a query can see maps to a block of the pool, so the kernel never reads
@@ -36,7 +35,7 @@ fn validate_layout(layout: &AttentionLayout, num_blocks: usize) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Backend("cuda attention: layout refers to keys outside its block tables or the pool".into()))
+        Err(Error::Backend("attention: layout refers to keys outside its block tables or the pool".into()))
     }
 }
 
@@ -61,65 +60,80 @@ fn independent_batches(src: &[u32], dst: &[u32]) -> Vec<(Vec<u32>, Vec<u32>)> {
     batches
 }
 
-impl CudaBackend {
+impl<D: Driver> GpuBackend<D> {
     /// Validate `layout` and copy its arrays to the device.
-    fn upload_layout(&self, layout: &AttentionLayout, num_blocks: usize) -> Result<DeviceLayout> {
+    fn upload_layout(&self, layout: &AttentionLayout, num_blocks: usize) -> Result<DeviceLayout<D>> {
         validate_layout(layout, num_blocks)?;
         Ok(DeviceLayout {
             host: layout.clone(),
-            block_tables: upload_slice(&self.stream, &layout.block_tables)?,
-            query_seq: upload_slice(&self.stream, &layout.query_seq)?,
-            query_prefix: upload_slice(&self.stream, &layout.query_prefix)?,
-            window_start: upload_slice(&self.stream, &layout.window_start)?,
-            window_mask: upload_slice(&self.stream, &layout.window_mask)?,
+            block_tables: self.upload_indices(&layout.block_tables)?,
+            query_seq: self.upload_indices(&layout.query_seq)?,
+            query_prefix: self.upload_indices(&layout.query_prefix)?,
+            window_start: self.upload_indices(&layout.window_start)?,
+            window_mask: DevVec::from_host(&self.driver, &layout.window_mask)?,
         })
     }
 
     /// `kv_write(qkv, width, slots, pool, key_plane, value_plane)`: one block per row.
-    pub(super) fn launch_kv_write(&self, pool: &mut CudaKvPool, layer: usize, qkv: &CudaBuf, slots: &[u32]) -> Result<()> {
-        let slots_dev = upload_slice(&self.stream, slots)?;
-        let width = pool.shape.row_width() as i32;
-        let (key_plane, value_plane) = (pool.plane_offset(layer, false) as u64, pool.plane_offset(layer, true) as u64);
-        let mut args = self.stream.launch_builder(&self.kernels.kv_write);
-        args.arg(&qkv.data).arg(&width).arg(&slots_dev).arg(&mut pool.data).arg(&key_plane).arg(&value_plane);
-        launch(args, config((slots.len() as u32, 1), ROW_THREADS), "kv_write")
+    pub(super) fn launch_kv_write(&self, pool: &mut GpuKvPool<D>, layer: usize, qkv: &GpuBuf<D>, slots: &[u32]) -> Result<()> {
+        let slots_dev = self.upload_indices(slots)?;
+        let (key_plane, value_plane) = (pool.plane_offset(layer, false), pool.plane_offset(layer, true));
+        let launch = LaunchBuilder::new(&self.driver, (slots.len(), 1), ROW_THREADS)?
+            .input(qkv)
+            .i32(pool.shape.row_width())?
+            .input(&slots_dev)
+            .output(&mut pool.data)
+            .u64(key_plane)
+            .u64(value_plane)
+            .build();
+        self.run(Kernel::KvWrite, &launch)
     }
 
     /// `kv_copy(pool, plane_len, width, src, dst)`: one block per (pair, plane), one launch per
     /// batch of independent copies (see [`independent_batches`]).
-    pub(super) fn launch_kv_copy(&self, pool: &mut CudaKvPool, src: &[u32], dst: &[u32]) -> Result<()> {
-        let plane_len = pool.plane_len() as u64;
-        let width = pool.shape.row_width() as i32;
-        let planes = 2 * pool.shape.n_layer as u32;
+    pub(super) fn launch_kv_copy(&self, pool: &mut GpuKvPool<D>, src: &[u32], dst: &[u32]) -> Result<()> {
+        let (plane_len, width, planes) = (pool.plane_len(), pool.shape.row_width(), 2 * pool.shape.n_layer);
         for (src, dst) in independent_batches(src, dst) {
-            let (src_dev, dst_dev) = (upload_slice(&self.stream, &src)?, upload_slice(&self.stream, &dst)?);
-            let mut args = self.stream.launch_builder(&self.kernels.kv_copy);
-            args.arg(&mut pool.data).arg(&plane_len).arg(&width).arg(&src_dev).arg(&dst_dev);
-            launch(args, config((src.len() as u32, planes), ROW_THREADS), "kv_copy")?;
+            let (src_dev, dst_dev) = (self.upload_indices(&src)?, self.upload_indices(&dst)?);
+            let launch = LaunchBuilder::new(&self.driver, (src.len(), planes), ROW_THREADS)?
+                .output(&mut pool.data)
+                .u64(plane_len)
+                .i32(width)?
+                .input(&src_dev)
+                .input(&dst_dev)
+                .build();
+            self.run(Kernel::KvCopy, &launch)?;
         }
         Ok(())
     }
 
     /// `paged_attention(...)` (argument order of kernels/attention.cu): one block per
     /// (query row, head).
-    pub(super) fn launch_attention(&self, qkv: &CudaBuf, pool: &CudaKvPool, layer: usize, layout: &AttentionLayout, out: &mut CudaBuf) -> Result<()> {
-        let mut cache = self.layout_cache.lock().map_err(|_| Error::Backend("cuda attention: layout cache poisoned".into()))?;
+    pub(super) fn launch_attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, layout: &AttentionLayout, out: &mut GpuBuf<D>) -> Result<()> {
+        let mut cache = self.layout_cache.lock().map_err(|_| Error::Backend("attention: layout cache poisoned".into()))?;
         let dev = match &mut *cache {
             Some(dev) if dev.host == *layout => dev,
             stale => stale.insert(self.upload_layout(layout, pool.shape.num_blocks)?),
         };
-        let plane = pool.plane_len();
-        let keys = pool.data.slice(pool.plane_offset(layer, false)..pool.plane_offset(layer, false) + plane);
-        let values = pool.data.slice(pool.plane_offset(layer, true)..pool.plane_offset(layer, true) + plane);
-        let (n_head, head_dim) = (layout.n_head as i32, layout.head_dim as i32);
-        let (block_size, max_blocks, window_len) = (layout.block_size as i32, layout.max_blocks as i32, layout.window_len as i32);
         let scale = 1.0 / (layout.head_dim as f32).sqrt();
-        let mut args = self.stream.launch_builder(&self.kernels.paged_attention);
-        args.arg(&qkv.data).arg(&keys).arg(&values).arg(&mut out.data);
-        args.arg(&n_head).arg(&head_dim).arg(&block_size).arg(&max_blocks);
-        args.arg(&dev.block_tables).arg(&dev.query_seq).arg(&dev.query_prefix).arg(&dev.window_start);
-        args.arg(&window_len).arg(&dev.window_mask).arg(&scale);
-        launch(args, config((layout.rows() as u32, layout.n_head as u32), ATTENTION_WARPS * 32), "attention")
+        let launch = LaunchBuilder::new(&self.driver, (layout.rows(), layout.n_head), ATTN_WARPS * 32)?
+            .input(qkv)
+            .input_at(&pool.data, pool.plane_offset(layer, false))
+            .input_at(&pool.data, pool.plane_offset(layer, true))
+            .output(out)
+            .i32(layout.n_head)?
+            .i32(layout.head_dim)?
+            .i32(layout.block_size)?
+            .i32(layout.max_blocks)?
+            .input(&dev.block_tables)
+            .input(&dev.query_seq)
+            .input(&dev.query_prefix)
+            .input(&dev.window_start)
+            .i32(layout.window_len)?
+            .input(&dev.window_mask)
+            .f32(scale)
+            .build();
+        self.run(Kernel::PagedAttention, &launch)
     }
 }
 

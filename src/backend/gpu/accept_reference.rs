@@ -11,8 +11,8 @@ use crate::error::Result;
 // The same limit and NaN handling as the kernel's `ratio_accept`.
 use crate::spec::rules::ratio_acceptance;
 
-/// Threads per block of the kernel (`ACCEPT_THREADS`); fixes the chunking of the vocabulary.
-const THREADS: usize = 256;
+/// Threads per block of the kernel; fixes the chunking of the vocabulary.
+const THREADS: usize = super::geometry::ACCEPT_THREADS as usize;
 
 /// Vocabulary chunk of kernel thread `t`.
 fn chunk(vocab: usize, t: usize) -> std::ops::Range<usize> {

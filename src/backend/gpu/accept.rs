@@ -1,12 +1,11 @@
-//! The fused acceptance step of speculative decoding on the GPU (kernels/accept.cu): one launch
+//! The fused acceptance step of speculative decoding on the device (kernels/accept.cu): one launch
 //! verifies a whole draft block (chain or tree) for the whole batch. The algorithm is documented
 //! in the kernel; [`super::accept_reference::accept_block`] is its exact CPU twin.
 
-use cudarc::driver::PushKernelArg;
-
-use super::buffer::{alloc_zeros, cuda_error, upload_slice, CudaBuf};
-use super::kernels::{config, launch, ACCEPT_THREADS};
-use super::CudaBackend;
+use super::buffer::{DevVec, GpuBuf, LaunchBuilder};
+use super::driver::{Driver, Kernel};
+use super::geometry::ACCEPT_THREADS;
+use super::GpuBackend;
 use crate::error::{Error, Result};
 
 /// One verification step's draft block for a batch, besides the distributions. Sequence `b`'s
@@ -74,33 +73,46 @@ pub struct Acceptance {
     pub accept_prob: Vec<f32>,
 }
 
-impl CudaBackend {
+impl<D: Driver> GpuBackend<D> {
     /// Verify `block` against target probabilities `p` and draft probabilities `q` (both
     /// `[batch, nodes + 1, vocab]` on the device) in one kernel launch.
-    pub fn accept_block(&self, p: &CudaBuf, q: &CudaBuf, block: &DraftBlock<'_>) -> Result<Acceptance> {
+    pub fn accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, block: &DraftBlock<'_>) -> Result<Acceptance> {
         block.validate(p.len(), q.len())?;
-        let s = &self.stream;
-        let (tokens, parents, omega) = (upload_slice(s, block.tokens)?, upload_slice(s, block.parents)?, upload_slice(s, block.omega)?);
-        let (u_accept, u_sample) = (upload_slice(s, block.u_accept)?, upload_slice(s, block.u_sample)?);
+        let driver = &self.driver;
+        let (tokens, parents) = (DevVec::from_host(driver, block.tokens)?, DevVec::from_host(driver, block.parents)?);
+        let omega = DevVec::from_host(driver, block.omega)?;
+        let (u_accept, u_sample) = (DevVec::from_host(driver, block.u_accept)?, DevVec::from_host(driver, block.u_sample)?);
         let per_node = block.batch * block.nodes;
-        let mut work = alloc_zeros::<f32>(s, block.batch * 3 * block.vocab)?;
-        let mut accept_prob = alloc_zeros::<f32>(s, per_node)?;
-        let mut path = alloc_zeros::<i32>(s, per_node)?;
-        let mut accepted_len = alloc_zeros::<u32>(s, block.batch)?;
-        let mut next = alloc_zeros::<u32>(s, block.batch)?;
-        let (nodes, vocab) = (block.nodes as i32, block.vocab as i32);
-        let mut args = s.launch_builder(&self.kernels.accept_block);
-        args.arg(&p.data).arg(&q.data).arg(&tokens).arg(&parents).arg(&omega).arg(&u_accept).arg(&u_sample);
-        args.arg(&nodes).arg(&vocab).arg(&mut work).arg(&mut accept_prob).arg(&mut path).arg(&mut accepted_len).arg(&mut next);
-        launch(args, config((block.batch as u32, 1), ACCEPT_THREADS), "accept_block")?;
+        let mut work = GpuBuf::<D>::zeros(driver, block.batch * 3 * block.vocab)?;
+        let mut accept_prob = GpuBuf::<D>::zeros(driver, per_node)?;
+        let mut path = DevVec::<i32, D>::zeros(driver, per_node)?;
+        let mut accepted_len = DevVec::<u32, D>::zeros(driver, block.batch)?;
+        let mut next = DevVec::<u32, D>::zeros(driver, block.batch)?;
+        let launch = LaunchBuilder::new(driver, (block.batch, 1), ACCEPT_THREADS)?
+            .input(p)
+            .input(q)
+            .input(&tokens)
+            .input(&parents)
+            .input(&omega)
+            .input(&u_accept)
+            .input(&u_sample)
+            .i32(block.nodes)?
+            .i32(block.vocab)?
+            .output(&mut work)
+            .output(&mut accept_prob)
+            .output(&mut path)
+            .output(&mut accepted_len)
+            .output(&mut next)
+            .build();
+        self.run(Kernel::AcceptBlock, &launch)?;
 
-        let accept_prob = s.clone_dtoh(&accept_prob).map_err(cuda_error("accept_block download"))?;
-        let path = s.clone_dtoh(&path).map_err(cuda_error("accept_block download"))?;
-        let accepted_len = s.clone_dtoh(&accepted_len).map_err(cuda_error("accept_block download"))?;
-        let next = s.clone_dtoh(&next).map_err(cuda_error("accept_block download"))?;
+        let accept_prob = accept_prob.to_host(driver)?;
+        let path = path.to_host(driver)?;
+        let accepted_len = accepted_len.to_host(driver)?;
+        let next = next.to_host(driver)?;
         let paths = (0..block.batch)
             .map(|b| path[b * block.nodes..][..accepted_len[b] as usize].iter().map(|&n| n as usize).collect())
             .collect();
-        Ok(Acceptance { paths, next: next[..block.batch].to_vec(), accept_prob: accept_prob[..per_node].to_vec() })
+        Ok(Acceptance { paths, next, accept_prob })
     }
 }

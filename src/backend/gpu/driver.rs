@@ -1,0 +1,180 @@
+//! What a device must provide to run spire's kernels: memory, copies, kernel launches and a GEMM.
+//! [`super::GpuBackend`] writes every [`crate::backend::Backend`] op once over this trait; the CUDA
+//! driver (`backend::cuda`, cudarc + cuBLAS) and the emulator (`backend::emu`, the same kernel
+//! sources compiled for the host, CPU GEMM) implement it, so the emulator runs exactly the launch
+//! code a GPU runs.
+
+use crate::error::Result;
+
+/// Every kernel of `kernels/*.cu`, by its `extern "C"` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `norm.cu` `rms_norm`.
+    RmsNorm,
+    /// `norm.cu` `add_rms_norm`.
+    AddRmsNorm,
+    /// `rope.cu` `rope`.
+    Rope,
+    /// `kv_cache.cu` `kv_write`.
+    KvWrite,
+    /// `kv_cache.cu` `kv_copy`.
+    KvCopy,
+    /// `attention.cu` `paged_attention`.
+    PagedAttention,
+    /// `swiglu.cu` `swiglu`.
+    Swiglu,
+    /// `elementwise.cu` `add_assign`.
+    AddAssign,
+    /// `elementwise.cu` `concat_rows`.
+    ConcatRows,
+    /// `elementwise.cu` `f32_to_bf16`.
+    F32ToBf16,
+    /// `embedding.cu` `embedding_f32`.
+    EmbeddingF32,
+    /// `embedding.cu` `embedding_bf16`.
+    EmbeddingBf16,
+    /// `accept.cu` `accept_block`.
+    AcceptBlock,
+}
+
+impl Kernel {
+    /// Every kernel, in a fixed order (`Kernel as usize` indexes it).
+    pub const ALL: [Kernel; 13] = [
+        Kernel::RmsNorm,
+        Kernel::AddRmsNorm,
+        Kernel::Rope,
+        Kernel::KvWrite,
+        Kernel::KvCopy,
+        Kernel::PagedAttention,
+        Kernel::Swiglu,
+        Kernel::AddAssign,
+        Kernel::ConcatRows,
+        Kernel::F32ToBf16,
+        Kernel::EmbeddingF32,
+        Kernel::EmbeddingBf16,
+        Kernel::AcceptBlock,
+    ];
+
+    /// The kernel's `extern "C"` name.
+    pub fn name(self) -> &'static str {
+        self.names().1
+    }
+
+    /// The module (`kernels/<module>.cu`) that defines it.
+    pub fn module(self) -> &'static str {
+        self.names().0
+    }
+
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Kernel::RmsNorm => ("norm", "rms_norm"),
+            Kernel::AddRmsNorm => ("norm", "add_rms_norm"),
+            Kernel::Rope => ("rope", "rope"),
+            Kernel::KvWrite => ("kv_cache", "kv_write"),
+            Kernel::KvCopy => ("kv_cache", "kv_copy"),
+            Kernel::PagedAttention => ("attention", "paged_attention"),
+            Kernel::Swiglu => ("swiglu", "swiglu"),
+            Kernel::AddAssign => ("elementwise", "add_assign"),
+            Kernel::ConcatRows => ("elementwise", "concat_rows"),
+            Kernel::F32ToBf16 => ("elementwise", "f32_to_bf16"),
+            Kernel::EmbeddingF32 => ("embedding", "embedding_f32"),
+            Kernel::EmbeddingBf16 => ("embedding", "embedding_bf16"),
+            Kernel::AcceptBlock => ("accept", "accept_block"),
+        }
+    }
+}
+
+/// One kernel parameter, passed by value as `cuLaunchKernel` takes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    /// A device address (`T*` in the kernel).
+    Ptr(u64),
+    /// `int`.
+    I32(i32),
+    /// `unsigned long long`.
+    U64(u64),
+    /// `float`.
+    F32(f32),
+}
+
+impl KernelArg {
+    /// The value in the low bytes of a little-endian 8-byte slot, which is how both drivers hand
+    /// it to the kernel (a pointer to the slot per parameter).
+    pub fn slot(self) -> u64 {
+        match self {
+            KernelArg::Ptr(v) | KernelArg::U64(v) => v,
+            KernelArg::I32(v) => u64::from(v as u32),
+            KernelArg::F32(v) => u64::from(v.to_bits()),
+        }
+    }
+}
+
+/// A kernel launch: geometry, dynamic shared memory and the parameter list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    /// Blocks in x, y, z.
+    pub grid: [u32; 3],
+    /// Threads per block in x, y, z.
+    pub block: [u32; 3],
+    /// Dynamic shared memory per block, in bytes.
+    pub shared_bytes: u32,
+    /// The kernel's parameters, in the order of its C signature.
+    pub args: Vec<KernelArg>,
+}
+
+impl Launch {
+    /// True when the grid has no block (nothing to launch).
+    pub fn is_empty(&self) -> bool {
+        self.grid.contains(&0)
+    }
+}
+
+/// The precision of a GEMM's inputs (the output and accumulation are always f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmInputs {
+    /// f32 `x` and weight, f32 math (no TF32).
+    F32,
+    /// bf16 `x` and weight (u16 bit patterns).
+    Bf16,
+}
+
+/// A row-major GEMM `out[rows, n] = x[rows, k] · wᵀ` for a PyTorch-layout weight `w[n, k]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Rows of `x` and `out`.
+    pub rows: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of `out` (rows of `w`).
+    pub n: usize,
+}
+
+/// A device that runs spire's kernels. Memory is untyped bytes ([`Driver::Mem`]); the typed
+/// views live in [`super::DevVec`].
+pub trait Driver: Send + Sync + Sized + 'static {
+    /// One device allocation.
+    type Mem: Send + Sync;
+
+    /// A short description of the device ("cuda:0 (NVIDIA H100 ...)").
+    fn describe(&self) -> String;
+    /// A zero-filled allocation of `bytes` bytes (at least one byte is allocated).
+    fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Mem>;
+    /// Copy `bytes` from the host into the start of `mem`.
+    fn write(&self, mem: &mut Self::Mem, bytes: &[u8]) -> Result<()>;
+    /// Copy the first `out.len()` bytes of `mem` to the host.
+    fn read(&self, mem: &Self::Mem, out: &mut [u8]) -> Result<()>;
+    /// The device address of `mem`, for kernels that only read it.
+    fn address(&self, mem: &Self::Mem) -> u64;
+    /// The device address of `mem`, for kernels that write it.
+    fn address_mut(&self, mem: &mut Self::Mem) -> u64;
+    /// Queue (or run) `kernel` with `launch`; an empty grid launches nothing.
+    ///
+    /// # Safety
+    /// The parameters must match the kernel's C signature, and every address must stay valid and
+    /// cover what the kernel reads or writes with this geometry.
+    unsafe fn launch(&self, kernel: Kernel, launch: &Launch) -> Result<()>;
+    /// `out = x · wᵀ` with f32 output; `x` and `w` hold `inputs`-typed elements.
+    fn gemm(&self, inputs: GemmInputs, shape: GemmShape, x: &Self::Mem, w: &Self::Mem, out: &mut Self::Mem) -> Result<()>;
+    /// Wait until all queued work is done.
+    fn synchronize(&self) -> Result<()>;
+}

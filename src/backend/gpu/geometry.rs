@@ -1,0 +1,25 @@
+//! Launch-geometry constants of the kernels, defined once. The launch code in this module reads
+//! them, and every kernel compile receives each of them as `-DNAME=value`: build.rs passes them to
+//! nvcc and to the emulator's C++ compiler (it includes this file), the NVRTC loader passes
+//! [`DEFINES`], and `tools/check_kernels.sh` parses the `pub const` lines below. The kernels
+//! refuse to compile without them (`kernels/common.cuh`).
+
+/// Threads per block of the row-wise and elementwise kernels (norm, embedding, concat, KV).
+pub const ROW_THREADS: u32 = 256;
+/// Threads per block of `rope`.
+pub const ROPE_THREADS: u32 = 128;
+/// Warps per block of `paged_attention`.
+pub const ATTN_WARPS: u32 = 4;
+/// Largest head width `paged_attention` handles.
+pub const MAX_HEAD_DIM: u32 = 256;
+/// Threads per block of `accept_block`; also fixes how its CPU twin chunks the vocabulary.
+pub const ACCEPT_THREADS: u32 = 256;
+
+/// Every constant above as `(name, value)`, for the compilers' `-D` flags.
+pub const DEFINES: [(&str, u32); 5] = [
+    ("ROW_THREADS", ROW_THREADS),
+    ("ROPE_THREADS", ROPE_THREADS),
+    ("ATTN_WARPS", ATTN_WARPS),
+    ("MAX_HEAD_DIM", MAX_HEAD_DIM),
+    ("ACCEPT_THREADS", ACCEPT_THREADS),
+];

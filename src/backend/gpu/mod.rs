@@ -1,0 +1,199 @@
+//! The kernel backend: every [`Backend`] op as a launch of a kernel of `kernels/*.cu`, written
+//! once over a [`Driver`]. On an NVIDIA GPU the driver is cudarc + cuBLAS
+//! ([`crate::backend::CudaBackend`], feature `cuda`); on any CPU it is the CUDA emulator
+//! ([`crate::backend::EmuBackend`], feature `emulator`), which runs the same kernel sources and
+//! this same launch code, with a CPU GEMM in place of cuBLAS. Every kernel computes what its CPU
+//! twin in `src/backend/cpu/` computes; `tests/gpu_kernels.rs` checks them against each other on
+//! every driver present. The fused speculative acceptance kernel is [`GpuBackend::accept_block`],
+//! with its exact CPU twin in [`accept_reference`].
+
+mod accept;
+pub mod accept_reference;
+mod buffer;
+mod driver;
+pub mod geometry;
+mod paged;
+mod rows;
+
+use std::sync::{Arc, Mutex};
+
+pub use accept::{Acceptance, DraftBlock};
+pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight};
+pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
+
+use super::{checks, AttentionLayout, Backend, KvShape};
+use crate::error::{Error, Result};
+use crate::weights::{DType, WeightFile};
+
+/// The kernel backend on one device.
+pub struct GpuBackend<D: Driver> {
+    driver: D,
+    /// The attention layout last uploaded, reused while the layers of one step pass the same one.
+    layout_cache: Mutex<Option<paged::DeviceLayout<D>>>,
+}
+
+impl<D: Driver> GpuBackend<D> {
+    /// A backend on `driver`.
+    pub fn with_driver(driver: D) -> Self {
+        Self { driver, layout_cache: Mutex::new(None) }
+    }
+
+    /// The device driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// Wait for all queued work (for timing).
+    pub fn synchronize(&self) -> Result<()> {
+        self.driver.synchronize()
+    }
+
+    /// Launch `kernel` as `launch` describes.
+    fn run(&self, kernel: Kernel, launch: &Launch) -> Result<()> {
+        if launch.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: every launch in this module is built by a `launch_*` method that pushes the
+        // parameters of the kernel's C signature (documented next to it) from buffers whose sizes
+        // `checks` (or the method itself) validated against the launch geometry.
+        unsafe { self.driver.launch(kernel, launch) }
+    }
+
+    /// A device copy of a small index array.
+    fn upload_indices(&self, values: &[u32]) -> Result<DevVec<u32, D>> {
+        DevVec::from_host(&self.driver, values)
+    }
+
+    /// `out = x · weightᵀ` (shapes checked by the caller): f32 weights directly, bf16 weights after
+    /// casting `x` to bf16 (kernels/elementwise.cu `f32_to_bf16`).
+    fn gemm(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
+        if shape.rows == 0 || shape.n == 0 {
+            return Ok(());
+        }
+        match weight {
+            GpuWeight::F32(w) => self.driver.gemm(GemmInputs::F32, shape, &x.mem, &w.mem, &mut out.mem),
+            GpuWeight::Bf16(w) => {
+                let len = shape.rows * shape.k;
+                let mut x16 = DevVec::<u16, D>::zeros(&self.driver, len)?;
+                self.launch_f32_to_bf16(x, len, &mut x16)?;
+                self.driver.gemm(GemmInputs::Bf16, shape, &x16.mem, &w.mem, &mut out.mem)
+            }
+        }
+    }
+}
+
+fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Backend(format!("{op}: {}", what())))
+    }
+}
+
+impl<D: Driver> Backend for GpuBackend<D> {
+    type Buf = GpuBuf<D>;
+    type Weight = GpuWeight<D>;
+    type KvPool = GpuKvPool<D>;
+
+    fn name(&self) -> String {
+        self.driver.describe()
+    }
+
+    fn load_weight(&self, file: &Arc<WeightFile>, name: &str, shape: &[usize]) -> Result<GpuWeight<D>> {
+        let tensor = file.tensor_with_shape(name, shape)?;
+        if tensor.dtype == DType::BF16 && shape.len() == 2 {
+            let bits: Vec<u16> = tensor.bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+            return Ok(GpuWeight::Bf16(DevVec::from_host(&self.driver, &bits)?));
+        }
+        self.weight_from_host(&tensor.to_f32())
+    }
+
+    fn weight_from_host(&self, values: &[f32]) -> Result<GpuWeight<D>> {
+        Ok(GpuWeight::F32(self.upload(values)?))
+    }
+
+    fn zeros(&self, len: usize) -> Result<GpuBuf<D>> {
+        DevVec::zeros(&self.driver, len)
+    }
+
+    fn upload(&self, values: &[f32]) -> Result<GpuBuf<D>> {
+        DevVec::from_host(&self.driver, values)
+    }
+
+    fn download(&self, buf: &GpuBuf<D>) -> Result<Vec<f32>> {
+        buf.to_host(&self.driver)
+    }
+
+    fn kv_pool(&self, shape: KvShape) -> Result<GpuKvPool<D>> {
+        let len = 2 * shape.n_layer * shape.num_slots() * shape.row_width();
+        Ok(GpuKvPool { shape, data: self.zeros(len)? })
+    }
+
+    fn embedding(&self, table: &GpuWeight<D>, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        checks::embedding(table.len(), ids, out_rows, dim, out.len())?;
+        self.launch_embedding(table, ids, out_rows, dim, out)
+    }
+
+    fn concat_rows(&self, a: &GpuBuf<D>, a_dim: usize, b: &GpuBuf<D>, b_dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        let rows = checks::concat_rows(a.len(), a_dim, b.len(), b_dim, out.len())?;
+        self.launch_concat_rows(a, a_dim, b, b_dim, rows, out)
+    }
+
+    fn rms_norm(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, eps: f32, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
+        self.launch_rms_norm(None, x, weight.f32("rms_norm")?, eps, dim, out)
+    }
+
+    fn add_rms_norm(&self, residual: &mut GpuBuf<D>, x: &GpuBuf<D>, weight: &GpuWeight<D>, eps: f32, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        checks::same_len("add_rms_norm", &[residual.len(), x.len()])?;
+        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
+        self.launch_rms_norm(Some(residual), x, weight.f32("add_rms_norm")?, eps, dim, out)
+    }
+
+    fn add_assign(&self, acc: &mut GpuBuf<D>, x: &GpuBuf<D>) -> Result<()> {
+        checks::same_len("add_assign", &[acc.len(), x.len()])?;
+        self.launch_add_assign(acc, x)
+    }
+
+    fn linear(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, rows: usize, in_dim: usize, out_dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        checks::linear(x.len(), weight.len(), rows, in_dim, out_dim, out.len())?;
+        self.gemm(x, weight, GemmShape { rows, k: in_dim, n: out_dim }, out)
+    }
+
+    fn swiglu(&self, gate: &GpuBuf<D>, up: &GpuBuf<D>, out: &mut GpuBuf<D>) -> Result<()> {
+        checks::same_len("swiglu", &[gate.len(), up.len(), out.len()])?;
+        self.launch_swiglu(gate, up, out)
+    }
+
+    fn rope(
+        &self,
+        x: &mut GpuBuf<D>,
+        rows: usize,
+        row_stride: usize,
+        n_rot_heads: usize,
+        head_dim: usize,
+        table: &GpuBuf<D>,
+        positions: &[u32],
+    ) -> Result<()> {
+        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), positions)?;
+        self.launch_rope(x, row_stride, n_rot_heads, head_dim, table, positions)
+    }
+
+    fn kv_write(&self, pool: &mut GpuKvPool<D>, layer: usize, qkv: &GpuBuf<D>, slots: &[u32]) -> Result<()> {
+        checks::kv_write(&pool.shape, layer, qkv.len(), slots)?;
+        self.launch_kv_write(pool, layer, qkv, slots)
+    }
+
+    fn kv_copy(&self, pool: &mut GpuKvPool<D>, src: &[u32], dst: &[u32]) -> Result<()> {
+        checks::kv_copy(&pool.shape, src, dst)?;
+        self.launch_kv_copy(pool, src, dst)
+    }
+
+    fn attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, layout: &AttentionLayout, out: &mut GpuBuf<D>) -> Result<()> {
+        checks::attention(&pool.shape, layer, qkv.len(), out.len(), layout)?;
+        check(layout.head_dim <= geometry::MAX_HEAD_DIM as usize, "attention", || {
+            format!("head_dim {} above the kernel's maximum {}", layout.head_dim, geometry::MAX_HEAD_DIM)
+        })?;
+        self.launch_attention(qkv, pool, layer, layout, out)
+    }
+}

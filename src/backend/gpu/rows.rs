@@ -1,0 +1,91 @@
+//! Launches of the row-wise and elementwise kernels (kernels/norm.cu, rope.cu, swiglu.cu,
+//! elementwise.cu, embedding.cu). Shapes are checked by the callers in `mod.rs`; the launch
+//! geometry of each kernel is documented at the top of its `.cu` file.
+
+use super::buffer::{DevVec, GpuBuf, GpuWeight, LaunchBuilder};
+use super::driver::{Driver, Kernel};
+use super::geometry::{ROPE_THREADS, ROW_THREADS};
+use super::GpuBackend;
+use crate::error::Result;
+
+impl<D: Driver> GpuBackend<D> {
+    /// `embedding_{f32,bf16}(table, ids, out_rows, dim, out)`: one block per id.
+    pub(super) fn launch_embedding(&self, table: &GpuWeight<D>, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        let (ids_dev, rows_dev) = (self.upload_indices(ids)?, self.upload_indices(out_rows)?);
+        let builder = LaunchBuilder::new(&self.driver, (ids.len(), 1), ROW_THREADS)?;
+        let (kernel, builder) = match table {
+            GpuWeight::F32(t) => (Kernel::EmbeddingF32, builder.input(t)),
+            GpuWeight::Bf16(t) => (Kernel::EmbeddingBf16, builder.input(t)),
+        };
+        let launch = builder.input(&ids_dev).input(&rows_dev).i32(dim)?.output(out).build();
+        self.run(kernel, &launch)
+    }
+
+    /// `concat_rows(a, a_dim, b, b_dim, out)`: one block per row.
+    pub(super) fn launch_concat_rows(&self, a: &GpuBuf<D>, a_dim: usize, b: &GpuBuf<D>, b_dim: usize, rows: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        let launch = LaunchBuilder::new(&self.driver, (rows, 1), ROW_THREADS)?.input(a).i32(a_dim)?.input(b).i32(b_dim)?.output(out).build();
+        self.run(Kernel::ConcatRows, &launch)
+    }
+
+    /// `rms_norm(x, weight, eps, dim, out)` or, with a residual,
+    /// `add_rms_norm(residual, x, weight, eps, dim, out)`: one block per row.
+    pub(super) fn launch_rms_norm(
+        &self,
+        residual: Option<&mut GpuBuf<D>>,
+        x: &GpuBuf<D>,
+        weight: &GpuBuf<D>,
+        eps: f32,
+        dim: usize,
+        out: &mut GpuBuf<D>,
+    ) -> Result<()> {
+        let builder = LaunchBuilder::new(&self.driver, (x.len() / dim, 1), ROW_THREADS)?;
+        let (kernel, builder) = match residual {
+            Some(residual) => (Kernel::AddRmsNorm, builder.output(residual)),
+            None => (Kernel::RmsNorm, builder),
+        };
+        let launch = builder.input(x).input(weight).f32(eps).i32(dim)?.output(out).build();
+        self.run(kernel, &launch)
+    }
+
+    /// `add_assign(acc, x, n)`: one thread per element.
+    pub(super) fn launch_add_assign(&self, acc: &mut GpuBuf<D>, x: &GpuBuf<D>) -> Result<()> {
+        let n = acc.len();
+        let launch = LaunchBuilder::elementwise(&self.driver, n, ROW_THREADS)?.output(acc).input(x).u64(n).build();
+        self.run(Kernel::AddAssign, &launch)
+    }
+
+    /// `swiglu(gate, up, out, n)`: one thread per element.
+    pub(super) fn launch_swiglu(&self, gate: &GpuBuf<D>, up: &GpuBuf<D>, out: &mut GpuBuf<D>) -> Result<()> {
+        let n = out.len();
+        let launch = LaunchBuilder::elementwise(&self.driver, n, ROW_THREADS)?.input(gate).input(up).output(out).u64(n).build();
+        self.run(Kernel::Swiglu, &launch)
+    }
+
+    /// `f32_to_bf16(x, out, n)`: one thread per element.
+    pub(super) fn launch_f32_to_bf16(&self, x: &GpuBuf<D>, n: usize, out: &mut DevVec<u16, D>) -> Result<()> {
+        let launch = LaunchBuilder::elementwise(&self.driver, n, ROW_THREADS)?.input(x).output(out).u64(n).build();
+        self.run(Kernel::F32ToBf16, &launch)
+    }
+
+    /// `rope(x, row_stride, n_rot_heads, head_dim, table, positions)`: one block per row.
+    pub(super) fn launch_rope(
+        &self,
+        x: &mut GpuBuf<D>,
+        row_stride: usize,
+        n_rot_heads: usize,
+        head_dim: usize,
+        table: &GpuBuf<D>,
+        positions: &[u32],
+    ) -> Result<()> {
+        let positions_dev = self.upload_indices(positions)?;
+        let launch = LaunchBuilder::new(&self.driver, (positions.len(), 1), ROPE_THREADS)?
+            .output(x)
+            .i32(row_stride)?
+            .i32(n_rot_heads)?
+            .i32(head_dim)?
+            .input(table)
+            .input(&positions_dev)
+            .build();
+        self.run(Kernel::Rope, &launch)
+    }
+}
