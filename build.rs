@@ -3,7 +3,8 @@
 //! - Feature `emulator` (default): compile every `kernels/*.cu` (and the emulator's self-test
 //!   kernels, `kernels/emu/selftest.cu`) for the host against `kernels/emu/cuda_emu.h` with the
 //!   system C++ compiler (the `cc` crate), one translation unit per module plus a generated
-//!   launch entry point `spire_emu_launch_<kernel>` per `extern "C" __global__` function, and
+//!   launch entry point `spire_emu_launch_<kernel>` per `extern "C" __global__` function (after
+//!   the one rewrite the emulator needs, of `__shared__` declarations: `rewrite_shared`), and
 //!   write `$OUT_DIR/emu_kernels.rs`, the table `src/backend/emu` links against. Without a C++
 //!   compiler the table is empty and says why (the emulator backend then reports it; the build
 //!   never fails). `SPIRE_EMU_SANITIZE=thread` or `=address` builds the kernels with
@@ -51,8 +52,13 @@ fn defines() -> Vec<String> {
 
 /// `dir/*.cu`, sorted (headers are pulled in by `#include`).
 fn cu_files(dir: &Path) -> Vec<PathBuf> {
+    files_with_extension(dir, "cu")
+}
+
+/// `dir/*.<extension>`, sorted.
+fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect())
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == extension)).collect())
         .unwrap_or_default();
     files.sort();
     files
@@ -69,6 +75,12 @@ fn emulator(kernels: &Path, out_dir: &Path) {
     println!("cargo:rerun-if-env-changed=SPIRE_EMU_SANITIZE");
     let emu_dir = out_dir.join("emu");
     fs::create_dir_all(&emu_dir).expect("creating OUT_DIR/emu");
+    // Headers get the same rewrite; the copies sit beside the rewritten sources, so their
+    // `#include "common.cuh"` finds the rewritten header first.
+    for header in files_with_extension(kernels, "cuh") {
+        let text = fs::read_to_string(&header).unwrap_or_else(|e| panic!("reading {}: {e}", header.display()));
+        fs::write(emu_dir.join(header.file_name().expect("a file name")), rewrite_shared(&text, &header)).expect("writing the emulator copy of a header");
+    }
     let mut sources = cu_files(kernels);
     sources.extend(cu_files(&kernels.join("emu")));
     let mut entries = Vec::new();
@@ -78,22 +90,20 @@ fn emulator(kernels: &Path, out_dir: &Path) {
         let text = fs::read_to_string(source).unwrap_or_else(|e| panic!("reading {}: {e}", source.display()));
         let names = kernel_names(&text);
         let rewritten = emu_dir.join(format!("{module}.cu"));
-        fs::write(&rewritten, rewrite_dynamic_shared(&text)).expect("writing the emulator copy of a kernel");
+        fs::write(&rewritten, rewrite_shared(&text, source)).expect("writing the emulator copy of a kernel");
         let wrapper = emu_dir.join(format!("{module}_launch.cpp"));
         fs::write(&wrapper, emu_wrapper(&module, &rewritten, &names)).expect("writing an emulator wrapper");
         build.file(&wrapper);
         entries.extend(names);
     }
-    for runtime in fs::read_dir(kernels.join("emu")).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path())) {
-        if runtime.extension().is_some_and(|x| x == "cpp") {
-            build.file(runtime);
-        }
+    for runtime in files_with_extension(&kernels.join("emu"), "cpp") {
+        build.file(runtime);
     }
     build
         .cpp(true)
         .std("c++17")
+        .include(&emu_dir)
         .include(kernels.join("emu"))
-        .include(kernels)
         .flag("-ffp-contract=off")
         .flag("-fno-fast-math")
         .flag("-pthread")
@@ -148,7 +158,9 @@ fn kernel_names(text: &str) -> Vec<String> {
     names
 }
 
-/// `text` without `//` and `/* */` comments (string literals in kernels hold no comment markers).
+/// `text` with its `//` and `/* */` comments blanked out, newlines kept (so line numbers, which
+/// the emulator's messages cite, stay those of the source; kernels hold no comment markers in
+/// string literals).
 fn strip_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -162,36 +174,81 @@ fn strip_comments(text: &str) -> String {
             (None, None) => break,
         };
         out.push_str(&rest[..at]);
-        rest = rest[at..].find(end_marker).map_or("", |e| &rest[at + e + end_marker.len()..]);
-        out.push(' ');
+        let end = rest[at..].find(end_marker).map_or(rest.len(), |e| at + e + if end_marker == "*/" { 2 } else { 0 });
+        out.extend(rest[at..end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }));
+        rest = &rest[end..];
     }
     out.push_str(rest);
     out
 }
 
-/// Rewrite each dynamic shared-memory declaration `extern __shared__ [__align__(N)] T name[];`
-/// into `T* const name = static_cast<T*>(spire_emu::dynamic_shared());`, the one textual change
-/// the emulator needs (C++ has no block-scope `extern` array it could point at the block's
-/// buffer). Everything else reaches the compiler unchanged.
-fn rewrite_dynamic_shared(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("extern __shared__") {
-        let Some(end) = rest[at..].find(';').map(|e| at + e) else { break };
-        let decl = rest[at + "extern __shared__".len()..end].trim();
-        let decl = match decl.strip_prefix("__align__") {
-            Some(aligned) => aligned.split_once(')').map_or(decl, |(_, d)| d.trim()),
-            None => decl,
-        };
-        out.push_str(&rest[..at]);
-        match decl.strip_suffix("[]").map(str::trim_end).and_then(|d| d.rsplit_once(|c: char| c.is_whitespace())) {
-            Some((ty, name)) => out.push_str(&format!("{ty}* const {name} = static_cast<{ty}*>(spire_emu::dynamic_shared())")),
-            None => out.push_str(&rest[at..end]),
+/// The one textual change the emulator needs (C++ has no per-block storage class): rewrite each
+/// `[static] [volatile] __shared__ [__align__(N)] T name[dims];` into
+/// `typedef [volatile] [__align__(N)] T spire_emu_shared_t_name[dims]; SPIRE_EMU_SHARED_BIND(name);`
+/// (a reference into the emulator's shared arena, poisoned before every block) and each
+/// `extern __shared__ [__align__(N)] T name[];` into
+/// `T* const name = static_cast<T*>(spire_emu::dynamic_shared());`, as kernels/emu/cuda_emu.h
+/// documents. Comments are blanked first; everything else reaches the compiler unchanged, and the
+/// returned text starts with a `#line` directive naming `origin`, so messages cite the source.
+fn rewrite_shared(text: &str, origin: &Path) -> String {
+    const TOKEN: &str = "__shared__";
+    let code = strip_comments(text);
+    let mut out = format!("#line 1 {:?}\n", origin.display().to_string());
+    let mut rest = code.as_str();
+    while let Some(at) = find_word(rest, TOKEN) {
+        let Some(semi) = rest[at..].find(';').map(|e| at + e) else { break };
+        // The storage keywords right before the token belong to the declaration.
+        let mut start = at;
+        let mut qualifiers = Vec::new();
+        loop {
+            let before = rest[..start].trim_end();
+            match ["static", "volatile", "extern"].into_iter().find(|k| before.ends_with(k) && find_word(&before[before.len() - k.len()..], k) == Some(0)) {
+                Some(k) => {
+                    qualifiers.push(k);
+                    start = before.len() - k.len();
+                }
+                None => break,
+            }
         }
-        rest = &rest[end..];
+        let mut decl = rest[at + TOKEN.len()..semi].trim();
+        if let Some(d) = decl.strip_prefix("volatile") {
+            qualifiers.push("volatile");
+            decl = d.trim_start();
+        }
+        let (align, decl) = match decl.strip_prefix("__align__") {
+            Some(d) => d.split_once(')').map_or(("", decl), |(_, d)| (&decl[..decl.len() - d.len()], d.trim())),
+            None => ("", decl),
+        };
+        let (head, dims) = decl.split_at(decl.find('[').unwrap_or(decl.len()));
+        let head = head.trim_end();
+        let name_start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        let (ty, name) = (head[..name_start].trim(), &head[name_start..]);
+        out.push_str(&rest[..start]);
+        if qualifiers.contains(&"extern") {
+            out.push_str(&format!("{ty}* const {name} = static_cast<{ty}*>(spire_emu::dynamic_shared());"));
+        } else {
+            let volatile = if qualifiers.contains(&"volatile") { "volatile " } else { "" };
+            out.push_str(&format!("typedef {volatile}{align} {ty} spire_emu_shared_t_{name}{dims}; SPIRE_EMU_SHARED_BIND({name});"));
+        }
+        rest = &rest[semi + 1..];
     }
     out.push_str(rest);
     out
+}
+
+/// Byte offset of the first occurrence of `word` in `text` as a whole identifier.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(i) = text[from..].find(word).map(|i| from + i) {
+        let before_ok = !text[..i].ends_with(is_ident);
+        let after_ok = !text[i + word.len()..].starts_with(is_ident);
+        if before_ok && after_ok {
+            return Some(i);
+        }
+        from = i + word.len();
+    }
+    None
 }
 
 /// The translation unit of one module: the emulator header, the kernel source inside a namespace

@@ -95,7 +95,11 @@ pub fn load(ctx: &Arc<CudaContext>, name: &str, arch: &str) -> Result<Arc<CudaMo
                 reason
             }
         },
-        None => String::new(),
+        None => {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| eprintln!("spire: no precompiled PTX for {arch} (this binary was built without a CUDA 12 nvcc): compiling the kernels with NVRTC"));
+            format!("no precompiled PTX for {arch}; ")
+        }
     };
     let ptx = compile_with_nvrtc(name, arch).map_err(|e| Error::Backend(format!("loading kernels/{name}.cu: {precompiled_error}{e}")))?;
     ctx.load_module(Ptx::from_src(ptx))

@@ -1,0 +1,3 @@
+// Stand-in for the CUDA toolkit's <cuda_bf16.h> in emulator builds (found through -I kernels/emu):
+// cuda_emu.h already defines the 16-bit float types and conversions, so this header is empty.
+#pragma once
