@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod image;
 pub mod kv;
 pub mod model;
 pub mod sampling;
