@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acceptance;
 pub mod backend;
 pub mod engine;
 pub mod error;

@@ -15,12 +15,13 @@
 mod common;
 
 use common::stats::{chi_square_critical, passes_chi_square, random_distribution};
+use spire::acceptance::sample_children;
 use spire::sampling::{dist, Rng, SamplingParams};
 use spire::spec::analysis::{step_distribution, total_variation};
 use spire::spec::draft::DraftNode;
 use spire::spec::rules::{AcceptanceRule, Vanilla};
 use spire::spec::tree::TreeShape;
-use spire::spec::verify::{sample_children, verify_chain, verify_tree, TreeDraft};
+use spire::spec::verify::{verify_chain, verify_tree, TreeDraft};
 use spire::weights::synthetic::normal;
 
 const SAMPLES: usize = 200_000;

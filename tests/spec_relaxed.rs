@@ -16,11 +16,12 @@
 mod common;
 
 use common::stats::passes_chi_square;
+use spire::acceptance::sample_children;
 use spire::sampling::{dist, Rng};
 use spire::spec::analysis::{block_law, step_distribution, total_variation};
 use spire::spec::draft::DraftNode;
 use spire::spec::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
-use spire::spec::verify::{sample_children, verify_chain, verify_tree, TreeDraft};
+use spire::spec::verify::{verify_chain, verify_tree, TreeDraft};
 use spire::weights::synthetic::normal;
 
 const VOCAB: usize = 8;

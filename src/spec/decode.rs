@@ -1,6 +1,7 @@
 //! The speculative decoding loop: draft a chain or tree, verify it with one target pass over the
 //! paged KV cache (tree-masked attention), accept with the configured rule, roll back the rest.
 
+use crate::acceptance::sample_children;
 use crate::backend::Backend;
 use crate::engine::guided::GuidedSeqs;
 use crate::engine::DecodeContext;
@@ -10,7 +11,7 @@ use crate::model::{Gpt, StepRow};
 use crate::spec::draft::{tree_rows, DraftNode, Drafter, SequenceState};
 use crate::spec::rules::AcceptanceRule;
 use crate::spec::tree::TreeShape;
-use crate::spec::verify::{sample_children, verify_tree, TreeDraft};
+use crate::spec::verify::{verify_tree, TreeDraft};
 
 /// Draft, verify and commit until the image's `block_size` tokens exist.
 pub fn generate_speculative<B: Backend>(

@@ -4,8 +4,8 @@
 //!
 //! - [`rules`]: vanilla (lossless), LANTERN / LANTERN++, COOL-SD, UniformRSD.
 //! - [`tree`]: static tree shapes and the tree-attention ancestor mask.
-//! - [`siblings`]: how a drafter samples a node's children (without replacement), which
-//!   [`verify`] (chain/tree verification on host distributions) assumes.
+//! - [`verify`]: chain/tree verification on host distributions, assuming siblings drawn without
+//!   replacement ([`sample_children`], from [`crate::acceptance`]).
 //! - [`draft`]: the draft model and the EAGLE-style draft head; [`decode`]: the loop.
 //! - [`analysis`]: exact output laws and TV distances of relaxed rules.
 //! - [`config`]: what a request chooses.
@@ -21,12 +21,11 @@ pub mod config;
 pub mod decode;
 pub mod draft;
 pub mod rules;
-pub mod siblings;
 pub mod tree;
 pub mod verify;
 
 pub use analysis::{block_law, step_distribution, total_variation, BlockLaw};
 pub use rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
-pub use siblings::sample_children;
+pub use crate::acceptance::sample_children;
 pub use tree::{ancestor_mask, TreeNode, TreeShape, MAX_TREE_NODES};
 pub use verify::{verify_chain, verify_tree, TreeDraft, VerifyOutcome};

@@ -4,7 +4,7 @@
 //! **every** node at depth `d`, where depth 0 is the pending token (the root, not a drafted node)
 //! and drafted nodes have depths `1..=widths.len()`. Each node's children are distinct tokens
 //! drawn from the draft distribution at that node without replacement
-//! ([`crate::spec::verify::sample_children`]), so a node whose draft distribution has fewer
+//! ([`crate::acceptance::sample_children`]), so a node whose draft distribution has fewer
 //! than `w` tokens in its support gets fewer children; shapes are an upper bound.
 //!
 //! Nodes are numbered in BFS order: all depth-1 nodes, then all depth-2 nodes grouped by parent

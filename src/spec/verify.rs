@@ -1,7 +1,7 @@
 //! Verification of a drafted chain or tree against the target, on host distributions.
 //!
-//! **Scheme.** Siblings are drawn without replacement ([`sample_children`], see
-//! [`crate::spec::siblings`]). The tree is walked from the pending token; at each level the
+//! **Scheme.** Siblings are drawn without replacement
+//! ([`sample_children`](crate::acceptance::sample_children)). The tree is walked from the pending token; at each level the
 //! children of the current node are tried in drafting order (multi-draft speculative sampling,
 //! SpecInfer-style, in its without-replacement form, cf. recursive rejection sampling):
 //! - the first child `x_1 ~ q` is accepted with the rule's probability `a(x_1)`; on rejection the
@@ -28,13 +28,11 @@
 //! non-negative entries (NaN/inf is [`Error::NonFiniteLogits`]) and positive mass; tokens must be
 //! in the vocabulary and siblings distinct. Nothing here panics on bad input.
 
+use crate::acceptance::SiblingPool;
 use crate::error::{Error, Result};
 use crate::sampling::{dist, Rng};
 use crate::spec::draft::DraftNode;
 use crate::spec::rules::{AcceptanceRule, Vanilla};
-use crate::spec::siblings::SiblingPool;
-
-pub use crate::spec::siblings::sample_children;
 
 /// A drafted tree with the distributions verification needs.
 pub struct TreeDraft<'a> {
