@@ -1,4 +1,4 @@
-//! Proof that lossless verification (`spire::spec::verify` with the `Vanilla` rule) outputs
+//! Proof that lossless verification (`spire::decode::speculative::verify` with the `Vanilla` rule) outputs
 //! exactly the target's law, for chains ([`verify_chain`]) and trees ([`verify_tree`]) drafted
 //! with [`sample_children`] (siblings without replacement).
 //!
@@ -17,11 +17,11 @@ mod common;
 use common::stats::{chi_square_critical, passes_chi_square, random_distribution};
 use spire::acceptance::sample_children;
 use spire::sampling::{dist, Rng, SamplingParams};
-use spire::spec::analysis::{step_distribution, total_variation};
-use spire::spec::draft::DraftNode;
-use spire::spec::rules::{AcceptanceRule, Vanilla};
-use spire::spec::tree::TreeShape;
-use spire::spec::verify::{verify_chain, verify_tree, TreeDraft};
+use spire::decode::speculative::analysis::{step_distribution, total_variation};
+use spire::decode::speculative::draft::DraftNode;
+use spire::decode::speculative::rules::{AcceptanceRule, Vanilla};
+use spire::decode::speculative::tree::TreeShape;
+use spire::decode::speculative::verify::{verify_chain, verify_tree, TreeDraft};
 use spire::weights::synthetic::normal;
 
 const SAMPLES: usize = 200_000;

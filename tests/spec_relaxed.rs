@@ -1,5 +1,5 @@
 //! How far relaxed rules move the output away from the target, computed exactly by enumeration
-//! (`spire::spec::analysis`: one-step laws and the joint law of the first `L + 1` tokens of chain
+//! (`spire::decode::speculative::analysis`: one-step laws and the joint law of the first `L + 1` tokens of chain
 //! generation with blocks of `L` drafts), on random small-vocabulary instances:
 //! (i) COOL-SD / UniformRSD with omega <= 1 are exactly lossless;
 //! (ii) TV grows monotonically with delta (COOL-SD) and omega (UniformRSD);
@@ -18,10 +18,10 @@ mod common;
 use common::stats::passes_chi_square;
 use spire::acceptance::sample_children;
 use spire::sampling::{dist, Rng};
-use spire::spec::analysis::{block_law, step_distribution, total_variation};
-use spire::spec::draft::DraftNode;
-use spire::spec::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
-use spire::spec::verify::{verify_chain, verify_tree, TreeDraft};
+use spire::decode::speculative::analysis::{block_law, step_distribution, total_variation};
+use spire::decode::speculative::draft::DraftNode;
+use spire::decode::speculative::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
+use spire::decode::speculative::verify::{verify_chain, verify_tree, TreeDraft};
 use spire::weights::synthetic::normal;
 
 const VOCAB: usize = 8;

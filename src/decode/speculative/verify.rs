@@ -1,9 +1,10 @@
 //! Verification of a drafted chain or tree against the target, on host distributions.
 //!
 //! **Scheme.** Siblings are drawn without replacement
-//! ([`sample_children`](crate::acceptance::sample_children)). The tree is walked from the pending token; at each level the
-//! children of the current node are tried in drafting order (multi-draft speculative sampling,
-//! SpecInfer-style, in its without-replacement form, cf. recursive rejection sampling):
+//! ([`sample_children`](crate::acceptance::sample_children)). The tree is walked from the pending
+//! token; at each level the children of the current node are tried in drafting order
+//! (multi-draft speculative sampling, SpecInfer-style, in its without-replacement form, cf.
+//! recursive rejection sampling):
 //! - the first child `x_1 ~ q` is accepted with the rule's probability `a(x_1)`; on rejection the
 //!   target side becomes the rule's residual `r_1 = rule.residual_after(x_1)`;
 //! - child `k > 1`, drawn from `q_{k-1}` (`q` without `x_1..x_{k-1}`, renormalised), is accepted
@@ -15,10 +16,10 @@
 //! **Exactness.** Given the first rejection, the remaining tries are lossless with respect to
 //! `r_1` (each `x_k` is distributed as `q_{k-1}` given the history, and
 //! `min(r, q) + (r - q)+ = r`), so one level outputs `q a + sum_x q(x) (1 - a(x)) r_1(x)`: exactly
-//! the single-draft law of the rule. With [`crate::spec::rules::Vanilla`] that is `p` (lossless
-//! for chains and trees); relaxed rules relax only the first try of each level, so extra
-//! siblings raise acceptance without moving the output law away from the single-draft relaxed
-//! law ([`crate::spec::analysis::step_distribution`] gives it exactly).
+//! the single-draft law of the rule. With [`Vanilla`] that is `p` (lossless for chains and
+//! trees); relaxed rules relax only the first try of each level, so extra siblings raise
+//! acceptance without moving the output law away from the single-draft relaxed law
+//! ([`step_distribution`](super::analysis::step_distribution) gives it exactly).
 //!
 //! **Uniforms.** Each try consumes one `rng.uniform()` (accept iff `u < a`), in tree order, and
 //! the final residual or bonus sample consumes one more (inverse CDF); a device kernel given the
@@ -29,10 +30,10 @@
 //! in the vocabulary and siblings distinct. Nothing here panics on bad input.
 
 use crate::acceptance::SiblingPool;
+use crate::decode::speculative::draft::DraftNode;
+use crate::decode::speculative::rules::{AcceptanceRule, Vanilla};
 use crate::error::{Error, Result};
 use crate::sampling::{dist, Rng};
-use crate::spec::draft::DraftNode;
-use crate::spec::rules::{AcceptanceRule, Vanilla};
 
 /// A drafted tree with the distributions verification needs.
 pub struct TreeDraft<'a> {
@@ -221,7 +222,7 @@ pub fn verify_tree(draft: &TreeDraft<'_>, rule: &dyn AcceptanceRule, rng: &mut R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::rules::Cool;
+    use crate::decode::speculative::rules::Cool;
 
     fn node(index: usize, token: u32, parent: Option<usize>, depth: usize) -> DraftNode {
         DraftNode { index, token, parent, depth }

@@ -2,13 +2,15 @@
 //!
 //! Every rule sees, for block depth `i` (0 for the first drafted token of a block), the target
 //! distribution `p` and the draft distribution `q` over the vocabulary (after CFG, temperature,
-//! top-k, top-p). Rules are pure arithmetic on validated input: [`crate::spec::verify`] checks
+//! top-k, top-p). Rules are pure arithmetic on validated input: [`super::verify`] checks
 //! lengths, token ranges and finiteness (NaN is [`crate::Error::NonFiniteLogits`]) before calling
 //! them. Out of range tokens get acceptance 0 and NaN ratios never accept, so a rule never panics
 //! or accepts on corrupt input even when called directly.
 //!
 //! A drafted token `x` with `q(x) = 0` (which a correct drafter never proposes) gets the limit of
 //! `min(1, target/q)` as `q -> 0+`: 1 when the rule's target mass at `x` is positive, else 0.
+//! That scalar ratio and the positive-part residual live in [`crate::acceptance`], shared with
+//! the device kernel's CPU twin.
 
 mod cool;
 mod lantern;

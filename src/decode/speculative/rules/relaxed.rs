@@ -20,7 +20,7 @@
 //!
 //! For a block, the TV of the joint output from the target's joint law is at most the sum over
 //! positions of the expected one-step TV at the depth each position is drafted at
-//! (see [`crate::spec::analysis`]), so `G*` minimises that bound term by term.
+//! (see [`crate::decode::speculative::analysis`]), so `G*` minimises that bound term by term.
 
 use crate::acceptance::{at, positive_part_residual, ratio_acceptance};
 

@@ -3,15 +3,15 @@
 
 use crate::acceptance::sample_children;
 use crate::backend::Backend;
-use crate::engine::guided::GuidedSeqs;
-use crate::engine::DecodeContext;
+use crate::decode::guided::GuidedSeqs;
+use crate::decode::speculative::draft::{tree_rows, DraftNode, Drafter, SequenceState};
+use crate::decode::speculative::rules::AcceptanceRule;
+use crate::decode::speculative::tree::TreeShape;
+use crate::decode::speculative::verify::{verify_tree, TreeDraft};
+use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::kv::PagedKvCache;
 use crate::model::{Gpt, StepRow};
-use crate::spec::draft::{tree_rows, DraftNode, Drafter, SequenceState};
-use crate::spec::rules::AcceptanceRule;
-use crate::spec::tree::TreeShape;
-use crate::spec::verify::{verify_tree, TreeDraft};
 
 /// Draft, verify and commit until the image's `block_size` tokens exist.
 pub fn generate_speculative<B: Backend>(

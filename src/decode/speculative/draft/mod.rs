@@ -14,7 +14,7 @@ pub use model::ModelDrafter;
 pub use sequence::{tree_rows, DraftNode, SequenceState};
 
 use crate::backend::Backend;
-use crate::engine::DecodeContext;
+use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::model::StepOutput;
 

@@ -1,8 +1,8 @@
 //! Drafting with an independent small AR model (same architecture and vocabulary as the target).
 
 use crate::backend::Backend;
-use crate::engine::guided::GuidedSeqs;
-use crate::engine::DecodeContext;
+use crate::decode::guided::GuidedSeqs;
+use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::kv::PagedKvCache;
 use crate::model::{Gpt, StepOutput, StepRow};

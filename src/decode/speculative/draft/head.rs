@@ -1,8 +1,8 @@
 //! Drafting with an EAGLE/LANTERN-style draft head on the target's features.
 
 use crate::backend::Backend;
-use crate::engine::guided::GuidedSeqs;
-use crate::engine::DecodeContext;
+use crate::decode::guided::GuidedSeqs;
+use crate::decode::DecodeContext;
 use crate::error::{Error, Result};
 use crate::kv::PagedKvCache;
 use crate::model::{head_row, DraftHead, Gpt, StepOutput, StepRow, TokenInput};
