@@ -19,8 +19,8 @@ use common::stats::passes_chi_square;
 use spire::acceptance::sample_children;
 use spire::sampling::{dist, Rng};
 use spire::decode::speculative::analysis::{block_law, step_distribution, total_variation};
-use spire::decode::speculative::draft::DraftNode;
 use spire::decode::speculative::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
+use spire::decode::speculative::tree::DraftTree;
 use spire::decode::speculative::verify::{verify_chain, verify_tree, TreeDraft};
 use spire::weights::synthetic::normal;
 
@@ -311,8 +311,9 @@ fn first_token(rule: &dyn AcceptanceRule, p: &[f32], q: &[f32], width: usize, rn
         let out = verify_chain(&[x], &[q], &[p, &bonus], rule, rng).expect("valid chain");
         return if out.accepted() == 1 { x } else { out.next };
     }
-    let nodes: Vec<DraftNode> =
-        sample_children(q, width, rng).into_iter().enumerate().map(|(index, token)| DraftNode { index, token, parent: None, depth: 1 }).collect();
+    let mut tree = DraftTree::default();
+    tree.grow(|_| sample_children(q, width, rng));
+    let nodes = tree.into_nodes();
     let p_slots: Vec<Vec<f32>> = std::iter::once(p.to_vec()).chain(nodes.iter().map(|_| bonus.clone())).collect();
     let out = verify_tree(&TreeDraft { nodes: &nodes, q: &[q.to_vec()], p: &p_slots }, rule, rng).expect("valid tree");
     out.path.first().map_or(out.next, |&i| nodes[i].token)

@@ -4,9 +4,9 @@
 use crate::acceptance::sample_children;
 use crate::backend::Backend;
 use crate::decode::guided::GuidedSeqs;
-use crate::decode::speculative::draft::{tree_rows, DraftNode, Drafter, SequenceState};
+use crate::decode::speculative::draft::{tree_rows, Drafter, SequenceState};
 use crate::decode::speculative::rules::AcceptanceRule;
-use crate::decode::speculative::tree::TreeShape;
+use crate::decode::speculative::tree::{slot, DraftNode, DraftTree, TreeShape};
 use crate::decode::speculative::verify::{verify_tree, TreeDraft};
 use crate::decode::DecodeContext;
 use crate::error::Result;
@@ -34,7 +34,7 @@ pub fn generate_speculative<B: Backend>(
 
         let base = m + 1;
         let mut rows = vec![StepRow::causal(seqs.cond, state.input_at(m), m)];
-        rows.extend(tree_rows(seqs.cond, m, &nodes, &nodes));
+        rows.extend(tree_rows(seqs.cond, m, &nodes, &nodes)?);
         let n_rows = rows.len();
         let out = target.forward(ctx.backend, cache, &seqs.mirror(rows))?;
         ctx.stats.target_forwards += 1;
@@ -70,25 +70,16 @@ fn draft_tree<B: Backend>(
     shape: &TreeShape,
     depth: usize,
 ) -> Result<(Vec<DraftNode>, Vec<Vec<f32>>)> {
-    let mut nodes: Vec<DraftNode> = Vec::new();
     if depth == 0 {
-        return Ok((nodes, Vec::new()));
+        return Ok((Vec::new(), Vec::new()));
     }
+    let mut tree = DraftTree::default();
     let mut q = vec![drafter.start(ctx, state)?];
-    let mut frontier: Vec<Option<usize>> = vec![None];
     for d in 1..=depth {
-        let mut level = Vec::new();
-        for &parent in &frontier {
-            let q_parent = &q[parent.map_or(0, |p| 1 + p)];
-            for token in sample_children(q_parent, shape.width(d), &mut ctx.rng) {
-                level.push(DraftNode { index: nodes.len() + level.len(), token, parent, depth: d });
-            }
-        }
-        nodes.extend_from_slice(&level);
+        let level = tree.grow(|parent| sample_children(&q[slot(parent)], shape.width(d), &mut ctx.rng));
         if d < depth {
-            q.extend(drafter.expand(ctx, state, &level)?);
+            q.extend(drafter.expand(ctx, state, level)?);
         }
-        frontier = level.iter().map(|n| Some(n.index)).collect();
     }
-    Ok((nodes, q))
+    Ok((tree.into_nodes(), q))
 }

@@ -30,8 +30,8 @@
 //! in the vocabulary and siblings distinct. Nothing here panics on bad input.
 
 use crate::acceptance::SiblingPool;
-use crate::decode::speculative::draft::DraftNode;
 use crate::decode::speculative::rules::{AcceptanceRule, Vanilla};
+use crate::decode::speculative::tree::{check_bfs, slot, DraftNode};
 use crate::error::{Error, Result};
 use crate::sampling::{dist, Rng};
 
@@ -177,19 +177,10 @@ fn distribution<'a>(table: &'a [Vec<f32>], slot: usize, what: &str) -> Result<&'
 
 /// Children of each slot (0 = pending token, `1 + i` = node `i`), after checking the BFS layout.
 fn children_by_slot(nodes: &[DraftNode]) -> Result<Vec<Vec<usize>>> {
+    check_bfs(nodes)?;
     let mut children = vec![Vec::new(); nodes.len() + 1];
     for (i, node) in nodes.iter().enumerate() {
-        let parent_depth = match node.parent {
-            None => 0,
-            Some(parent) if parent < i => nodes[parent].depth,
-            Some(parent) => {
-                return Err(Error::InvalidRequest(format!("draft node {i} has parent {parent}, which does not precede it (BFS order)")))
-            }
-        };
-        if node.index != i || node.depth != parent_depth + 1 {
-            return Err(Error::InvalidRequest(format!("draft node {i} has index {} and depth {}, inconsistent with BFS order", node.index, node.depth)));
-        }
-        children[node.parent.map_or(0, |p| 1 + p)].push(i);
+        children[slot(node.parent)].push(i);
     }
     Ok(children)
 }
@@ -199,20 +190,20 @@ pub fn verify_tree(draft: &TreeDraft<'_>, rule: &dyn AcceptanceRule, rng: &mut R
     let children = children_by_slot(draft.nodes)?;
     let vocab = distribution(draft.p, 0, "target")?.len();
     let mut path = Vec::new();
-    let mut slot = 0;
+    let mut current = 0;
     loop {
-        let p = distribution(draft.p, slot, "target")?;
-        let kids = &children[slot];
+        let p = distribution(draft.p, current, "target")?;
+        let kids = &children[current];
         if kids.is_empty() {
-            let next = sample_target(p, vocab, &format!("target distribution for the bonus token at tree slot {slot}"), rng)?;
+            let next = sample_target(p, vocab, &format!("target distribution for the bonus token at tree slot {current}"), rng)?;
             return Ok(VerifyOutcome { path, next, drafted: draft.nodes.len() });
         }
-        let q = distribution(draft.q, slot, "draft")?;
+        let q = distribution(draft.q, current, "draft")?;
         let tokens: Vec<u32> = kids.iter().map(|&i| draft.nodes[i].token).collect();
         match verify_level(rule, path.len(), p, q, &tokens, rng)? {
             Level::Accepted(k) => {
                 path.push(kids[k]);
-                slot = 1 + kids[k];
+                current = slot(Some(kids[k]));
             }
             Level::Rejected(next) => return Ok(VerifyOutcome { path, next, drafted: draft.nodes.len() }),
         }
