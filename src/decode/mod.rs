@@ -14,5 +14,4 @@ mod stats;
 
 pub use ar::generate_ar;
 pub use context::DecodeContext;
-pub use speculative::generate_speculative;
 pub use stats::GenerationStats;
