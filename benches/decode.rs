@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use spire::engine::random_tiny::{tiny_config, write_random_model};
 use spire::engine::{Engine, Request};
-use spire::spec::config::{DrafterChoice, RuleConfig, SpecConfig};
+use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 
 fn demo_sized_engine() -> Engine {
     let mut config = tiny_config();

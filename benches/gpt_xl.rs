@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use spire::backend::CudaBackend;
 use spire::engine::{Engine, Request};
 use spire::model::gpt_tensor_shapes;
-use spire::spec::config::{DrafterChoice, RuleConfig, SpecConfig};
+use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 use spire::weights::synthetic::{random_tensors, write_safetensors};
 use spire::weights::{DType, GptConfig, ModelConfig};
 

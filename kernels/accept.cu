@@ -15,7 +15,7 @@
 //  - siblings are drawn from q without replacement, so each further sibling x is accepted with
 //    min(1, r(x) / q'(x)) against the current residual r, where q' is q renormalised without the
 //    siblings already tried; r then becomes norm((r - q')+) (multi-draft speculative sampling for
-//    draws without replacement, as the host verifier in src/spec/verify.rs).
+//    draws without replacement, as the host verifier in src/decode/speculative/verify.rs).
 // A residual with no mass keeps the previous distribution. If a child is accepted the walk goes
 // down to it; a node with no children ends the block with a bonus token drawn from p there; a
 // level that rejects every child ends it with a token drawn from the last residual. Draws use the

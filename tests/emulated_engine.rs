@@ -9,7 +9,7 @@ use spire::backend::{Backend, CpuBackend, EmuBackend};
 use spire::engine::{Engine, Request};
 use spire::model::{StepRow, TokenInput};
 use spire::sampling::SamplingParams;
-use spire::spec::config::{DrafterChoice, RuleConfig, SpecConfig};
+use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/demo");
 

@@ -10,7 +10,7 @@ use spire::engine::random_tiny::{tiny_config, write_random_model};
 use spire::engine::{Engine, Request};
 use spire::model::{StepRow, TokenInput};
 use spire::sampling::SamplingParams;
-use spire::spec::config::{DrafterChoice, RuleConfig, SpecConfig};
+use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 use spire::weights::ModelConfig;
 
 const VOCAB: usize = 6;

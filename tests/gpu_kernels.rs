@@ -319,7 +319,7 @@ fn fused_acceptance_emits_the_target_law() {
 }
 
 fn fused_acceptance_emits_the_target_law_on<D: Driver>(gpu: &GpuBackend<D>) {
-    use spire::spec::siblings::sample_children;
+    use spire::acceptance::sample_children;
     let p = [0.05f32, 0.4, 0.1, 0.25, 0.15, 0.05];
     let q = [0.3f32, 0.05, 0.3, 0.1, 0.05, 0.2];
     let (width, vocab, batch, launches) = (3, p.len(), 10_000, 4);

@@ -1,4 +1,4 @@
-//! Proof that lossless verification (`spire::spec::verify` with the `Vanilla` rule) outputs
+//! Proof that lossless verification (`spire::decode::speculative::verify` with the `Vanilla` rule) outputs
 //! exactly the target's law, for chains ([`verify_chain`]) and trees ([`verify_tree`]) drafted
 //! with [`sample_children`] (siblings without replacement).
 //!
@@ -15,12 +15,12 @@
 mod common;
 
 use common::stats::{chi_square_critical, passes_chi_square, random_distribution};
+use spire::acceptance::sample_children;
 use spire::sampling::{dist, Rng, SamplingParams};
-use spire::spec::analysis::{step_distribution, total_variation};
-use spire::spec::draft::DraftNode;
-use spire::spec::rules::{AcceptanceRule, Vanilla};
-use spire::spec::tree::TreeShape;
-use spire::spec::verify::{sample_children, verify_chain, verify_tree, TreeDraft};
+use spire::decode::speculative::analysis::{step_distribution, total_variation};
+use spire::decode::speculative::rules::{AcceptanceRule, Vanilla};
+use spire::decode::speculative::tree::{slot, DraftTree, TreeShape};
+use spire::decode::speculative::verify::{verify_chain, verify_tree, TreeDraft};
 use spire::weights::synthetic::normal;
 
 const SAMPLES: usize = 200_000;
@@ -101,18 +101,13 @@ fn step(target: &Markov, draft: &Markov, drafting: Drafting<'_>, rule: &dyn Acce
             context.split_off(base)
         }
         Drafting::Tree(shape) => {
-            let mut nodes: Vec<DraftNode> = Vec::new();
+            let mut tree = DraftTree::default();
             let mut q = vec![draft.next(base, tokens).to_vec()];
             let mut p = vec![target.next(base, tokens).to_vec()];
-            let mut frontier: Vec<Option<usize>> = vec![None];
             for d in 1..=shape.depth() {
-                let first = nodes.len();
-                for &parent in &frontier {
-                    for token in sample_children(&q[parent.map_or(0, |i| 1 + i)], shape.width(d), rng) {
-                        nodes.push(DraftNode { index: nodes.len(), token, parent, depth: d });
-                    }
-                }
-                for node in &nodes[first..] {
+                let level = tree.grow(|parent| sample_children(&q[slot(parent)], shape.width(d), rng)).to_vec();
+                let nodes = tree.nodes();
+                for node in &level {
                     let mut context = tokens.to_vec();
                     let mut path = vec![node.token];
                     let mut up = node.parent;
@@ -124,8 +119,8 @@ fn step(target: &Markov, draft: &Markov, drafting: Drafting<'_>, rule: &dyn Acce
                     q.push(draft.next(base + d, &context).to_vec());
                     p.push(target.next(base + d, &context).to_vec());
                 }
-                frontier = (first..nodes.len()).map(Some).collect();
             }
+            let nodes = tree.into_nodes();
             let out = verify_tree(&TreeDraft { nodes: &nodes, q: &q, p: &p }, rule, rng).expect("valid tree");
             out.path.iter().map(|&i| nodes[i].token).chain([out.next]).collect()
         }

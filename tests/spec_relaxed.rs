@@ -1,5 +1,5 @@
 //! How far relaxed rules move the output away from the target, computed exactly by enumeration
-//! (`spire::spec::analysis`: one-step laws and the joint law of the first `L + 1` tokens of chain
+//! (`spire::decode::speculative::analysis`: one-step laws and the joint law of the first `L + 1` tokens of chain
 //! generation with blocks of `L` drafts), on random small-vocabulary instances:
 //! (i) COOL-SD / UniformRSD with omega <= 1 are exactly lossless;
 //! (ii) TV grows monotonically with delta (COOL-SD) and omega (UniformRSD);
@@ -16,11 +16,12 @@
 mod common;
 
 use common::stats::passes_chi_square;
+use spire::acceptance::sample_children;
 use spire::sampling::{dist, Rng};
-use spire::spec::analysis::{block_law, step_distribution, total_variation};
-use spire::spec::draft::DraftNode;
-use spire::spec::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
-use spire::spec::verify::{sample_children, verify_chain, verify_tree, TreeDraft};
+use spire::decode::speculative::analysis::{block_law, step_distribution, total_variation};
+use spire::decode::speculative::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
+use spire::decode::speculative::tree::DraftTree;
+use spire::decode::speculative::verify::{verify_chain, verify_tree, TreeDraft};
 use spire::weights::synthetic::normal;
 
 const VOCAB: usize = 8;
@@ -310,8 +311,9 @@ fn first_token(rule: &dyn AcceptanceRule, p: &[f32], q: &[f32], width: usize, rn
         let out = verify_chain(&[x], &[q], &[p, &bonus], rule, rng).expect("valid chain");
         return if out.accepted() == 1 { x } else { out.next };
     }
-    let nodes: Vec<DraftNode> =
-        sample_children(q, width, rng).into_iter().enumerate().map(|(index, token)| DraftNode { index, token, parent: None, depth: 1 }).collect();
+    let mut tree = DraftTree::default();
+    tree.grow(|_| sample_children(q, width, rng));
+    let nodes = tree.into_nodes();
     let p_slots: Vec<Vec<f32>> = std::iter::once(p.to_vec()).chain(nodes.iter().map(|_| bonus.clone())).collect();
     let out = verify_tree(&TreeDraft { nodes: &nodes, q: &[q.to_vec()], p: &p_slots }, rule, rng).expect("valid tree");
     out.path.first().map_or(out.next, |&i| nodes[i].token)

@@ -32,7 +32,7 @@ fn tiny_decoder_matches_numpy_reference_pixels_and_bytes() {
     assert_eq!((out.channels, out.height, out.width), (3, 8, 8));
     let err = max_relative_error(&out.data, &pixels);
     assert!(err < 1e-4, "VQ pixels: max relative error {err}");
-    assert_eq!(Image::from_chw(&out).rgb, rgb, "RGB bytes differ from the reference mapping");
+    assert_eq!(Image::from_chw(out.channels, out.height, out.width, &out.data).rgb, rgb, "RGB bytes differ from the reference mapping");
 }
 
 #[test]

@@ -46,6 +46,7 @@ struct BenchRow {
     target_forwards_per_image: f64,
     tokens_per_target_forward: f64,
     mean_accepted_length: f64,
+    /// Accepted drafts over drafted tokens, every tree node counted (`GenerationStats::acceptance_rate`).
     acceptance_rate: f64,
     speedup_vs_ar: f64,
 }

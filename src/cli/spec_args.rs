@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use spire::spec::config::{DrafterChoice, RuleConfig, SpecConfig};
+use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 
 /// Decoding mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -5,20 +5,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::backend::{Backend, CpuBackend};
-use crate::engine::ar::generate_ar;
-use crate::engine::context::DecodeContext;
-use crate::engine::image::Image;
+use crate::decode::speculative::config::{DrafterChoice, SpecConfig};
+use crate::decode::speculative::draft::{Drafter, HeadDrafter, ModelDrafter};
+use crate::decode::speculative::generate_speculative;
+use crate::decode::speculative::rules::LatentNeighbours;
+use crate::decode::{generate_ar, DecodeContext, GenerationStats};
 use crate::engine::request::{Generation, Request};
-use crate::engine::stats::GenerationStats;
 use crate::error::{Error, Result};
+use crate::image::Image;
 use crate::kv::PagedKvCache;
 use crate::model::vq::VqDecoder;
 use crate::model::{DraftHead, Gpt};
 use crate::sampling::Rng;
-use crate::spec::config::{DrafterChoice, SpecConfig};
-use crate::spec::decode::generate_speculative;
-use crate::spec::draft::{Drafter, HeadDrafter, ModelDrafter};
-use crate::spec::rules::LatentNeighbours;
 use crate::weights::{ModelConfig, WeightFile};
 
 /// Token slots per KV block.

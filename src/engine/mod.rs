@@ -8,18 +8,12 @@
 //! # Ok::<(), spire::Error>(())
 //! ```
 
-mod ar;
-mod context;
 #[allow(clippy::module_inception)]
 mod engine;
-pub(crate) mod guided;
-pub mod image;
 pub mod random_tiny;
 mod request;
-mod stats;
 
-pub use context::DecodeContext;
+pub use crate::decode::GenerationStats;
+pub use crate::image::Image;
 pub use engine::{Engine, KV_BLOCK_SIZE};
-pub use image::Image;
 pub use request::{Generation, Request};
-pub use stats::GenerationStats;

@@ -1,8 +1,8 @@
 //! What a caller asks for, and what it gets back.
 
-use crate::engine::stats::GenerationStats;
+use crate::decode::speculative::config::SpecConfig;
+use crate::decode::GenerationStats;
 use crate::sampling::SamplingParams;
-use crate::spec::config::SpecConfig;
 
 /// One image to generate.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,15 +1,16 @@
 //! The exact CPU twin of kernels/accept.cu: the same walk, the same f32 operations in the same
 //! order (per-thread vocabulary chunks, serial sums over the chunks), so for equal inputs it
 //! returns the same tokens, paths and acceptance probabilities, bit for bit. It documents and
-//! tests the kernel; apart from the scalar `ratio_acceptance` it is independent of the host
-//! verifier in `crate::spec`.
-//! Siblings are drawn without replacement (`crate::spec::siblings`): after a rejection the draft
-//! side of the next sibling is q renormalised without the siblings already tried.
+//! tests the kernel; apart from the scalar `ratio_acceptance` of [`crate::acceptance`] it is
+//! independent of the host verifier.
+//! Siblings are drawn without replacement ([`crate::acceptance::sample_children`]): after a
+//! rejection the draft side of the next sibling is q renormalised without the siblings already
+//! tried.
 
 use super::accept::{Acceptance, DraftBlock};
-use crate::error::Result;
 // The same limit and NaN handling as the kernel's `ratio_accept`.
-use crate::spec::rules::ratio_acceptance;
+use crate::acceptance::ratio_acceptance;
+use crate::error::Result;
 
 /// Threads per block of the kernel; fixes the chunking of the vocabulary.
 const THREADS: usize = super::geometry::ACCEPT_THREADS as usize;
@@ -199,7 +200,7 @@ mod tests {
     #[test]
     fn a_tree_level_without_replacement_emits_the_target_law() {
         use crate::sampling::Rng;
-        use crate::spec::siblings::sample_children;
+        use crate::acceptance::sample_children;
         let p = [0.05f32, 0.4, 0.1, 0.25, 0.15, 0.05];
         let q = [0.3f32, 0.05, 0.3, 0.1, 0.05, 0.2];
         let (width, vocab, samples) = (3, p.len(), 200_000);

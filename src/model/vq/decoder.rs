@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::engine::Image;
 use crate::error::{Error, Result};
+use crate::image::Image;
 use crate::model::vq::ops::{conv2d, group_norm, spatial_attention, swish, upsample2x, FeatureMap};
 use crate::model::vq::plan::{decoder_plan, vq_tensor_shapes, Step};
 use crate::weights::{VqConfig, WeightFile};
@@ -106,7 +106,8 @@ impl VqDecoder {
 
     /// Decode a row-major token grid into an RGB image.
     pub fn decode(&self, tokens: &[u32], grid_h: usize, grid_w: usize) -> Result<Image> {
-        Ok(Image::from_chw(&self.decode_pixels(tokens, grid_h, grid_w)?))
+        let map = self.decode_pixels(tokens, grid_h, grid_w)?;
+        Ok(Image::from_chw(map.channels, map.height, map.width, &map.data))
     }
 }
 

@@ -12,18 +12,18 @@
 //! argument gives
 //! `TV(P(y_1..y_T), prod_t p_t) <= sum_t sum_s P(s_t = s) TV(S_s(t), p_t)`.
 //! With COOL-SD's `G*` each term is `sum_x [min(q_t, omega_s p_t) - p_t]+`, the smallest any
-//! resampling distribution achieves ([`crate::spec::rules`], `relaxed`). The COOL-SD paper
+//! resampling distribution achieves ([`super::rules`], `relaxed`). The COOL-SD paper
 //! (arXiv 2601.09212) derives `G*` by minimising a TV upper bound; its exact statement was not
 //! accessible here, so this is our own derivation of such a bound for the block structure spire
 //! runs (tests/spec_relaxed.rs checks it on every rule).
 
+use crate::decode::speculative::rules::AcceptanceRule;
 use crate::error::{Error, Result};
-use crate::spec::rules::AcceptanceRule;
 
 /// Exact output distribution of one verification step with a single draft `x ~ q` at block
 /// depth `depth`: `P(y) = q(y) a(y) + sum_x q(x) (1 - a(x)) r_x(y)`, with `a` the rule's
 /// acceptance and `r_x` its residual after rejecting `x`. Also returns the acceptance rate
-/// `sum_x q(x) a(x)`. A tree level has the same output law (see [`crate::spec::verify`]).
+/// `sum_x q(x) a(x)`. A tree level has the same output law (see [`super::verify`]).
 pub fn step_distribution(rule: &dyn AcceptanceRule, depth: usize, p: &[f32], q: &[f32]) -> (Vec<f64>, f64) {
     let (accepted, rejected) = step_parts(rule, depth, p, q);
     let rate = accepted.iter().sum();
@@ -132,7 +132,7 @@ pub fn block_law(rule: &dyn AcceptanceRule, block_len: usize, p: &[Vec<f32>], q:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::rules::{UniformRsd, Vanilla};
+    use crate::decode::speculative::rules::{UniformRsd, Vanilla};
 
     #[test]
     fn vanilla_step_and_block_are_lossless() {

@@ -36,7 +36,8 @@ impl GenerationStats {
         (self.accepted + self.verify_steps) as f64 / self.verify_steps as f64
     }
 
-    /// Fraction of proposed chain positions that were accepted.
+    /// Fraction of drafted tokens that were accepted: every node of a tree counts (see
+    /// [`GenerationStats::drafted`]); for a chain, the proposed positions.
     pub fn acceptance_rate(&self) -> f64 {
         self.accepted as f64 / self.drafted.max(1) as f64
     }

@@ -39,8 +39,8 @@ impl SiblingPool {
 
 /// Draw up to `width` distinct sibling drafts from `q`, sequentially without replacement (one
 /// uniform each). Fewer come back when `q`'s support is smaller than `width`; none when `q` has
-/// no positive mass. Verification ([`crate::spec::verify::verify_tree`]) assumes exactly this law,
-/// with siblings kept in the order returned.
+/// no positive mass. The host verifier (`decode::speculative::verify`) and the device acceptance
+/// kernel assume exactly this law, with siblings kept in the order returned.
 pub fn sample_children(q: &[f32], width: usize, rng: &mut Rng) -> Vec<u32> {
     let mut pool = SiblingPool::new(q);
     let mut children = Vec::with_capacity(width);

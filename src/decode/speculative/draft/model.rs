@@ -1,12 +1,13 @@
 //! Drafting with an independent small AR model (same architecture and vocabulary as the target).
 
 use crate::backend::Backend;
-use crate::engine::guided::GuidedSeqs;
-use crate::engine::DecodeContext;
+use crate::decode::guided::GuidedSeqs;
+use crate::decode::speculative::tree::DraftNode;
+use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::kv::PagedKvCache;
 use crate::model::{Gpt, StepOutput, StepRow};
-use super::sequence::{tree_rows, DraftNode, SequenceState};
+use super::sequence::{tree_rows, SequenceState};
 use super::Drafter;
 
 /// A small LlamaGen GPT drafting with its own paged KV cache (and CFG pair when the target
@@ -48,7 +49,7 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
 
     fn expand(&mut self, ctx: &mut DecodeContext<'_, B>, state: &SequenceState, nodes: &[DraftNode]) -> Result<Vec<Vec<f32>>> {
         self.fed.extend_from_slice(nodes);
-        let rows = tree_rows(self.seqs.cond, state.pending_position(), &self.fed, nodes);
+        let rows = tree_rows(self.seqs.cond, state.pending_position(), &self.fed, nodes)?;
         self.run(ctx, rows, "draft model tree")
     }
 

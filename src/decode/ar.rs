@@ -1,8 +1,8 @@
 //! Plain autoregressive decoding: one target forward per image token (the baseline).
 
 use crate::backend::Backend;
-use crate::engine::context::DecodeContext;
-use crate::engine::guided::GuidedSeqs;
+use crate::decode::guided::GuidedSeqs;
+use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::kv::PagedKvCache;
 use crate::model::{Gpt, StepRow, TokenInput};

@@ -20,9 +20,9 @@
 //!
 //! For a block, the TV of the joint output from the target's joint law is at most the sum over
 //! positions of the expected one-step TV at the depth each position is drafted at
-//! (see [`crate::spec::analysis`]), so `G*` minimises that bound term by term.
+//! (see [`crate::decode::speculative::analysis`]), so `G*` minimises that bound term by term.
 
-use super::{at, positive_part_residual, ratio_acceptance};
+use crate::acceptance::{at, positive_part_residual, ratio_acceptance};
 
 /// `f(x) = min(1, omega p(x)/q(x))`; a non-finite or negative `omega` never accepts.
 pub(super) fn relaxed_accept(omega: f32, p: &[f32], q: &[f32], x: usize) -> f32 {

@@ -1,6 +1,7 @@
 //! Lossless speculative sampling (Leviathan et al. 2023; Chen et al. 2023).
 
-use super::{at, positive_part_residual, ratio_acceptance, AcceptanceRule};
+use super::AcceptanceRule;
+use crate::acceptance::{at, positive_part_residual, ratio_acceptance};
 
 /// Accept with `min(1, p(x)/q(x))`, resample from `norm((p - q)+)`: the output is distributed
 /// exactly as `p`.

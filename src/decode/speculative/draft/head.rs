@@ -1,12 +1,13 @@
 //! Drafting with an EAGLE/LANTERN-style draft head on the target's features.
 
 use crate::backend::Backend;
-use crate::engine::guided::GuidedSeqs;
-use crate::engine::DecodeContext;
+use crate::decode::guided::GuidedSeqs;
+use crate::decode::speculative::tree::{slot, DraftNode};
+use crate::decode::DecodeContext;
 use crate::error::{Error, Result};
 use crate::kv::PagedKvCache;
 use crate::model::{head_row, DraftHead, Gpt, StepOutput, StepRow, TokenInput};
-use super::sequence::{tree_rows, DraftNode, SequenceState};
+use super::sequence::{tree_rows, SequenceState};
 use super::Drafter;
 
 /// A row's output features: conditional, then unconditional (empty without CFG).
@@ -66,7 +67,7 @@ impl<'a, B: Backend> HeadDrafter<'a, B> {
     }
 
     fn node_feature(&self, parent: Option<usize>) -> &[f32] {
-        &self.features[parent.map_or(0, |p| 1 + p)]
+        &self.features[slot(parent)]
     }
 }
 
@@ -90,7 +91,7 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
     fn expand(&mut self, ctx: &mut DecodeContext<'_, B>, state: &SequenceState, nodes: &[DraftNode]) -> Result<Vec<Vec<f32>>> {
         let d = self.target.config().dim;
         self.fed.extend_from_slice(nodes);
-        let rows = tree_rows(self.seqs.cond, state.pending_position(), &self.fed, nodes);
+        let rows = tree_rows(self.seqs.cond, state.pending_position(), &self.fed, nodes)?;
         let features = nodes.iter().flat_map(|n| self.node_feature(n.parent)[..d].to_vec()).collect();
         let uncond = nodes.iter().flat_map(|n| self.node_feature(n.parent)[d..].to_vec()).collect();
         let (q, feats) = self.run(ctx, rows, features, uncond, "draft head tree")?;

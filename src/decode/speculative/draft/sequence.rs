@@ -1,5 +1,7 @@
-//! The committed sequence of one image and the nodes of a draft tree.
+//! The committed sequence of one image, and the forward-pass rows of a draft tree.
 
+use crate::decode::speculative::tree::{ancestor_mask, DraftNode};
+use crate::error::Result;
 use crate::kv::{QueryVisibility, SeqId};
 use crate::model::{StepRow, TokenInput};
 
@@ -33,44 +35,23 @@ impl SequenceState {
     }
 }
 
-/// One node of a draft tree: its token, its parent node (`None` = child of the pending token)
-/// and its depth (1 for children of the pending token).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DraftNode {
-    /// BFS index of the node.
-    pub index: usize,
-    /// Drafted token.
-    pub token: u32,
-    /// Parent node, or `None` for a child of the pending token.
-    pub parent: Option<usize>,
-    /// Distance from the pending token.
-    pub depth: usize,
-}
-
 /// The forward-pass rows of tree `nodes` (BFS order, `all` holding every node of the tree so far)
 /// drafted below the pending token at sequence position `pending` of `seq`: node `i` sits at RoPE
 /// position `pending + depth`, writes KV position `pending + 1 + i`, and sees the committed prefix
-/// plus its ancestors.
-pub fn tree_rows(seq: SeqId, pending: usize, all: &[DraftNode], nodes: &[DraftNode]) -> Vec<StepRow> {
+/// plus its ancestors ([`ancestor_mask`], which rejects nodes out of BFS layout).
+pub fn tree_rows(seq: SeqId, pending: usize, all: &[DraftNode], nodes: &[DraftNode]) -> Result<Vec<StepRow>> {
     let base = pending + 1;
-    nodes
+    let n = all.len();
+    let mask = ancestor_mask(all)?;
+    // Ancestors precede a node (BFS order): its window ends at the node itself.
+    let window = |i: usize| mask[i * n..=i * n + i].to_vec();
+    Ok(nodes
         .iter()
         .map(|node| StepRow {
             input: TokenInput::Image(node.token),
             position: pending + node.depth,
             kv_pos: base + node.index,
-            visibility: QueryVisibility { seq, prefix: base, window_start: base, window: ancestor_window(all, node.index) },
+            visibility: QueryVisibility { seq, prefix: base, window_start: base, window: window(node.index) },
         })
-        .collect()
-}
-
-/// Visibility over the tree window: node `i` sees itself and its ancestors.
-fn ancestor_window(nodes: &[DraftNode], index: usize) -> Vec<bool> {
-    let mut window = vec![false; index + 1];
-    let mut current = Some(index);
-    while let Some(i) = current {
-        window[i] = true;
-        current = nodes[i].parent;
-    }
-    window
+        .collect())
 }

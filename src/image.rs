@@ -1,9 +1,8 @@
-//! RGB images: built from the VQ decoder's output, tiled into grids, written as PNG.
+//! RGB images: built from planar decoder output, tiled into grids, written as PNG.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::model::vq::ops::FeatureMap;
 
 /// An 8-bit RGB image, row-major.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,12 +21,13 @@ pub fn pixel_value(x: f32) -> u8 {
 }
 
 impl Image {
-    /// Map a decoder output (`[C, H, W]`, C = 3, or 1 for grayscale, replicated) to RGB bytes.
-    pub fn from_chw(map: &FeatureMap) -> Self {
-        let plane = map.plane();
-        let channel = |c: usize, i: usize| map.data[c.min(map.channels - 1) * plane + i];
+    /// Map planar decoder output `data` (`[channels, height, width]`, 3 channels, or 1 for
+    /// grayscale, replicated) to RGB bytes with [`pixel_value`].
+    pub fn from_chw(channels: usize, height: usize, width: usize, data: &[f32]) -> Self {
+        let plane = height * width;
+        let channel = |c: usize, i: usize| data[c.min(channels - 1) * plane + i];
         let rgb = (0..plane).flat_map(|i| (0..3).map(move |c| pixel_value(channel(c, i)))).collect();
-        Self { width: map.width, height: map.height, rgb }
+        Self { width, height, rgb }
     }
 
     /// Tile `images` (all of one size) `columns` per row with a 2-pixel white gap.
@@ -78,10 +78,9 @@ mod tests {
 
     #[test]
     fn chw_becomes_interleaved_rgb_and_gray_is_replicated() {
-        let rgb = FeatureMap { channels: 3, height: 1, width: 2, data: vec![-1.0, 1.0, 0.0, 0.0, 1.0, -1.0] };
-        assert_eq!(Image::from_chw(&rgb).rgb, vec![0, 128, 255, 255, 128, 0]);
-        let gray = FeatureMap { channels: 1, height: 2, width: 1, data: vec![1.0, -1.0] };
-        let image = Image::from_chw(&gray);
+        let rgb = [-1.0, 1.0, 0.0, 0.0, 1.0, -1.0];
+        assert_eq!(Image::from_chw(3, 1, 2, &rgb).rgb, vec![0, 128, 255, 255, 128, 0]);
+        let image = Image::from_chw(1, 2, 1, &[1.0, -1.0]);
         assert_eq!((image.width, image.height, image.rgb), (1, 2, vec![255, 255, 255, 0, 0, 0]));
     }
 

@@ -1,9 +1,10 @@
 //! Verification of a drafted chain or tree against the target, on host distributions.
 //!
-//! **Scheme.** Siblings are drawn without replacement ([`sample_children`], see
-//! [`crate::spec::siblings`]). The tree is walked from the pending token; at each level the
-//! children of the current node are tried in drafting order (multi-draft speculative sampling,
-//! SpecInfer-style, in its without-replacement form, cf. recursive rejection sampling):
+//! **Scheme.** Siblings are drawn without replacement
+//! ([`sample_children`](crate::acceptance::sample_children)). The tree is walked from the pending
+//! token; at each level the children of the current node are tried in drafting order
+//! (multi-draft speculative sampling, SpecInfer-style, in its without-replacement form, cf.
+//! recursive rejection sampling):
 //! - the first child `x_1 ~ q` is accepted with the rule's probability `a(x_1)`; on rejection the
 //!   target side becomes the rule's residual `r_1 = rule.residual_after(x_1)`;
 //! - child `k > 1`, drawn from `q_{k-1}` (`q` without `x_1..x_{k-1}`, renormalised), is accepted
@@ -15,10 +16,10 @@
 //! **Exactness.** Given the first rejection, the remaining tries are lossless with respect to
 //! `r_1` (each `x_k` is distributed as `q_{k-1}` given the history, and
 //! `min(r, q) + (r - q)+ = r`), so one level outputs `q a + sum_x q(x) (1 - a(x)) r_1(x)`: exactly
-//! the single-draft law of the rule. With [`crate::spec::rules::Vanilla`] that is `p` (lossless
-//! for chains and trees); relaxed rules relax only the first try of each level, so extra
-//! siblings raise acceptance without moving the output law away from the single-draft relaxed
-//! law ([`crate::spec::analysis::step_distribution`] gives it exactly).
+//! the single-draft law of the rule. With [`Vanilla`] that is `p` (lossless for chains and
+//! trees); relaxed rules relax only the first try of each level, so extra siblings raise
+//! acceptance without moving the output law away from the single-draft relaxed law
+//! ([`step_distribution`](super::analysis::step_distribution) gives it exactly).
 //!
 //! **Uniforms.** Each try consumes one `rng.uniform()` (accept iff `u < a`), in tree order, and
 //! the final residual or bonus sample consumes one more (inverse CDF); a device kernel given the
@@ -28,13 +29,11 @@
 //! non-negative entries (NaN/inf is [`Error::NonFiniteLogits`]) and positive mass; tokens must be
 //! in the vocabulary and siblings distinct. Nothing here panics on bad input.
 
+use crate::acceptance::SiblingPool;
+use crate::decode::speculative::rules::{AcceptanceRule, Vanilla};
+use crate::decode::speculative::tree::{check_bfs, slot, DraftNode};
 use crate::error::{Error, Result};
 use crate::sampling::{dist, Rng};
-use crate::spec::draft::DraftNode;
-use crate::spec::rules::{AcceptanceRule, Vanilla};
-use crate::spec::siblings::SiblingPool;
-
-pub use crate::spec::siblings::sample_children;
 
 /// A drafted tree with the distributions verification needs.
 pub struct TreeDraft<'a> {
@@ -178,19 +177,10 @@ fn distribution<'a>(table: &'a [Vec<f32>], slot: usize, what: &str) -> Result<&'
 
 /// Children of each slot (0 = pending token, `1 + i` = node `i`), after checking the BFS layout.
 fn children_by_slot(nodes: &[DraftNode]) -> Result<Vec<Vec<usize>>> {
+    check_bfs(nodes)?;
     let mut children = vec![Vec::new(); nodes.len() + 1];
     for (i, node) in nodes.iter().enumerate() {
-        let parent_depth = match node.parent {
-            None => 0,
-            Some(parent) if parent < i => nodes[parent].depth,
-            Some(parent) => {
-                return Err(Error::InvalidRequest(format!("draft node {i} has parent {parent}, which does not precede it (BFS order)")))
-            }
-        };
-        if node.index != i || node.depth != parent_depth + 1 {
-            return Err(Error::InvalidRequest(format!("draft node {i} has index {} and depth {}, inconsistent with BFS order", node.index, node.depth)));
-        }
-        children[node.parent.map_or(0, |p| 1 + p)].push(i);
+        children[slot(node.parent)].push(i);
     }
     Ok(children)
 }
@@ -200,20 +190,20 @@ pub fn verify_tree(draft: &TreeDraft<'_>, rule: &dyn AcceptanceRule, rng: &mut R
     let children = children_by_slot(draft.nodes)?;
     let vocab = distribution(draft.p, 0, "target")?.len();
     let mut path = Vec::new();
-    let mut slot = 0;
+    let mut current = 0;
     loop {
-        let p = distribution(draft.p, slot, "target")?;
-        let kids = &children[slot];
+        let p = distribution(draft.p, current, "target")?;
+        let kids = &children[current];
         if kids.is_empty() {
-            let next = sample_target(p, vocab, &format!("target distribution for the bonus token at tree slot {slot}"), rng)?;
+            let next = sample_target(p, vocab, &format!("target distribution for the bonus token at tree slot {current}"), rng)?;
             return Ok(VerifyOutcome { path, next, drafted: draft.nodes.len() });
         }
-        let q = distribution(draft.q, slot, "draft")?;
+        let q = distribution(draft.q, current, "draft")?;
         let tokens: Vec<u32> = kids.iter().map(|&i| draft.nodes[i].token).collect();
         match verify_level(rule, path.len(), p, q, &tokens, rng)? {
             Level::Accepted(k) => {
                 path.push(kids[k]);
-                slot = 1 + kids[k];
+                current = slot(Some(kids[k]));
             }
             Level::Rejected(next) => return Ok(VerifyOutcome { path, next, drafted: draft.nodes.len() }),
         }
@@ -223,7 +213,7 @@ pub fn verify_tree(draft: &TreeDraft<'_>, rule: &dyn AcceptanceRule, rng: &mut R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::rules::Cool;
+    use crate::decode::speculative::rules::Cool;
 
     fn node(index: usize, token: u32, parent: Option<usize>, depth: usize) -> DraftNode {
         DraftNode { index, token, parent, depth }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::decode::speculative::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
+use crate::decode::speculative::tree::TreeShape;
 use crate::error::Result;
-use crate::spec::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
-use crate::spec::tree::TreeShape;
 
 /// Which acceptance rule verifies drafts.
 #[derive(Clone, Debug, PartialEq)]

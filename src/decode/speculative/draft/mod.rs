@@ -11,10 +11,11 @@ mod sequence;
 
 pub use head::HeadDrafter;
 pub use model::ModelDrafter;
-pub use sequence::{tree_rows, DraftNode, SequenceState};
+pub use sequence::{tree_rows, SequenceState};
 
 use crate::backend::Backend;
-use crate::engine::DecodeContext;
+use crate::decode::speculative::tree::DraftNode;
+use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::model::StepOutput;
 

@@ -16,7 +16,8 @@
 
 use std::sync::Arc;
 
-use super::{at, positive_part_residual, ratio_acceptance, AcceptanceRule, LatentNeighbours};
+use super::{AcceptanceRule, LatentNeighbours};
+use crate::acceptance::{at, positive_part_residual, ratio_acceptance};
 
 /// The pooling shared by LANTERN and LANTERN++, for a budget chosen per drafted token.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //! and the progress callback.
 
 use crate::backend::Backend;
-use crate::engine::stats::GenerationStats;
+use crate::decode::GenerationStats;
 use crate::sampling::{Rng, SamplingParams};
 
 /// The running state shared by the AR and speculative decoding loops of one image.
