@@ -43,6 +43,12 @@ impl<D: Driver> GpuBackend<D> {
         &self.driver
     }
 
+    /// The device address of `buf`, for launching a kernel by hand (the emulator's self-tests,
+    /// single-kernel microbenchmarks).
+    pub fn address_of<T>(&self, buf: &DevVec<T, D>) -> u64 {
+        self.driver.address(&buf.mem)
+    }
+
     /// Wait for all queued work (for timing).
     pub fn synchronize(&self) -> Result<()> {
         self.driver.synchronize()
