@@ -114,8 +114,8 @@ fn emulator(kernels: &Path, out_dir: &Path) {
         build.flag(&define);
     }
     match env::var("SPIRE_EMU_SANITIZE").as_deref() {
-        Ok("thread") => sanitize(&mut build, "thread"),
-        Ok("address") => sanitize(&mut build, "address,undefined"),
+        Ok("thread") => sanitize(&mut build, "thread", &["tsan"]),
+        Ok("address") => sanitize(&mut build, "address,undefined", &["asan", "ubsan"]),
         _ => {
             build.opt_level(2);
         }
@@ -134,10 +134,19 @@ fn emulator(kernels: &Path, out_dir: &Path) {
     fs::write(out_dir.join("emu_kernels.rs"), table).expect("writing emu_kernels.rs into OUT_DIR");
 }
 
-/// Instrument the kernels with `-fsanitize=<what>` and link its runtime into the binaries.
-fn sanitize(build: &mut cc::Build, what: &str) {
+/// Instrument the kernels with `-fsanitize=<what>` and link the sanitizer runtimes (`runtimes`,
+/// e.g. `tsan`) into the binaries: rustc links with `-nodefaultlibs`, so a `-fsanitize` link
+/// argument alone does not bring them in.
+fn sanitize(build: &mut cc::Build, what: &str, runtimes: &[&str]) {
     build.opt_level(1).debug(true).flag(format!("-fsanitize={what}")).flag("-fno-omit-frame-pointer").flag("-fno-sanitize-recover=all");
-    println!("cargo:rustc-link-arg=-fsanitize={what}");
+    for runtime in runtimes {
+        let compiler = build.get_compiler();
+        let found = Command::new(compiler.path()).arg(format!("-print-file-name=lib{runtime}.so")).output();
+        if let Some(dir) = found.ok().and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|p| Path::new(p.trim()).parent().map(Path::to_path_buf)) {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+        }
+        println!("cargo:rustc-link-lib=dylib={runtime}");
+    }
 }
 
 /// The names of the `extern "C" __global__` functions of a kernel source (comments ignored).
