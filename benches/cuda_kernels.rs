@@ -162,6 +162,32 @@ fn accept(c: &mut Criterion, gpu: &CudaBackend, batch: usize, nodes: usize) {
     });
 }
 
+/// Logits processing for `batch` sequences of a draft block of `slots` positions (GPT-XL:
+/// 1 + 8) with CFG: `2 * batch * slots` logits rows of vocab 16384 in, `batch * slots`
+/// distributions out; plain temperature sampling, then with top-k 1000 and top-p 0.9 (about 30
+/// more passes over each row, see kernels/sampling.cu). Bytes: logits read once, output written
+/// once (the row re-reads stay in L1/L2).
+fn sampling(c: &mut Criterion, gpu: &CudaBackend, batch: usize, slots: usize) {
+    use spire::backend::gpu::LogitRows;
+    use spire::sampling::SamplingParams;
+    let (vocab, rows_out) = (16384, batch * slots);
+    let logits = gpu.upload(&random(2 * rows_out * vocab, 20).iter().map(|v| 3.0 * v).collect::<Vec<_>>()).expect("logits");
+    let (cond, uncond): (Vec<u32>, Vec<u32>) = ((0..rows_out as u32).collect(), (rows_out as u32..2 * rows_out as u32).collect());
+    let rows = LogitRows { vocab, cond: &cond, uncond: Some(&uncond) };
+    let mut probs = buf(gpu, rows_out * vocab, 21);
+    let mut flags = gpu.row_flags(rows_out).expect("flags");
+    let bytes = (3 * rows_out * vocab * 4) as u64;
+    for (tag, params) in [
+        ("cfg", SamplingParams { cfg_scale: 4.0, ..Default::default() }),
+        ("cfg_topk_topp", SamplingParams { cfg_scale: 4.0, top_k: 1000, top_p: 0.9, temperature: 1.0 }),
+    ] {
+        let map = gpu.upload_row_map(&rows.row_map(&params)).expect("row map");
+        bench(c, gpu, &format!("process_logits/{rows_out}x{vocab}_{tag}"), Work::Bytes(bytes), || {
+            gpu.process_logits_mapped(&logits, &map, vocab, true, &params, &mut probs, &mut flags).expect("process_logits");
+        });
+    }
+}
+
 fn cuda_kernels(c: &mut Criterion) {
     let gpu = match CudaBackend::new(0) {
         Ok(gpu) => gpu,
@@ -178,6 +204,7 @@ fn cuda_kernels(c: &mut Criterion) {
     attention(c, &gpu, 8, 1);
     attention(c, &gpu, 2, 16);
     accept(c, &gpu, 8, 8);
+    sampling(c, &gpu, 1, 1 + 8);
 }
 
 criterion_group!(benches, cuda_kernels);

@@ -343,3 +343,129 @@ fn fused_acceptance_emits_the_target_law_on<D: Driver>(gpu: &GpuBackend<D>) {
     let probs: Vec<f64> = p.iter().map(|&v| f64::from(v)).collect();
     assert!(common::stats::passes_chi_square("accept_block tree level", &counts, &probs), "the acceptance kernel does not emit the target law");
 }
+
+/// Logits for the logits-processing tests, `[7, vocab]`: rows 0, 1, 3 and 4 random (spread 3),
+/// rows 2 and 5 on a grid of 0.5 (many ties, also after the CFG mix of the two), row 6
+/// constant (all tied).
+fn sampling_logits(vocab: usize, seed: u64) -> Vec<f32> {
+    let noise = random(7 * vocab, seed);
+    noise
+        .chunks(vocab)
+        .enumerate()
+        .flat_map(|(r, row)| {
+            row.iter().map(move |&v| match r {
+                2 | 5 => (v * 2.0).round() / 2.0,
+                6 => 0.5,
+                _ => 3.0 * v,
+            })
+        })
+        .collect()
+}
+
+/// `got` (device) against the host's `want` for one row: the same support (ties at the top-p
+/// cut resolve to the earliest indices on both sides), every probability within 1e-6.
+fn assert_matches_host(what: &str, got: &[f32], want: &[f32]) {
+    let differ: Vec<usize> = (0..got.len()).filter(|&i| (got[i] > 0.0) != (want[i] > 0.0)).collect();
+    assert!(differ.is_empty(), "{what}: supports differ at {differ:?}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-6, "{what}: token {i}: {g} vs host {w}");
+    }
+}
+
+/// kernels/sampling.cu against its CPU twin (bit for bit, flags included) and against
+/// `SamplingParams::distribution` (max abs 1e-6, same supports), over CFG on/off, temperature
+/// 0 / 0.7 / 1, top-k 0 / 1 / 50, top-p 1 / 0.9, random and tied logits, vocab 1000 and 16384,
+/// with a row map that reads the logits out of order.
+#[test]
+fn logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6() {
+    on_every_device!(logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6_on);
+}
+
+fn logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6_on<D: Driver>(gpu: &GpuBackend<D>) {
+    use spire::backend::gpu::{sampling_reference, LogitRows};
+    use spire::sampling::SamplingParams;
+    let (cond, uncond) = ([4u32, 2, 6], [1u32, 5, 0]);
+    for vocab in [1000usize, 16384] {
+        let logits = sampling_logits(vocab, 31 + vocab as u64);
+        let logits_dev = gpu.upload(&logits).unwrap();
+        let rows = LogitRows { vocab, cond: &cond, uncond: Some(&uncond) };
+        let mut cases = Vec::new();
+        for cfg_scale in [1.0f32, 4.0] {
+            cases.push(SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, cfg_scale });
+            for temperature in [0.7f32, 1.0] {
+                for top_k in [0usize, 1, 50] {
+                    for top_p in [1.0f32, 0.9] {
+                        cases.push(SamplingParams { temperature, top_k, top_p, cfg_scale });
+                    }
+                }
+            }
+        }
+        for params in cases {
+            let what = format!("vocab {vocab}, {params:?}");
+            let (want, want_flags) = sampling_reference::process_logits(&logits, &rows, &params).unwrap();
+            let mut probs = poisoned(gpu, cond.len() * vocab);
+            let mut flags = gpu.row_flags(cond.len()).unwrap();
+            gpu.process_logits(&logits_dev, &rows, &params, &mut probs, &mut flags).unwrap();
+            let got = gpu.download(&probs).unwrap();
+            assert_eq!(gpu.read_row_flags(&flags).unwrap(), want_flags, "{what}: flags");
+            assert_eq!(want_flags, vec![0; cond.len()], "{what}: no row is non-finite");
+            let differ = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(differ.is_none(), "{what}: kernel and twin differ at {differ:?}");
+            for (r, (&c, &u)) in cond.iter().zip(&uncond).enumerate() {
+                let row = |i: u32| &logits[i as usize * vocab..][..vocab];
+                let host = params.distribution(row(c), Some(row(u)), "test").unwrap();
+                let got_row = &got[r * vocab..][..vocab];
+                assert_matches_host(&format!("{what}, row {r}"), got_row, &host);
+                let sum: f64 = got_row.iter().map(|&p| f64::from(p)).sum();
+                assert!((sum - 1.0).abs() < 1e-5, "{what}, row {r}: sums to {sum}");
+            }
+        }
+    }
+}
+
+/// A NaN or an infinity in the logits flags exactly the output rows that read it (the
+/// unconditional row only with CFG), fills them with NaN, and leaves the other rows as the twin
+/// computes them; a device row map naming a row beyond the logits is flagged 2.
+#[test]
+fn logits_processing_flags_nonfinite_rows_only() {
+    on_every_device!(logits_processing_flags_nonfinite_rows_only_on);
+}
+
+fn logits_processing_flags_nonfinite_rows_only_on<D: Driver>(gpu: &GpuBackend<D>) {
+    use spire::backend::gpu::{sampling_reference, LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
+    use spire::sampling::SamplingParams;
+    let vocab = 1000;
+    let mut logits = random(6 * vocab, 41);
+    logits[vocab + 17] = f32::NAN; // row 1: the conditional row of output 1
+    logits[4 * vocab + 999] = f32::INFINITY; // row 4: the unconditional row of output 2
+    let logits_dev = gpu.upload(&logits).unwrap();
+    let (cond, uncond) = ([0u32, 1, 2], [3u32, 5, 4]);
+    let rows = LogitRows { vocab, cond: &cond, uncond: Some(&uncond) };
+    for (cfg_scale, expected) in [(1.0f32, [0, ROW_NONFINITE, 0]), (2.0, [0, ROW_NONFINITE, ROW_NONFINITE])] {
+        let params = SamplingParams { temperature: 0.8, top_k: 50, top_p: 0.9, cfg_scale };
+        let (want, want_flags) = sampling_reference::process_logits(&logits, &rows, &params).unwrap();
+        assert_eq!(want_flags, expected, "cfg {cfg_scale}: twin flags");
+        let mut probs = poisoned(gpu, 3 * vocab);
+        let mut flags = gpu.row_flags(3).unwrap();
+        gpu.process_logits(&logits_dev, &rows, &params, &mut probs, &mut flags).unwrap();
+        assert_eq!(gpu.read_row_flags(&flags).unwrap(), expected, "cfg {cfg_scale}: kernel flags");
+        let got = gpu.download(&probs).unwrap();
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "cfg {cfg_scale}: kernel and twin differ");
+        for (r, &flag) in expected.iter().enumerate() {
+            let row = &got[r * vocab..][..vocab];
+            assert_eq!(row.iter().all(|p| p.is_nan()), flag != 0, "cfg {cfg_scale}, row {r}: NaN fill");
+            let host = params.distribution(&logits[cond[r] as usize * vocab..][..vocab], Some(&logits[uncond[r] as usize * vocab..][..vocab]), "t");
+            assert_eq!(host.is_err(), flag != 0, "cfg {cfg_scale}, row {r}: the host's verdict");
+        }
+    }
+    // A row map on the device is checked by the kernel.
+    let params = SamplingParams::default();
+    let map = gpu.upload_row_map(&[0, 99, 2]).unwrap();
+    let (mut probs, mut flags) = (poisoned(gpu, 3 * vocab), gpu.row_flags(3).unwrap());
+    gpu.process_logits_mapped(&logits_dev, &map, vocab, false, &params, &mut probs, &mut flags).unwrap();
+    assert_eq!(gpu.read_row_flags(&flags).unwrap(), vec![0, ROW_BAD_INDEX, 0]);
+    // And a host row map before the launch.
+    let bad = LogitRows { vocab, cond: &[0, 6], uncond: None };
+    let mut flags = gpu.row_flags(2).unwrap();
+    assert!(gpu.process_logits(&logits_dev, &bad, &params, &mut poisoned(gpu, 2 * vocab), &mut flags).is_err());
+}

@@ -83,7 +83,7 @@ pub fn argmax(values: &[f32]) -> usize {
 /// `top_p` (the most likely token always stays), then renormalise.
 fn apply_top_p(probs: &mut [f32], top_p: f32) {
     let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
     let mut cumulative = 0f64;
     let mut keep = order.len();
     for (rank, &i) in order.iter().enumerate() {

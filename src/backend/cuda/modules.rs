@@ -19,7 +19,7 @@ const COMMON_HEADER: &str = include_str!("../../../kernels/common.cuh");
 const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
 
 /// Every kernel module: (name, CUDA C++ source).
-pub const MODULES: [(&str, &str); 8] = [
+pub const MODULES: [(&str, &str); 9] = [
     ("accept", include_str!("../../../kernels/accept.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
     ("elementwise", include_str!("../../../kernels/elementwise.cu")),
@@ -27,6 +27,7 @@ pub const MODULES: [(&str, &str); 8] = [
     ("kv_cache", include_str!("../../../kernels/kv_cache.cu")),
     ("norm", include_str!("../../../kernels/norm.cu")),
     ("rope", include_str!("../../../kernels/rope.cu")),
+    ("sampling", include_str!("../../../kernels/sampling.cu")),
     ("swiglu", include_str!("../../../kernels/swiglu.cu")),
 ];
 

@@ -35,11 +35,13 @@ pub enum Kernel {
     EmbeddingBf16,
     /// `accept.cu` `accept_block`.
     AcceptBlock,
+    /// `sampling.cu` `process_logits`.
+    ProcessLogits,
 }
 
 impl Kernel {
     /// Every kernel, in a fixed order (`Kernel as usize` indexes it).
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -53,6 +55,7 @@ impl Kernel {
         Kernel::EmbeddingF32,
         Kernel::EmbeddingBf16,
         Kernel::AcceptBlock,
+        Kernel::ProcessLogits,
     ];
 
     /// The kernel's `extern "C"` name.
@@ -80,6 +83,7 @@ impl Kernel {
             Kernel::EmbeddingF32 => ("embedding", "embedding_f32"),
             Kernel::EmbeddingBf16 => ("embedding", "embedding_bf16"),
             Kernel::AcceptBlock => ("accept", "accept_block"),
+            Kernel::ProcessLogits => ("sampling", "process_logits"),
         }
     }
 }

@@ -14,12 +14,16 @@ pub const ATTN_WARPS: u32 = 4;
 pub const MAX_HEAD_DIM: u32 = 256;
 /// Threads per block of `accept_block`; also fixes how its CPU twin chunks the vocabulary.
 pub const ACCEPT_THREADS: u32 = 256;
+/// Threads per block of `process_logits` (kernels/sampling.cu); also fixes how its CPU twin
+/// deals the vocabulary out to threads and orders its reductions.
+pub const SAMPLING_THREADS: u32 = 256;
 
 /// Every constant above as `(name, value)`, for the compilers' `-D` flags.
-pub const DEFINES: [(&str, u32); 5] = [
+pub const DEFINES: [(&str, u32); 6] = [
     ("ROW_THREADS", ROW_THREADS),
     ("ROPE_THREADS", ROPE_THREADS),
     ("ATTN_WARPS", ATTN_WARPS),
     ("MAX_HEAD_DIM", MAX_HEAD_DIM),
     ("ACCEPT_THREADS", ACCEPT_THREADS),
+    ("SAMPLING_THREADS", SAMPLING_THREADS),
 ];

@@ -5,7 +5,9 @@
 //! this same launch code, with a CPU GEMM in place of cuBLAS. Every kernel computes what its CPU
 //! twin in `src/backend/cpu/` computes; `tests/gpu_kernels.rs` checks them against each other on
 //! every driver present. The fused speculative acceptance kernel is [`GpuBackend::accept_block`],
-//! with its exact CPU twin in [`accept_reference`].
+//! with its exact CPU twin in [`accept_reference`]; the logits processing of a whole block and
+//! batch (CFG, temperature, top-k, softmax, top-p) is [`GpuBackend::process_logits`], with its
+//! exact CPU twin in [`sampling_reference`].
 
 mod accept;
 pub mod accept_reference;
@@ -14,12 +16,15 @@ mod driver;
 pub mod geometry;
 mod paged;
 mod rows;
+mod sampling;
+pub mod sampling_reference;
 
 use std::sync::{Arc, Mutex};
 
 pub use accept::{Acceptance, DraftBlock};
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight};
 pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
+pub use sampling::{LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
 
 use super::{checks, AttentionLayout, Backend, KvShape};
 use crate::error::{Error, Result};
