@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use spire::backend::cuda::has_precompiled;
 use spire::backend::gpu::{DraftBlock, GpuBuf};
-use spire::backend::{Backend, CudaBackend, KvShape};
+use spire::backend::{Backend, CudaBackend, ForwardPlan, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::normal;
@@ -89,16 +89,18 @@ fn row_kernels(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let mut qkv = buf(gpu, rows * 3 * dim, 8);
     let table = buf(gpu, 577 * head_dim, 9);
     let positions: Vec<u32> = (0..rows as u32).map(|r| 1 + r % 576).collect();
+    let plan = gpu.upload_plan(ForwardPlan::positions(&positions)).expect("plan");
     let rope_bytes = (rows * 2 * dim * 2) as u64 * f;
     bench(c, gpu, &format!("rope/{rows}x{n_head}x2"), Work::Bytes(rope_bytes), || {
-        gpu.rope(&mut qkv, rows, 3 * dim, 2 * n_head, head_dim, &table, &positions).expect("rope")
+        gpu.rope(&mut qkv, rows, 3 * dim, 2 * n_head, head_dim, &table, &plan).expect("rope")
     });
 
     let embeddings = gpu.weight_from_host(&random(16384 * dim, 10)).expect("table");
     let ids: Vec<u32> = (0..rows as u32).map(|r| r * 37 % 16384).collect();
     let out_rows: Vec<u32> = (0..rows as u32).collect();
+    let gather = gpu.upload_plan(ForwardPlan::gather(&ids, &out_rows)).expect("plan");
     bench(c, gpu, &format!("embedding/{rows}x{dim}"), Work::Bytes(2 * row_bytes), || {
-        gpu.embedding(&embeddings, &ids, &out_rows, dim, &mut out).expect("embedding")
+        gpu.embedding(&embeddings, &gather, 0, dim, &mut out).expect("embedding")
     });
 }
 
@@ -129,16 +131,17 @@ fn attention(c: &mut Criterion, gpu: &CudaBackend, seqs: usize, nodes: usize) {
     }
     let kv = buf(gpu, all_slots.len() * 3 * width, 14);
     let kv_bytes = (all_slots.len() * 4 * width) as u64 * 4;
+    let slots = gpu.upload_plan(ForwardPlan::slots(&all_slots)).expect("plan");
     bench(c, gpu, &format!("kv_write/{}rows", all_slots.len()), Work::Bytes(kv_bytes), || {
-        gpu.kv_write(cache.pool_mut(), 0, &kv, &all_slots).expect("kv_write")
+        gpu.kv_write(cache.pool_mut(), 0, &kv, &slots).expect("kv_write")
     });
-    let layout = cache.layout(&queries).expect("layout");
+    let plan = gpu.upload_plan(ForwardPlan::layout(cache.layout(&queries).expect("layout"))).expect("plan");
     let qkv = buf(gpu, queries.len() * 3 * width, 15);
     let mut out = buf(gpu, queries.len() * width, 16);
     // K and V of every visible key, read once per query row.
     let bytes = (queries.len() * 2 * (ctx + nodes) * width) as u64 * 4;
     bench(c, gpu, &format!("attention/{seqs}seq_{nodes}q_ctx{ctx}"), Work::Bytes(bytes), || {
-        gpu.attention(&qkv, cache.pool(), 0, &layout, &mut out).expect("attention")
+        gpu.attention(&qkv, cache.pool(), 0, &plan, &mut out).expect("attention")
     });
 }
 

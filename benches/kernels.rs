@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use spire::backend::{Backend, CpuBackend, KvShape};
+use spire::backend::{Backend, CpuBackend, ForwardPlan, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::normal;
@@ -60,16 +60,16 @@ fn attention(c: &mut Criterion) {
         let seq = cache.add_sequence();
         let slots = cache.extend(&be, seq, ctx_len + nodes).unwrap();
         let qkv = random((ctx_len + nodes) * 3 * width, 5);
-        be.kv_write(cache.pool_mut(), 0, &qkv, &slots).unwrap();
+        be.kv_write(cache.pool_mut(), 0, &qkv, &ForwardPlan::slots(&slots)).unwrap();
         let queries: Vec<QueryVisibility> = (0..nodes)
             .map(|i| QueryVisibility { seq, prefix: ctx_len, window_start: ctx_len, window: (0..nodes).map(|j| j <= i).collect() })
             .collect();
-        let layout = cache.layout(&queries).unwrap();
+        let plan = ForwardPlan::layout(cache.layout(&queries).unwrap());
         let q = random(nodes * 3 * width, 6);
         let mut out = be.zeros(nodes * width).unwrap();
         group.throughput(Throughput::Bytes((2 * (ctx_len + nodes) * width * 4) as u64));
         group.bench_with_input(BenchmarkId::from_parameter(format!("{nodes}q-ctx{ctx_len}")), &(), |b, _| {
-            b.iter(|| be.attention(&q, cache.pool(), 0, &layout, &mut out).unwrap())
+            b.iter(|| be.attention(&q, cache.pool(), 0, &plan, &mut out).unwrap())
         });
     }
     group.finish();

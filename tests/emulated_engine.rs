@@ -64,3 +64,26 @@ fn demo_model_generates_the_same_tokens_on_the_emulator() {
         assert_eq!(got.stats.target_forwards, want.stats.target_forwards, "{mode}: different acceptance");
     }
 }
+
+/// The device budget of one forward pass after the first (which sizes the workspace): one
+/// host-to-device copy (the plan), no allocation but the plan's, and the logits and hidden states
+/// as the only device-to-host copies.
+#[test]
+fn a_forward_pass_uploads_its_plan_once_and_allocates_nothing_else() {
+    let (_, emu) = engines();
+    let tokens: Vec<u32> = (0..10).collect();
+    logits(&emu, 1, &tokens);
+    let be = emu.backend();
+    let gpt = emu.target();
+    let mut cache = gpt.new_cache(be, 16, 16).unwrap();
+    let seq = cache.add_sequence();
+    let rows: Vec<StepRow> = std::iter::once(TokenInput::Class(1)).chain(tokens.iter().map(|&t| TokenInput::Image(t))).enumerate().map(|(p, t)| StepRow::causal(seq, t, p)).collect();
+    gpt.forward(be, &mut cache, &rows).unwrap();
+    be.take_counts();
+    gpt.forward(be, &mut cache, &rows).unwrap();
+    let counts = be.take_counts();
+    println!("one target forward on the emulator: {counts:?}");
+    assert_eq!(counts.uploads, 1, "uploads per forward");
+    assert_eq!(counts.allocations, 1, "allocations per forward (the plan's buffer)");
+    assert_eq!(counts.downloads, 2, "downloads per forward (logits, hidden states)");
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use common::devices::on_every_device;
 use spire::backend::gpu::{accept_reference, DraftBlock, Driver, GpuBackend, GpuBuf};
-use spire::backend::{AttentionLayout, Backend, CpuBackend, KvShape};
+use spire::backend::{AttentionLayout, Backend, CpuBackend, ForwardPlan, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::{normal, write_safetensors, HostTensor};
@@ -70,9 +70,10 @@ fn rope_rotates_q_and_k_heads_on<D: Driver>(gpu: &GpuBackend<D>) {
     let (x, table) = (random(rows * stride, 4), random(max_pos * head_dim, 5));
     let positions = [0u32, 3, 16, 7, 7];
     let mut want = x.clone();
-    CpuBackend.rope(&mut want, rows, stride, 2 * n_head, head_dim, &table, &positions).unwrap();
+    CpuBackend.rope(&mut want, rows, stride, 2 * n_head, head_dim, &table, &ForwardPlan::positions(&positions)).unwrap();
     let mut got = gpu.upload(&x).unwrap();
-    gpu.rope(&mut got, rows, stride, 2 * n_head, head_dim, &gpu.upload(&table).unwrap(), &positions).unwrap();
+    let plan = gpu.upload_plan(ForwardPlan::positions(&positions)).unwrap();
+    gpu.rope(&mut got, rows, stride, 2 * n_head, head_dim, &gpu.upload(&table).unwrap(), &plan).unwrap();
     assert_close("rope", &gpu.download(&got).unwrap(), &want, 1e-5);
 }
 
@@ -128,9 +129,10 @@ fn embedding_gather_f32_and_bf16_on<D: Driver>(gpu: &GpuBackend<D>) {
         (CpuBackend.load_weight(&file, "w", &[rows, dim]).unwrap(), gpu.load_weight(&file, "w", &[rows, dim]).unwrap()),
     ] {
         let mut want = vec![0.0; ids.len() * dim];
-        CpuBackend.embedding(&cpu_w, &ids, &out_rows, dim, &mut want).unwrap();
+        CpuBackend.embedding(&cpu_w, &ForwardPlan::gather(&ids, &out_rows), 0, dim, &mut want).unwrap();
         let mut out = poisoned(gpu, ids.len() * dim);
-        gpu.embedding(&gpu_w, &ids, &out_rows, dim, &mut out).unwrap();
+        let plan = gpu.upload_plan(ForwardPlan::gather(&ids, &out_rows)).unwrap();
+        gpu.embedding(&gpu_w, &plan, 0, dim, &mut out).unwrap();
         assert_eq!(gpu.download(&out).unwrap(), want);
     }
 }
@@ -167,13 +169,13 @@ fn attention_case<B: Backend>(be: &B, poison: impl Fn(usize) -> B::Buf) -> Vec<f
     let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
     let a = cache.add_sequence();
     let slots = cache.extend(be, a, 37).unwrap();
-    be.kv_write(cache.pool_mut(), 1, &be.upload(&random(37 * 3 * width, 13)).unwrap(), &slots).unwrap();
+    be.kv_write(cache.pool_mut(), 1, &be.upload(&random(37 * 3 * width, 13)).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
     let b = cache.fork(a).unwrap();
     let slots = cache.extend(be, b, 40).unwrap(); // un-shares the tail block: kv_copy
-    be.kv_write(cache.pool_mut(), 1, &be.upload(&random(3 * 3 * width, 14)).unwrap(), &slots).unwrap();
+    be.kv_write(cache.pool_mut(), 1, &be.upload(&random(3 * 3 * width, 14)).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
     let c = cache.add_sequence();
     let slots = cache.extend(be, c, 20 + 5).unwrap();
-    be.kv_write(cache.pool_mut(), 1, &be.upload(&random(25 * 3 * width, 15)).unwrap(), &slots).unwrap();
+    be.kv_write(cache.pool_mut(), 1, &be.upload(&random(25 * 3 * width, 15)).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
     cache.move_positions(be, c, &[22, 24], &[21, 22]).unwrap(); // dependent copies
     let parents = [None, Some(0), Some(0), Some(1), Some(3)];
     let mut queries = vec![QueryVisibility::causal(a, 36), QueryVisibility::causal(b, 39)];
@@ -189,7 +191,7 @@ fn attention_case<B: Backend>(be: &B, poison: impl Fn(usize) -> B::Buf) -> Vec<f
     let layout: AttentionLayout = cache.layout(&queries).unwrap();
     let mut out = poison(queries.len() * width);
     let qkv = be.upload(&random(queries.len() * 3 * width, 16)).unwrap();
-    be.attention(&qkv, cache.pool(), 1, &layout, &mut out).unwrap();
+    be.attention(&qkv, cache.pool(), 1, &be.upload_plan(ForwardPlan::layout(layout)).unwrap(), &mut out).unwrap();
     be.download(&out).unwrap()
 }
 
@@ -228,10 +230,10 @@ fn nonfinite_attention<B: Backend>(be: &B, case: NonFinite, poison: impl Fn(usiz
         NonFinite::NanKey => kv_rows[7 * 3 * width + width + head_dim + 5] = f32::NAN,
         NonFinite::InfQuery => q[2 * head_dim] = f32::INFINITY,
     }
-    be.kv_write(cache.pool_mut(), 0, &be.upload(&kv_rows).unwrap(), &slots).unwrap();
+    be.kv_write(cache.pool_mut(), 0, &be.upload(&kv_rows).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
     let layout = cache.layout(&[QueryVisibility::causal(seq, keys - 1)]).unwrap();
     let mut out = poison(width);
-    be.attention(&be.upload(&q).unwrap(), cache.pool(), 0, &layout, &mut out).unwrap();
+    be.attention(&be.upload(&q).unwrap(), cache.pool(), 0, &be.upload_plan(ForwardPlan::layout(layout)).unwrap(), &mut out).unwrap();
     be.download(&out).unwrap()
 }
 

@@ -1,6 +1,6 @@
 //! The paged KV cache: append across blocks, rollback, fork with copy-on-write, exhaustion.
 
-use spire::backend::{Backend, CpuBackend, KvShape};
+use spire::backend::{Backend, CpuBackend, ForwardPlan, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::Error;
 
@@ -11,7 +11,7 @@ fn write(cache: &mut PagedKvCache<CpuBackend>, slots: &[u32], value: f32) {
     let width = SHAPE.row_width();
     let qkv: Vec<f32> = slots.iter().flat_map(|_| std::iter::repeat_n(value, 3 * width)).collect();
     for layer in 0..SHAPE.n_layer {
-        CpuBackend.kv_write(cache.pool_mut(), layer, &qkv, slots).unwrap();
+        CpuBackend.kv_write(cache.pool_mut(), layer, &qkv, &ForwardPlan::slots(slots)).unwrap();
     }
 }
 
@@ -19,7 +19,7 @@ fn write(cache: &mut PagedKvCache<CpuBackend>, slots: &[u32], value: f32) {
 fn mean_value(cache: &PagedKvCache<CpuBackend>, seq: spire::kv::SeqId, len: usize) -> f32 {
     let layout = cache.layout(&[QueryVisibility { seq, prefix: len, window_start: len, window: vec![] }]).unwrap();
     let mut out = vec![0.0; SHAPE.row_width()];
-    CpuBackend.attention(&vec![0.0; 3 * SHAPE.row_width()], cache.pool(), 1, &layout, &mut out).unwrap();
+    CpuBackend.attention(&vec![0.0; 3 * SHAPE.row_width()], cache.pool(), 1, &ForwardPlan::layout(layout), &mut out).unwrap();
     out[0]
 }
 
@@ -81,6 +81,6 @@ fn tree_window_hides_non_ancestors() {
     let sees_b_only = QueryVisibility { seq, prefix: 2, window_start: 2, window: vec![false, true] };
     let layout = cache.layout(&[sees_b_only]).unwrap();
     let mut out = vec![0.0; SHAPE.row_width()];
-    CpuBackend.attention(&vec![0.0; 3 * SHAPE.row_width()], cache.pool(), 0, &layout, &mut out).unwrap();
+    CpuBackend.attention(&vec![0.0; 3 * SHAPE.row_width()], cache.pool(), 0, &ForwardPlan::layout(layout), &mut out).unwrap();
     assert!((out[0] - 3.0).abs() < 1e-6, "mean of 1, 1, 7 = 3, got {}", out[0]);
 }

@@ -1,7 +1,7 @@
 //! Argument checks shared by every backend: each op validates its lengths and indices here
 //! before touching memory, so a bad call is an [`Error::Backend`] naming the op on every device.
 
-use super::{AttentionLayout, KvShape};
+use super::{AttentionLayout, ForwardPlan, Gather, KvShape};
 use crate::error::{Error, Result};
 
 fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
@@ -17,12 +17,16 @@ fn slots_in_pool(slots: &[u32], shape: &KvShape, op: &str) -> Result<()> {
     check(slots.iter().all(|&s| (s as usize) < n), op, || format!("KV slot out of range (pool has {n} slots)"))
 }
 
-/// `embedding`: a table of `table_len` values in rows of `dim`, into an output of `out_len`.
-pub fn embedding(table_len: usize, ids: &[u32], out_rows: &[u32], dim: usize, out_len: usize) -> Result<()> {
+/// `embedding`: gather `gather` of `plan` from a table of `table_len` values in rows of `dim`,
+/// into an output of `out_len`; returns the gather.
+pub fn embedding(table_len: usize, plan: &ForwardPlan, gather: usize, dim: usize, out_len: usize) -> Result<&Gather> {
+    let part = plan.gathers.get(gather).ok_or_else(|| Error::Backend(format!("embedding: the plan has no gather {gather}")))?;
+    let (ids, out_rows) = (&part.ids, &part.rows);
     let table_rows = table_len / dim.max(1);
     check(ids.len() == out_rows.len(), "embedding", || "ids and out_rows differ in length".into())?;
     check(ids.iter().all(|&id| (id as usize) < table_rows), "embedding", || format!("id outside a table of {table_rows} rows"))?;
-    check(out_rows.iter().all(|&r| (r as usize + 1) * dim <= out_len), "embedding", || "output row out of range".into())
+    check(out_rows.iter().all(|&r| (r as usize + 1) * dim <= out_len), "embedding", || "output row out of range".into())?;
+    Ok(part)
 }
 
 /// `concat_rows`: `a` rows of `a_dim`, `b` rows of `b_dim`, `out` rows of both; returns the row

@@ -3,8 +3,10 @@
 //! Model code (`crate::model`) is written once against [`Backend`]; the CPU backend is the
 //! reference every other backend is tested against. Activations are f32 buffers ([`Backend::Buf`]);
 //! weights live in the backend's own format ([`Backend::Weight`]); the paged KV pool
-//! ([`Backend::KvPool`]) holds keys and values for all layers. Small index arrays (token ids,
-//! positions, KV slots, attention layouts) are passed as host slices. The kernel backend
+//! ([`Backend::KvPool`]) holds keys and values for all layers. The positions, KV slots and
+//! attention layout of a forward pass form one [`ForwardPlan`], uploaded once per pass
+//! ([`Backend::Plan`]); token ids and KV copies are small host slices. Activation buffers can be
+//! resized in place ([`Backend::resize`]), so a model allocates its workspace once. The kernel backend
 //! ([`GpuBackend`]) runs `kernels/*.cu` on a CUDA GPU ([`CudaBackend`], feature `cuda`) or on the
 //! CUDA emulator ([`EmuBackend`], feature `emulator`, default).
 
@@ -16,6 +18,7 @@ pub mod cuda;
 pub mod emu;
 pub mod gpu;
 mod layout;
+mod plan;
 
 use std::sync::Arc;
 
@@ -26,6 +29,7 @@ pub use cuda::CudaBackend;
 pub use emu::EmuBackend;
 pub use gpu::GpuBackend;
 pub use layout::AttentionLayout;
+pub use plan::{ForwardPlan, Gather};
 
 use crate::error::Result;
 use crate::weights::WeightFile;
@@ -68,6 +72,8 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// Keys and values of every layer, in fixed-size blocks of token slots.
     type KvPool: Send + Sync;
+    /// A [`ForwardPlan`] in the form the ops read it (on a device: one uploaded buffer).
+    type Plan: Send + Sync;
 
     /// A short human-readable name ("cpu", "cuda:0 (H100)").
     fn name(&self) -> String;
@@ -82,13 +88,21 @@ pub trait Backend: Send + Sync {
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     /// A buffer holding a copy of `values`.
     fn upload(&self, values: &[f32]) -> Result<Self::Buf>;
+    /// Copy `values` into `buf`, resized to hold them (reusing its memory when large enough).
+    fn upload_into(&self, buf: &mut Self::Buf, values: &[f32]) -> Result<()>;
     /// Copy a buffer back to the host.
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Make `buf` hold `len` elements, reusing its memory when it is large enough (contents
+    /// unspecified afterwards): the workspace of a forward pass is allocated once this way.
+    fn resize(&self, buf: &mut Self::Buf, len: usize) -> Result<()>;
+    /// Hand `plan` to the device for the ops of one forward pass (one copy on a device).
+    fn upload_plan(&self, plan: ForwardPlan) -> Result<Self::Plan>;
     /// An empty (zeroed) KV pool.
     fn kv_pool(&self, shape: KvShape) -> Result<Self::KvPool>;
 
-    /// `out[out_rows[i]] = table[ids[i]]` for rows of width `dim`.
-    fn embedding(&self, table: &Self::Weight, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut Self::Buf) -> Result<()>;
+    /// `out[rows[i]] = table[ids[i]]` for rows of width `dim`, with `ids` and `rows` those of
+    /// gather `gather` of the plan.
+    fn embedding(&self, table: &Self::Weight, plan: &Self::Plan, gather: usize, dim: usize, out: &mut Self::Buf) -> Result<()>;
     /// `out = concat(a, b)` per row: `a` rows of width `a_dim`, `b` rows of width `b_dim`.
     fn concat_rows(&self, a: &Self::Buf, a_dim: usize, b: &Self::Buf, b_dim: usize, out: &mut Self::Buf) -> Result<()>;
     /// RMSNorm of each row of width `dim`: `out = x / sqrt(mean(x^2) + eps) * weight`.
@@ -110,7 +124,7 @@ pub trait Backend: Send + Sync {
     /// `out = silu(gate) * up` elementwise (SwiGLU).
     fn swiglu(&self, gate: &Self::Buf, up: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
     /// Rotate, in place, the first `n_rot_heads` heads of width `head_dim` of each row (row
-    /// stride `row_stride`) by the RoPE table row `positions[r]`. `table` holds, per position,
+    /// stride `row_stride`) by the RoPE table row `plan.positions[r]`. `table` holds, per position,
     /// `head_dim / 2` (cos, sin) pairs applied to interleaved pairs `(x[2k], x[2k+1])`.
     #[allow(clippy::too_many_arguments)]
     fn rope(
@@ -121,22 +135,15 @@ pub trait Backend: Send + Sync {
         n_rot_heads: usize,
         head_dim: usize,
         table: &Self::Buf,
-        positions: &[u32],
+        plan: &Self::Plan,
     ) -> Result<()>;
     /// Write the K and V parts of fused `qkv` rows (`[rows, 3 * width]`, order q|k|v) of layer
-    /// `layer` into pool slots `slots[r]`.
-    fn kv_write(&self, pool: &mut Self::KvPool, layer: usize, qkv: &Self::Buf, slots: &[u32]) -> Result<()>;
+    /// `layer` into pool slots `plan.slots[r]`.
+    fn kv_write(&self, pool: &mut Self::KvPool, layer: usize, qkv: &Self::Buf, plan: &Self::Plan) -> Result<()>;
     /// Copy keys and values of every layer from pool slot `src[i]` to slot `dst[i]`.
     fn kv_copy(&self, pool: &mut Self::KvPool, src: &[u32], dst: &[u32]) -> Result<()>;
     /// Scaled dot-product attention of the q part of `qkv` against layer `layer` of the paged
-    /// pool, with per-query visibility from `layout` (causal, or a token-tree mask);
+    /// pool, with per-query visibility from `plan.layout` (causal, or a token-tree mask);
     /// `out` is `[rows, n_head * head_dim]`.
-    fn attention(
-        &self,
-        qkv: &Self::Buf,
-        pool: &Self::KvPool,
-        layer: usize,
-        layout: &AttentionLayout,
-        out: &mut Self::Buf,
-    ) -> Result<()>;
+    fn attention(&self, qkv: &Self::Buf, pool: &Self::KvPool, layer: usize, plan: &Self::Plan, out: &mut Self::Buf) -> Result<()>;
 }

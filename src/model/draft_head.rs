@@ -5,13 +5,13 @@
 //! head's own output there). Its output `g_k` goes through the target's final norm and output
 //! head to draft the token at `k+1`, and is the feature of the next draft step.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, KvShape};
 use crate::error::{Error, Result};
 use crate::kv::{PagedKvCache, QueryVisibility};
 use crate::model::gpt::Gpt;
-use crate::model::layer::{DecoderLayer, KvRows, LayerDims};
+use crate::model::layer::{DecoderLayer, LayerDims, LayerScratch};
 use crate::model::step::{place_rows, StepOutput, StepRow, TokenInput};
 use crate::weights::{DraftHeadConfig, GptConfig, WeightFile};
 
@@ -20,6 +20,16 @@ pub struct DraftHead<B: Backend> {
     dims: LayerDims,
     fc: B::Weight,
     layer: DecoderLayer<B>,
+    scratch: Mutex<DraftHeadScratch<B>>,
+}
+
+/// The head's activation buffers, allocated once and reused by every pass.
+struct DraftHeadScratch<B: Backend> {
+    embedded: B::Buf,
+    features: B::Buf,
+    joined: B::Buf,
+    x: B::Buf,
+    layer: LayerScratch<B>,
 }
 
 fn head_dims(target: &GptConfig, config: &DraftHeadConfig) -> LayerDims {
@@ -53,6 +63,13 @@ impl<B: Backend> DraftHead<B> {
             fc: backend.load_weight(file, "fc.weight", &[target.dim, 2 * target.dim])?,
             layer: DecoderLayer::load(backend, file, "layer.", &dims)?,
             dims,
+            scratch: Mutex::new(DraftHeadScratch {
+                embedded: backend.zeros(0)?,
+                features: backend.zeros(0)?,
+                joined: backend.zeros(0)?,
+                x: backend.zeros(0)?,
+                layer: LayerScratch::new(backend)?,
+            }),
         })
     }
 
@@ -73,15 +90,19 @@ impl<B: Backend> DraftHead<B> {
         if let Some(row) = rows.iter().find(|r| matches!(r.input, TokenInput::Class(_))) {
             return Err(Error::InvalidRequest(format!("draft head rows must be image tokens (position {})", row.position)));
         }
-        let embedded = target.embed(backend, rows)?;
-        let mut joined = backend.zeros(rows.len() * 2 * d)?;
-        backend.concat_rows(&embedded, d, &backend.upload(features)?, d, &mut joined)?;
-        let mut x = backend.zeros(rows.len() * d)?;
-        backend.linear(&joined, &self.fc, rows.len(), 2 * d, d, &mut x)?;
-        let placement = place_rows(backend, cache, rows, target.config().max_seq_len())?;
-        let kv = KvRows { slots: &placement.slots, positions: &placement.positions, layout: &placement.layout };
-        self.layer.forward(backend, &self.dims, &mut x, rows.len(), cache.pool_mut(), 0, target.rope(), &kv)?;
-        let logits = target.head(backend, &x, rows.len())?;
-        Ok(StepOutput { logits, hidden: backend.download(&x)?, vocab: target.config().vocab_size, dim: d })
+        let mut guard = self.scratch.lock().map_err(|_| Error::Backend("a draft-head pass panicked earlier; its workspace is unusable".into()))?;
+        let DraftHeadScratch { embedded, features: features_dev, joined, x, layer } = &mut *guard;
+        let gathers = target.gathers(rows)?;
+        let plan = backend.upload_plan(place_rows(backend, cache, rows, target.config().max_seq_len(), gathers)?)?;
+        target.embed(backend, rows.len(), &plan, embedded)?;
+        // The features come from the host (the target's download, or the head's own last pass).
+        backend.upload_into(features_dev, features)?;
+        backend.resize(joined, rows.len() * 2 * d)?;
+        backend.concat_rows(embedded, d, features_dev, d, joined)?;
+        backend.resize(x, rows.len() * d)?;
+        backend.linear(joined, &self.fc, rows.len(), 2 * d, d, x)?;
+        self.layer.forward(backend, &self.dims, x, rows.len(), cache.pool_mut(), 0, target.rope(), &plan, layer)?;
+        let logits = target.head(backend, x, rows.len())?;
+        Ok(StepOutput { logits, hidden: backend.download(x)?, vocab: target.config().vocab_size, dim: d })
     }
 }

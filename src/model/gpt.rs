@@ -1,14 +1,19 @@
 //! The LlamaGen class-conditional GPT, generic over the backend.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::{Backend, KvShape};
+use crate::backend::{Backend, Gather, KvShape};
 use crate::error::{Error, Result};
 use crate::kv::PagedKvCache;
-use crate::model::layer::{DecoderLayer, KvRows, LayerDims};
+use crate::model::layer::{DecoderLayer, LayerDims, LayerScratch};
 use crate::model::rope::rope_table_2d;
 use crate::model::step::{place_rows, StepOutput, StepRow, TokenInput};
 use crate::weights::{GptConfig, WeightFile};
+
+/// The plan gather of class tokens ([`Gpt::gathers`]).
+pub const CLASS_GATHER: usize = 0;
+/// The plan gather of image tokens ([`Gpt::gathers`]).
+pub const IMAGE_GATHER: usize = 1;
 
 /// A loaded LlamaGen GPT (target or independent draft model).
 pub struct Gpt<B: Backend> {
@@ -20,6 +25,28 @@ pub struct Gpt<B: Backend> {
     norm: B::Weight,
     output: B::Weight,
     rope: B::Buf,
+    scratch: Mutex<GptScratch<B>>,
+}
+
+/// The activation buffers of a forward pass, allocated once per model and reused by every pass
+/// (they only grow when a pass has more rows than any before).
+struct GptScratch<B: Backend> {
+    /// The residual stream, `[rows, dim]`.
+    x: B::Buf,
+    layer: LayerScratch<B>,
+    head: HeadScratch<B>,
+}
+
+/// Buffers of the final norm and output projection.
+struct HeadScratch<B: Backend> {
+    normed: B::Buf,
+    logits: B::Buf,
+}
+
+impl<B: Backend> HeadScratch<B> {
+    fn new(backend: &B) -> Result<Self> {
+        Ok(Self { normed: backend.zeros(0)?, logits: backend.zeros(0)? })
+    }
 }
 
 /// Official tensor names and shapes of a GPT with `config`.
@@ -60,6 +87,7 @@ impl<B: Backend> Gpt<B> {
             norm: backend.load_weight(file, "norm.weight", &[d])?,
             output: backend.load_weight(file, "output.weight", &[v, d])?,
             rope: backend.upload(&rope)?,
+            scratch: Mutex::new(GptScratch { x: backend.zeros(0)?, layer: LayerScratch::new(backend)?, head: HeadScratch::new(backend)? }),
         })
     }
 
@@ -104,48 +132,61 @@ impl<B: Backend> Gpt<B> {
         Ok(())
     }
 
-    /// Embed the rows' input tokens into a `[rows, dim]` buffer.
-    pub fn embed(&self, backend: &B, rows: &[StepRow]) -> Result<B::Buf> {
+    /// The embedding gathers of `rows` for a pass's plan: class tokens from the class table
+    /// ([`CLASS_GATHER`]), image tokens from the token table ([`IMAGE_GATHER`]). Checks the tokens.
+    pub fn gathers(&self, rows: &[StepRow]) -> Result<Vec<Gather>> {
         self.check_inputs(rows)?;
-        let d = self.config.dim;
-        let mut x = backend.zeros(rows.len() * d)?;
-        let (mut class_ids, mut class_rows, mut image_ids, mut image_rows) = (vec![], vec![], vec![], vec![]);
+        let (mut class, mut image) = (Gather::default(), Gather::default());
         for (r, row) in rows.iter().enumerate() {
-            match row.input {
-                TokenInput::Class(c) => {
-                    class_ids.push(c);
-                    class_rows.push(r as u32);
-                }
-                TokenInput::Image(t) => {
-                    image_ids.push(t);
-                    image_rows.push(r as u32);
-                }
-            }
+            let (part, id) = match row.input {
+                TokenInput::Class(c) => (&mut class, c),
+                TokenInput::Image(t) => (&mut image, t),
+            };
+            part.ids.push(id);
+            part.rows.push(r as u32);
         }
-        backend.embedding(&self.cls_embedding, &class_ids, &class_rows, d, &mut x)?;
-        backend.embedding(&self.tok_embeddings, &image_ids, &image_rows, d, &mut x)?;
-        Ok(x)
+        Ok(vec![class, image])
+    }
+
+    /// Embed the `rows` input tokens of `plan` (built with [`Gpt::gathers`]) into `x`, resized to
+    /// `[rows, dim]`.
+    pub fn embed(&self, backend: &B, rows: usize, plan: &B::Plan, x: &mut B::Buf) -> Result<()> {
+        let d = self.config.dim;
+        backend.resize(x, rows * d)?;
+        backend.embedding(&self.cls_embedding, plan, CLASS_GATHER, d, x)?;
+        backend.embedding(&self.tok_embeddings, plan, IMAGE_GATHER, d, x)
     }
 
     /// Final norm and output head: logits for the `[rows, dim]` pre-norm states `hidden`.
     pub fn head(&self, backend: &B, hidden: &B::Buf, rows: usize) -> Result<Vec<f32>> {
-        let (d, v) = (self.config.dim, self.config.vocab_size);
-        let mut normed = backend.zeros(rows * d)?;
-        backend.rms_norm(hidden, &self.norm, self.dims.eps, d, &mut normed)?;
-        let mut logits = backend.zeros(rows * v)?;
-        backend.linear(&normed, &self.output, rows, d, v, &mut logits)?;
-        backend.download(&logits)
+        self.head_with(backend, hidden, rows, &mut self.lock_scratch()?.head)
     }
 
-    /// Run the rows through the model, writing their keys and values into `cache`.
+    fn head_with(&self, backend: &B, hidden: &B::Buf, rows: usize, scratch: &mut HeadScratch<B>) -> Result<Vec<f32>> {
+        let (d, v) = (self.config.dim, self.config.vocab_size);
+        backend.resize(&mut scratch.normed, rows * d)?;
+        backend.resize(&mut scratch.logits, rows * v)?;
+        backend.rms_norm(hidden, &self.norm, self.dims.eps, d, &mut scratch.normed)?;
+        backend.linear(&scratch.normed, &self.output, rows, d, v, &mut scratch.logits)?;
+        backend.download(&scratch.logits)
+    }
+
+    fn lock_scratch(&self) -> Result<MutexGuard<'_, GptScratch<B>>> {
+        self.scratch.lock().map_err(|_| Error::Backend("a forward pass panicked earlier; its workspace is unusable".into()))
+    }
+
+    /// Run the rows through the model, writing their keys and values into `cache`. One plan
+    /// upload per pass; the activations live in the model's workspace.
     pub fn forward(&self, backend: &B, cache: &mut PagedKvCache<B>, rows: &[StepRow]) -> Result<StepOutput> {
-        let mut x = self.embed(backend, rows)?;
-        let placement = place_rows(backend, cache, rows, self.config.max_seq_len())?;
-        let kv = KvRows { slots: &placement.slots, positions: &placement.positions, layout: &placement.layout };
+        let gathers = self.gathers(rows)?;
+        let mut guard = self.lock_scratch()?;
+        let scratch = &mut *guard;
+        let plan = backend.upload_plan(place_rows(backend, cache, rows, self.config.max_seq_len(), gathers)?)?;
+        self.embed(backend, rows.len(), &plan, &mut scratch.x)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            layer.forward(backend, &self.dims, &mut x, rows.len(), cache.pool_mut(), i, &self.rope, &kv)?;
+            layer.forward(backend, &self.dims, &mut scratch.x, rows.len(), cache.pool_mut(), i, &self.rope, &plan, &mut scratch.layer)?;
         }
-        let logits = self.head(backend, &x, rows.len())?;
-        Ok(StepOutput { logits, hidden: backend.download(&x)?, vocab: self.config.vocab_size, dim: self.config.dim })
+        let logits = self.head_with(backend, &scratch.x, rows.len(), &mut scratch.head)?;
+        Ok(StepOutput { logits, hidden: backend.download(&scratch.x)?, vocab: self.config.vocab_size, dim: self.config.dim })
     }
 }

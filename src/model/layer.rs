@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{AttentionLayout, Backend};
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::weights::WeightFile;
 
@@ -54,14 +54,33 @@ impl LayerDims {
     }
 }
 
-/// Where a forward pass's rows read and write the KV cache of one model.
-pub struct KvRows<'a> {
-    /// Physical KV slot each row writes.
-    pub slots: &'a [u32],
-    /// RoPE table row of each row.
-    pub positions: &'a [u32],
-    /// Which keys each row attends to.
-    pub layout: &'a AttentionLayout,
+/// The activation buffers of a decoder layer's forward pass, allocated once and resized (without
+/// reallocating once they are large enough) for each pass; every layer of a model shares them.
+pub struct LayerScratch<B: Backend> {
+    normed: B::Buf,
+    qkv: B::Buf,
+    attn: B::Buf,
+    projected: B::Buf,
+    gate: B::Buf,
+    up: B::Buf,
+    act: B::Buf,
+}
+
+impl<B: Backend> LayerScratch<B> {
+    /// Empty buffers (they grow on the first pass).
+    pub fn new(backend: &B) -> Result<Self> {
+        let empty = || backend.zeros(0);
+        Ok(Self { normed: empty()?, qkv: empty()?, attn: empty()?, projected: empty()?, gate: empty()?, up: empty()?, act: empty()? })
+    }
+
+    /// Size every buffer for `rows` rows of a layer of `dims`.
+    fn fit(&mut self, backend: &B, dims: &LayerDims, rows: usize) -> Result<()> {
+        let (d, h) = (dims.dim, dims.hidden);
+        for (buf, width) in [(&mut self.normed, d), (&mut self.qkv, 3 * d), (&mut self.attn, d), (&mut self.projected, d), (&mut self.gate, h), (&mut self.up, h), (&mut self.act, h)] {
+            backend.resize(buf, rows * width)?;
+        }
+        Ok(())
+    }
 }
 
 impl<B: Backend> DecoderLayer<B> {
@@ -82,7 +101,7 @@ impl<B: Backend> DecoderLayer<B> {
     }
 
     /// Apply the layer to the residual stream `x` (`[rows, dim]`), writing this layer's keys and
-    /// values for the rows into `pool` at `kv.slots`.
+    /// values for the rows into `pool` at the plan's slots; `scratch` holds the intermediates.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -93,27 +112,23 @@ impl<B: Backend> DecoderLayer<B> {
         pool: &mut B::KvPool,
         layer: usize,
         rope: &B::Buf,
-        kv: &KvRows<'_>,
+        plan: &B::Plan,
+        scratch: &mut LayerScratch<B>,
     ) -> Result<()> {
         let (d, h) = (dims.dim, dims.hidden);
-        let mut normed = backend.zeros(rows * d)?;
-        backend.rms_norm(x, &self.attention_norm, dims.eps, d, &mut normed)?;
-        let mut qkv = backend.zeros(rows * 3 * d)?;
-        backend.linear(&normed, &self.wqkv, rows, d, 3 * d, &mut qkv)?;
-        backend.rope(&mut qkv, rows, 3 * d, 2 * dims.n_head, dims.head_dim(), rope, kv.positions)?;
-        backend.kv_write(pool, layer, &qkv, kv.slots)?;
-        let mut attn = backend.zeros(rows * d)?;
-        backend.attention(&qkv, pool, layer, kv.layout, &mut attn)?;
-        let mut projected = backend.zeros(rows * d)?;
-        backend.linear(&attn, &self.wo, rows, d, d, &mut projected)?;
-        backend.add_rms_norm(x, &projected, &self.ffn_norm, dims.eps, d, &mut normed)?;
-        let mut gate = backend.zeros(rows * h)?;
-        let mut up = backend.zeros(rows * h)?;
-        backend.linear(&normed, &self.w1, rows, d, h, &mut gate)?;
-        backend.linear(&normed, &self.w3, rows, d, h, &mut up)?;
-        let mut act = backend.zeros(rows * h)?;
-        backend.swiglu(&gate, &up, &mut act)?;
-        backend.linear(&act, &self.w2, rows, h, d, &mut projected)?;
-        backend.add_assign(x, &projected)
+        scratch.fit(backend, dims, rows)?;
+        let LayerScratch { normed, qkv, attn, projected, gate, up, act } = scratch;
+        backend.rms_norm(x, &self.attention_norm, dims.eps, d, normed)?;
+        backend.linear(normed, &self.wqkv, rows, d, 3 * d, qkv)?;
+        backend.rope(qkv, rows, 3 * d, 2 * dims.n_head, dims.head_dim(), rope, plan)?;
+        backend.kv_write(pool, layer, qkv, plan)?;
+        backend.attention(qkv, pool, layer, plan, attn)?;
+        backend.linear(attn, &self.wo, rows, d, d, projected)?;
+        backend.add_rms_norm(x, projected, &self.ffn_norm, dims.eps, d, normed)?;
+        backend.linear(normed, &self.w1, rows, d, h, gate)?;
+        backend.linear(normed, &self.w3, rows, d, h, up)?;
+        backend.swiglu(gate, up, act)?;
+        backend.linear(act, &self.w2, rows, h, d, projected)?;
+        backend.add_assign(x, projected)
     }
 }

@@ -1,7 +1,7 @@
 //! The rows of one forward pass: which token, at which position, writing which KV slot,
 //! seeing which keys.
 
-use crate::backend::{AttentionLayout, Backend};
+use crate::backend::{Backend, ForwardPlan, Gather};
 use crate::error::{Error, Result};
 use crate::kv::{PagedKvCache, QueryVisibility, SeqId};
 
@@ -64,18 +64,9 @@ impl StepOutput {
     }
 }
 
-/// KV placement of a batch of rows: physical slots, RoPE rows and the attention layout.
-pub struct KvPlacement {
-    /// Physical slot written by each row.
-    pub slots: Vec<u32>,
-    /// RoPE table row of each row.
-    pub positions: Vec<u32>,
-    /// Attention visibility.
-    pub layout: AttentionLayout,
-}
-
-/// Grow each row's sequence to cover its KV position and compute where the rows go.
-pub fn place_rows<B: Backend>(backend: &B, cache: &mut PagedKvCache<B>, rows: &[StepRow], max_position: usize) -> Result<KvPlacement> {
+/// Grow each row's sequence to cover its KV position and compute where the rows go: the pass's
+/// [`ForwardPlan`] (RoPE rows, KV slots, attention layout), with its embedding `gathers`.
+pub fn place_rows<B: Backend>(backend: &B, cache: &mut PagedKvCache<B>, rows: &[StepRow], max_position: usize, gathers: Vec<Gather>) -> Result<ForwardPlan> {
     if rows.is_empty() {
         return Err(Error::InvalidRequest("a forward pass needs at least one row".into()));
     }
@@ -93,5 +84,5 @@ pub fn place_rows<B: Backend>(backend: &B, cache: &mut PagedKvCache<B>, rows: &[
     }
     let slots = rows.iter().map(|r| cache.slot(r.seq(), r.kv_pos)).collect::<Result<Vec<_>>>()?;
     let visibility: Vec<QueryVisibility> = rows.iter().map(|r| r.visibility.clone()).collect();
-    Ok(KvPlacement { slots, positions: rows.iter().map(|r| r.position as u32).collect(), layout: cache.layout(&visibility)? })
+    Ok(ForwardPlan { gathers, slots, positions: rows.iter().map(|r| r.position as u32).collect(), layout: cache.layout(&visibility)? })
 }

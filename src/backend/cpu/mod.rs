@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 pub use weight::CpuWeight;
 
-use super::{checks, AttentionLayout, Backend, KvShape};
+use super::{checks, Backend, ForwardPlan, KvShape};
 use crate::error::Result;
 use crate::weights::{DType, WeightFile};
 
@@ -37,6 +37,7 @@ impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Weight = CpuWeight;
     type KvPool = CpuKvPool;
+    type Plan = ForwardPlan;
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -68,8 +69,23 @@ impl Backend for CpuBackend {
         Ok(values.to_vec())
     }
 
+    fn upload_into(&self, buf: &mut Vec<f32>, values: &[f32]) -> Result<()> {
+        buf.clear();
+        buf.extend_from_slice(values);
+        Ok(())
+    }
+
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())
+    }
+
+    fn resize(&self, buf: &mut Vec<f32>, len: usize) -> Result<()> {
+        buf.resize(len, 0.0);
+        Ok(())
+    }
+
+    fn upload_plan(&self, plan: ForwardPlan) -> Result<ForwardPlan> {
+        Ok(plan)
     }
 
     fn kv_pool(&self, shape: KvShape) -> Result<CpuKvPool> {
@@ -81,9 +97,9 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn embedding(&self, table: &CpuWeight, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        checks::embedding(table.len(), ids, out_rows, dim, out.len())?;
-        for (&id, &row) in ids.iter().zip(out_rows) {
+    fn embedding(&self, table: &CpuWeight, plan: &ForwardPlan, gather: usize, dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        let part = checks::embedding(table.len(), plan, gather, dim, out.len())?;
+        for (&id, &row) in part.ids.iter().zip(&part.rows) {
             out[row as usize * dim..(row as usize + 1) * dim]
                 .copy_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
         }
@@ -145,17 +161,17 @@ impl Backend for CpuBackend {
         n_rot_heads: usize,
         head_dim: usize,
         table: &Vec<f32>,
-        positions: &[u32],
+        plan: &ForwardPlan,
     ) -> Result<()> {
-        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), positions)?;
-        kernels::rope(&mut x[..rows * row_stride], row_stride, n_rot_heads, head_dim, table, positions);
+        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), &plan.positions)?;
+        kernels::rope(&mut x[..rows * row_stride], row_stride, n_rot_heads, head_dim, table, &plan.positions);
         Ok(())
     }
 
-    fn kv_write(&self, pool: &mut CpuKvPool, layer: usize, qkv: &Vec<f32>, slots: &[u32]) -> Result<()> {
-        checks::kv_write(&pool.shape, layer, qkv.len(), slots)?;
+    fn kv_write(&self, pool: &mut CpuKvPool, layer: usize, qkv: &Vec<f32>, plan: &ForwardPlan) -> Result<()> {
+        checks::kv_write(&pool.shape, layer, qkv.len(), &plan.slots)?;
         let width = pool.shape.row_width();
-        for (row, &slot) in qkv.chunks(3 * width).zip(slots) {
+        for (row, &slot) in qkv.chunks(3 * width).zip(&plan.slots) {
             let dst = slot as usize * width..(slot as usize + 1) * width;
             pool.keys[layer][dst.clone()].copy_from_slice(&row[width..2 * width]);
             pool.values[layer][dst].copy_from_slice(&row[2 * width..]);
@@ -174,9 +190,9 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn attention(&self, qkv: &Vec<f32>, pool: &CpuKvPool, layer: usize, layout: &AttentionLayout, out: &mut Vec<f32>) -> Result<()> {
-        checks::attention(&pool.shape, layer, qkv.len(), out.len(), layout)?;
-        attention::paged_attention(qkv, &pool.keys[layer], &pool.values[layer], layout, out);
+    fn attention(&self, qkv: &Vec<f32>, pool: &CpuKvPool, layer: usize, plan: &ForwardPlan, out: &mut Vec<f32>) -> Result<()> {
+        checks::attention(&pool.shape, layer, qkv.len(), out.len(), &plan.layout)?;
+        attention::paged_attention(qkv, &pool.keys[layer], &pool.values[layer], &plan.layout, out);
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! verifies a whole draft block (chain or tree) for the whole batch. The algorithm is documented
 //! in the kernel; [`super::accept_reference::accept_block`] is its exact CPU twin.
 
-use super::buffer::{DevVec, GpuBuf, LaunchBuilder};
+use super::buffer::{GpuBuf, LaunchBuilder};
 use super::driver::{Driver, Kernel};
 use super::geometry::ACCEPT_THREADS;
 use super::GpuBackend;
@@ -78,17 +78,16 @@ impl<D: Driver> GpuBackend<D> {
     /// `[batch, nodes + 1, vocab]` on the device) in one kernel launch.
     pub fn accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, block: &DraftBlock<'_>) -> Result<Acceptance> {
         block.validate(p.len(), q.len())?;
-        let driver = &self.driver;
-        let (tokens, parents) = (DevVec::from_host(driver, block.tokens)?, DevVec::from_host(driver, block.parents)?);
-        let omega = DevVec::from_host(driver, block.omega)?;
-        let (u_accept, u_sample) = (DevVec::from_host(driver, block.u_accept)?, DevVec::from_host(driver, block.u_sample)?);
+        let (tokens, parents) = (self.upload_vec(block.tokens)?, self.upload_vec(block.parents)?);
+        let omega = self.upload_vec(block.omega)?;
+        let (u_accept, u_sample) = (self.upload_vec(block.u_accept)?, self.upload_vec(block.u_sample)?);
         let per_node = block.batch * block.nodes;
-        let mut work = GpuBuf::<D>::zeros(driver, block.batch * 3 * block.vocab)?;
-        let mut accept_prob = GpuBuf::<D>::zeros(driver, per_node)?;
-        let mut path = DevVec::<i32, D>::zeros(driver, per_node)?;
-        let mut accepted_len = DevVec::<u32, D>::zeros(driver, block.batch)?;
-        let mut next = DevVec::<u32, D>::zeros(driver, block.batch)?;
-        let launch = LaunchBuilder::new(driver, (block.batch, 1), ACCEPT_THREADS)?
+        let mut work = self.alloc::<f32>(block.batch * 3 * block.vocab)?;
+        let mut accept_prob = self.alloc::<f32>(per_node)?;
+        let mut path = self.alloc::<i32>(per_node)?;
+        let mut accepted_len = self.alloc::<u32>(block.batch)?;
+        let mut next = self.alloc::<u32>(block.batch)?;
+        let launch = LaunchBuilder::new(&self.driver, (block.batch, 1), ACCEPT_THREADS)?
             .input(p)
             .input(q)
             .input(&tokens)
@@ -106,10 +105,10 @@ impl<D: Driver> GpuBackend<D> {
             .build();
         self.run(Kernel::AcceptBlock, &launch)?;
 
-        let accept_prob = accept_prob.to_host(driver)?;
-        let path = path.to_host(driver)?;
-        let accepted_len = accepted_len.to_host(driver)?;
-        let next = next.to_host(driver)?;
+        let accept_prob = self.download_vec(&accept_prob)?;
+        let path = self.download_vec(&path)?;
+        let accepted_len = self.download_vec(&accepted_len)?;
+        let next = self.download_vec(&next)?;
         let paths = (0..block.batch)
             .map(|b| path[b * block.nodes..][..accepted_len[b] as usize].iter().map(|&n| n as usize).collect())
             .collect();

@@ -9,10 +9,11 @@ use super::driver::{Driver, KernelArg, Launch};
 use crate::backend::KvShape;
 use crate::error::{Error, Result};
 
-/// `len` elements of `T` in one device allocation.
+/// `len` elements of `T` in one device allocation of room for `capacity`.
 pub struct DevVec<T, D: Driver> {
     pub(crate) mem: D::Mem,
     len: usize,
+    capacity: usize,
     _elem: PhantomData<T>,
 }
 
@@ -20,7 +21,17 @@ impl<T: Pod, D: Driver> DevVec<T, D> {
     /// `len` zeroed elements.
     pub(crate) fn zeros(driver: &D, len: usize) -> Result<Self> {
         let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| Error::Backend(format!("allocation of {len} elements overflows")))?;
-        Ok(Self { mem: driver.alloc_zeroed(bytes)?, len, _elem: PhantomData })
+        Ok(Self { mem: driver.alloc_zeroed(bytes)?, len, capacity: len, _elem: PhantomData })
+    }
+
+    /// Hold `len` elements; reallocates (zeroed) only beyond the capacity. Returns whether it did.
+    pub(crate) fn resize(&mut self, driver: &D, len: usize) -> Result<bool> {
+        if len <= self.capacity {
+            self.len = len;
+            return Ok(false);
+        }
+        *self = Self::zeros(driver, len)?;
+        Ok(true)
     }
 
     /// A device copy of `values`.

@@ -19,28 +19,86 @@ mod rows;
 mod sampling;
 pub mod sampling_reference;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use accept::{Acceptance, DraftBlock};
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight};
 pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
 pub use sampling::{LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
 
-use super::{checks, AttentionLayout, Backend, KvShape};
+use super::{checks, Backend, ForwardPlan, KvShape};
 use crate::error::{Error, Result};
 use crate::weights::{DType, WeightFile};
+
+pub use paged::GpuPlan;
+
+/// What the backend has asked of its device since it was created (or since the last
+/// [`GpuBackend::take_counts`]): the numbers the decode-step budget is checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    /// Kernel launches (GEMMs included).
+    pub launches: u64,
+    /// Host-to-device copies.
+    pub uploads: u64,
+    /// Device-to-host copies.
+    pub downloads: u64,
+    /// Device allocations.
+    pub allocations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    launches: AtomicU64,
+    uploads: AtomicU64,
+    downloads: AtomicU64,
+    allocations: AtomicU64,
+}
 
 /// The kernel backend on one device.
 pub struct GpuBackend<D: Driver> {
     driver: D,
-    /// The attention layout last uploaded, reused while the layers of one step pass the same one.
-    layout_cache: Mutex<Option<paged::DeviceLayout<D>>>,
+    counters: Counters,
 }
 
 impl<D: Driver> GpuBackend<D> {
     /// A backend on `driver`.
     pub fn with_driver(driver: D) -> Self {
-        Self { driver, layout_cache: Mutex::new(None) }
+        Self { driver, counters: Counters::default() }
+    }
+
+    /// The device operations since the last call (or since creation), resetting the counts.
+    pub fn take_counts(&self) -> DeviceCounts {
+        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        let c = &self.counters;
+        DeviceCounts { launches: take(&c.launches), uploads: take(&c.uploads), downloads: take(&c.downloads), allocations: take(&c.allocations) }
+    }
+
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `len` zeroed elements on the device.
+    fn alloc<T: bytemuck::Pod>(&self, len: usize) -> Result<DevVec<T, D>> {
+        Self::count(&self.counters.allocations);
+        DevVec::zeros(&self.driver, len)
+    }
+
+    /// A device copy of `values` (one allocation, one copy unless empty).
+    fn upload_vec<T: bytemuck::Pod>(&self, values: &[T]) -> Result<DevVec<T, D>> {
+        Self::count(&self.counters.allocations);
+        if !values.is_empty() {
+            Self::count(&self.counters.uploads);
+        }
+        DevVec::from_host(&self.driver, values)
+    }
+
+    /// A host copy of `buf` (one copy unless empty).
+    fn download_vec<T: bytemuck::Pod>(&self, buf: &DevVec<T, D>) -> Result<Vec<T>> {
+        if !buf.is_empty() {
+            Self::count(&self.counters.downloads);
+        }
+        buf.to_host(&self.driver)
     }
 
     /// The device driver.
@@ -64,6 +122,7 @@ impl<D: Driver> GpuBackend<D> {
         if launch.is_empty() {
             return Ok(());
         }
+        Self::count(&self.counters.launches);
         // SAFETY: every launch in this module is built by a `launch_*` method that pushes the
         // parameters of the kernel's C signature (documented next to it) from buffers whose sizes
         // `checks` (or the method itself) validated against the launch geometry.
@@ -72,7 +131,7 @@ impl<D: Driver> GpuBackend<D> {
 
     /// A device copy of a small index array.
     fn upload_indices(&self, values: &[u32]) -> Result<DevVec<u32, D>> {
-        DevVec::from_host(&self.driver, values)
+        self.upload_vec(values)
     }
 
     /// `out = x · weightᵀ` (shapes checked by the caller): f32 weights directly, bf16 weights after
@@ -81,11 +140,12 @@ impl<D: Driver> GpuBackend<D> {
         if shape.rows == 0 || shape.n == 0 {
             return Ok(());
         }
+        Self::count(&self.counters.launches);
         match weight {
             GpuWeight::F32(w) => self.driver.gemm(GemmInputs::F32, shape, &x.mem, &w.mem, &mut out.mem),
             GpuWeight::Bf16(w) => {
                 let len = shape.rows * shape.k;
-                let mut x16 = DevVec::<u16, D>::zeros(&self.driver, len)?;
+                let mut x16 = self.alloc::<u16>(len)?;
                 self.launch_f32_to_bf16(x, len, &mut x16)?;
                 self.driver.gemm(GemmInputs::Bf16, shape, &x16.mem, &w.mem, &mut out.mem)
             }
@@ -105,6 +165,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
     type Buf = GpuBuf<D>;
     type Weight = GpuWeight<D>;
     type KvPool = GpuKvPool<D>;
+    type Plan = GpuPlan<D>;
 
     fn name(&self) -> String {
         self.driver.describe()
@@ -114,7 +175,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
         let tensor = file.tensor_with_shape(name, shape)?;
         if tensor.dtype == DType::BF16 && shape.len() == 2 {
             let bits: Vec<u16> = tensor.bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-            return Ok(GpuWeight::Bf16(DevVec::from_host(&self.driver, &bits)?));
+            return Ok(GpuWeight::Bf16(self.upload_vec(&bits)?));
         }
         self.weight_from_host(&tensor.to_f32())
     }
@@ -124,15 +185,35 @@ impl<D: Driver> Backend for GpuBackend<D> {
     }
 
     fn zeros(&self, len: usize) -> Result<GpuBuf<D>> {
-        DevVec::zeros(&self.driver, len)
+        self.alloc(len)
     }
 
     fn upload(&self, values: &[f32]) -> Result<GpuBuf<D>> {
-        DevVec::from_host(&self.driver, values)
+        self.upload_vec(values)
+    }
+
+    fn upload_into(&self, buf: &mut GpuBuf<D>, values: &[f32]) -> Result<()> {
+        self.resize(buf, values.len())?;
+        if !values.is_empty() {
+            Self::count(&self.counters.uploads);
+            self.driver.write(&mut buf.mem, bytemuck::cast_slice(values))?;
+        }
+        Ok(())
     }
 
     fn download(&self, buf: &GpuBuf<D>) -> Result<Vec<f32>> {
-        buf.to_host(&self.driver)
+        self.download_vec(buf)
+    }
+
+    fn resize(&self, buf: &mut GpuBuf<D>, len: usize) -> Result<()> {
+        if buf.resize(&self.driver, len)? {
+            Self::count(&self.counters.allocations);
+        }
+        Ok(())
+    }
+
+    fn upload_plan(&self, plan: ForwardPlan) -> Result<GpuPlan<D>> {
+        GpuPlan::upload(self, plan)
     }
 
     fn kv_pool(&self, shape: KvShape) -> Result<GpuKvPool<D>> {
@@ -140,9 +221,9 @@ impl<D: Driver> Backend for GpuBackend<D> {
         Ok(GpuKvPool { shape, data: self.zeros(len)? })
     }
 
-    fn embedding(&self, table: &GpuWeight<D>, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
-        checks::embedding(table.len(), ids, out_rows, dim, out.len())?;
-        self.launch_embedding(table, ids, out_rows, dim, out)
+    fn embedding(&self, table: &GpuWeight<D>, plan: &GpuPlan<D>, gather: usize, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        let part = checks::embedding(table.len(), &plan.host, gather, dim, out.len())?;
+        self.launch_embedding(table, plan, gather, part.ids.len(), dim, out)
     }
 
     fn concat_rows(&self, a: &GpuBuf<D>, a_dim: usize, b: &GpuBuf<D>, b_dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
@@ -184,15 +265,15 @@ impl<D: Driver> Backend for GpuBackend<D> {
         n_rot_heads: usize,
         head_dim: usize,
         table: &GpuBuf<D>,
-        positions: &[u32],
+        plan: &GpuPlan<D>,
     ) -> Result<()> {
-        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), positions)?;
-        self.launch_rope(x, row_stride, n_rot_heads, head_dim, table, positions)
+        checks::rope(x.len(), rows, row_stride, n_rot_heads, head_dim, table.len(), &plan.host.positions)?;
+        self.launch_rope(x, row_stride, n_rot_heads, head_dim, table, plan)
     }
 
-    fn kv_write(&self, pool: &mut GpuKvPool<D>, layer: usize, qkv: &GpuBuf<D>, slots: &[u32]) -> Result<()> {
-        checks::kv_write(&pool.shape, layer, qkv.len(), slots)?;
-        self.launch_kv_write(pool, layer, qkv, slots)
+    fn kv_write(&self, pool: &mut GpuKvPool<D>, layer: usize, qkv: &GpuBuf<D>, plan: &GpuPlan<D>) -> Result<()> {
+        checks::kv_write(&pool.shape, layer, qkv.len(), &plan.host.slots)?;
+        self.launch_kv_write(pool, layer, qkv, plan)
     }
 
     fn kv_copy(&self, pool: &mut GpuKvPool<D>, src: &[u32], dst: &[u32]) -> Result<()> {
@@ -200,11 +281,12 @@ impl<D: Driver> Backend for GpuBackend<D> {
         self.launch_kv_copy(pool, src, dst)
     }
 
-    fn attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, layout: &AttentionLayout, out: &mut GpuBuf<D>) -> Result<()> {
+    fn attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, plan: &GpuPlan<D>, out: &mut GpuBuf<D>) -> Result<()> {
+        let layout = &plan.host.layout;
         checks::attention(&pool.shape, layer, qkv.len(), out.len(), layout)?;
         check(layout.head_dim <= geometry::MAX_HEAD_DIM as usize, "attention", || {
             format!("head_dim {} above the kernel's maximum {}", layout.head_dim, geometry::MAX_HEAD_DIM)
         })?;
-        self.launch_attention(qkv, pool, layer, layout, out)
+        self.launch_attention(qkv, pool, layer, plan, out)
     }
 }

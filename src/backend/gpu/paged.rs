@@ -5,29 +5,31 @@ use super::buffer::{DevVec, GpuBuf, GpuKvPool, LaunchBuilder};
 use super::driver::{Driver, Kernel};
 use super::geometry::{ATTN_WARPS, ROW_THREADS};
 use super::GpuBackend;
-use crate::backend::AttentionLayout;
+use crate::backend::{AttentionLayout, ForwardPlan};
 use crate::error::{Error, Result};
 
-/// An [`AttentionLayout`] uploaded to the device, with the host copy it came from.
-pub(super) struct DeviceLayout<D: Driver> {
-    host: AttentionLayout,
-    block_tables: DevVec<u32, D>,
-    query_seq: DevVec<u32, D>,
-    query_prefix: DevVec<u32, D>,
-    window_start: DevVec<u32, D>,
-    window_mask: DevVec<u8, D>,
+/// A [`ForwardPlan`] on the device: its arrays packed into one buffer of u32 words (the window
+/// mask's bytes four to a word, then the embedding gathers), uploaded with one copy and read by
+/// every layer.
+pub struct GpuPlan<D: Driver> {
+    pub(super) host: ForwardPlan,
+    words: DevVec<u32, D>,
+    /// Word offsets of positions, slots, block tables, query sequences, query prefixes, window
+    /// starts and the window mask.
+    offsets: [usize; 7],
+    /// Word offsets of each gather's ids and rows.
+    gathers: Vec<(usize, usize)>,
 }
 
-/// Check that every key a query can see maps to a block of the pool, so the kernel never reads
-/// outside it (the CPU backend would panic instead).
-fn validate_layout(layout: &AttentionLayout, num_blocks: usize) -> Result<()> {
+/// Check that every key a query can see lies inside its sequence's block table, so the kernel
+/// never reads outside it (whether the blocks are inside the pool is checked per call).
+fn validate_layout(layout: &AttentionLayout) -> Result<()> {
     let rows = layout.rows();
     let sequences = layout.block_tables.len().checked_div(layout.max_blocks).unwrap_or(0);
     let capacity = layout.max_blocks * layout.block_size;
     let ok = layout.query_prefix.len() == rows
         && layout.window_start.len() == rows
         && layout.window_mask.len() == rows * layout.window_len
-        && layout.block_tables.iter().all(|&b| (b as usize) < num_blocks)
         && (0..rows).all(|r| {
             let end = layout.visible_positions(r).last().map_or(0, |p| p + 1);
             (layout.query_seq[r] as usize) < sequences && end <= capacity
@@ -35,7 +37,46 @@ fn validate_layout(layout: &AttentionLayout, num_blocks: usize) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Backend("attention: layout refers to keys outside its block tables or the pool".into()))
+        Err(Error::Backend("attention: layout refers to keys outside its block tables".into()))
+    }
+}
+
+impl<D: Driver> GpuPlan<D> {
+    /// Validate `plan` and upload it in one copy.
+    pub(super) fn upload(backend: &GpuBackend<D>, plan: ForwardPlan) -> Result<Self> {
+        validate_layout(&plan.layout)?;
+        let layout = &plan.layout;
+        let parts: [&[u32]; 6] = [&plan.positions, &plan.slots, &layout.block_tables, &layout.query_seq, &layout.query_prefix, &layout.window_start];
+        let mut words = Vec::new();
+        let mut offsets = [0; 7];
+        for (offset, part) in offsets.iter_mut().zip(parts) {
+            *offset = words.len();
+            words.extend_from_slice(part);
+        }
+        offsets[6] = words.len();
+        words.extend(layout.window_mask.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | u32::from(b) << (8 * i))));
+        let mut gathers = Vec::with_capacity(plan.gathers.len());
+        for gather in &plan.gathers {
+            gathers.push((words.len(), words.len() + gather.ids.len()));
+            words.extend_from_slice(&gather.ids);
+            words.extend_from_slice(&gather.rows);
+        }
+        Ok(Self { words: backend.upload_vec(&words)?, offsets, gathers, host: plan })
+    }
+
+    /// The packed device buffer.
+    pub(super) fn words(&self) -> &DevVec<u32, D> {
+        &self.words
+    }
+
+    /// Word offsets of the ids and the rows of gather `gather` (checked to exist by the caller).
+    pub(super) fn gather_offsets(&self, gather: usize) -> (usize, usize) {
+        self.gathers[gather]
+    }
+
+    /// Word offset of the RoPE positions.
+    pub(super) fn positions_offset(&self) -> usize {
+        self.offsets[0]
     }
 }
 
@@ -61,27 +102,13 @@ fn independent_batches(src: &[u32], dst: &[u32]) -> Vec<(Vec<u32>, Vec<u32>)> {
 }
 
 impl<D: Driver> GpuBackend<D> {
-    /// Validate `layout` and copy its arrays to the device.
-    fn upload_layout(&self, layout: &AttentionLayout, num_blocks: usize) -> Result<DeviceLayout<D>> {
-        validate_layout(layout, num_blocks)?;
-        Ok(DeviceLayout {
-            host: layout.clone(),
-            block_tables: self.upload_indices(&layout.block_tables)?,
-            query_seq: self.upload_indices(&layout.query_seq)?,
-            query_prefix: self.upload_indices(&layout.query_prefix)?,
-            window_start: self.upload_indices(&layout.window_start)?,
-            window_mask: DevVec::from_host(&self.driver, &layout.window_mask)?,
-        })
-    }
-
     /// `kv_write(qkv, width, slots, pool, key_plane, value_plane)`: one block per row.
-    pub(super) fn launch_kv_write(&self, pool: &mut GpuKvPool<D>, layer: usize, qkv: &GpuBuf<D>, slots: &[u32]) -> Result<()> {
-        let slots_dev = self.upload_indices(slots)?;
+    pub(super) fn launch_kv_write(&self, pool: &mut GpuKvPool<D>, layer: usize, qkv: &GpuBuf<D>, plan: &GpuPlan<D>) -> Result<()> {
         let (key_plane, value_plane) = (pool.plane_offset(layer, false), pool.plane_offset(layer, true));
-        let launch = LaunchBuilder::new(&self.driver, (slots.len(), 1), ROW_THREADS)?
+        let launch = LaunchBuilder::new(&self.driver, (plan.host.slots.len(), 1), ROW_THREADS)?
             .input(qkv)
             .i32(pool.shape.row_width())?
-            .input(&slots_dev)
+            .input_at(&plan.words, plan.offsets[1])
             .output(&mut pool.data)
             .u64(key_plane)
             .u64(value_plane)
@@ -109,12 +136,8 @@ impl<D: Driver> GpuBackend<D> {
 
     /// `paged_attention(...)` (argument order of kernels/attention.cu): one block per
     /// (query row, head).
-    pub(super) fn launch_attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, layout: &AttentionLayout, out: &mut GpuBuf<D>) -> Result<()> {
-        let mut cache = self.layout_cache.lock().map_err(|_| Error::Backend("attention: layout cache poisoned".into()))?;
-        let dev = match &mut *cache {
-            Some(dev) if dev.host == *layout => dev,
-            stale => stale.insert(self.upload_layout(layout, pool.shape.num_blocks)?),
-        };
+    pub(super) fn launch_attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, plan: &GpuPlan<D>, out: &mut GpuBuf<D>) -> Result<()> {
+        let (layout, words, at) = (&plan.host.layout, &plan.words, plan.offsets);
         let scale = 1.0 / (layout.head_dim as f32).sqrt();
         let launch = LaunchBuilder::new(&self.driver, (layout.rows(), layout.n_head), ATTN_WARPS * 32)?
             .input(qkv)
@@ -125,12 +148,12 @@ impl<D: Driver> GpuBackend<D> {
             .i32(layout.head_dim)?
             .i32(layout.block_size)?
             .i32(layout.max_blocks)?
-            .input(&dev.block_tables)
-            .input(&dev.query_seq)
-            .input(&dev.query_prefix)
-            .input(&dev.window_start)
+            .input_at(words, at[2])
+            .input_at(words, at[3])
+            .input_at(words, at[4])
+            .input_at(words, at[5])
             .i32(layout.window_len)?
-            .input(&dev.window_mask)
+            .input_at(words, at[6])
             .f32(scale)
             .build();
         self.run(Kernel::PagedAttention, &launch)

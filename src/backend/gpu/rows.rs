@@ -5,19 +5,20 @@
 use super::buffer::{DevVec, GpuBuf, GpuWeight, LaunchBuilder};
 use super::driver::{Driver, Kernel};
 use super::geometry::{ROPE_THREADS, ROW_THREADS};
-use super::GpuBackend;
+use super::{GpuBackend, GpuPlan};
 use crate::error::Result;
 
 impl<D: Driver> GpuBackend<D> {
-    /// `embedding_{f32,bf16}(table, ids, out_rows, dim, out)`: one block per id.
-    pub(super) fn launch_embedding(&self, table: &GpuWeight<D>, ids: &[u32], out_rows: &[u32], dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
-        let (ids_dev, rows_dev) = (self.upload_indices(ids)?, self.upload_indices(out_rows)?);
-        let builder = LaunchBuilder::new(&self.driver, (ids.len(), 1), ROW_THREADS)?;
+    /// `embedding_{f32,bf16}(table, ids, out_rows, dim, out)`: one block per id, ids and rows
+    /// read from gather `gather` of the plan.
+    pub(super) fn launch_embedding(&self, table: &GpuWeight<D>, plan: &GpuPlan<D>, gather: usize, len: usize, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        let (ids_at, rows_at) = plan.gather_offsets(gather);
+        let builder = LaunchBuilder::new(&self.driver, (len, 1), ROW_THREADS)?;
         let (kernel, builder) = match table {
             GpuWeight::F32(t) => (Kernel::EmbeddingF32, builder.input(t)),
             GpuWeight::Bf16(t) => (Kernel::EmbeddingBf16, builder.input(t)),
         };
-        let launch = builder.input(&ids_dev).input(&rows_dev).i32(dim)?.output(out).build();
+        let launch = builder.input_at(plan.words(), ids_at).input_at(plan.words(), rows_at).i32(dim)?.output(out).build();
         self.run(kernel, &launch)
     }
 
@@ -67,7 +68,8 @@ impl<D: Driver> GpuBackend<D> {
         self.run(Kernel::F32ToBf16, &launch)
     }
 
-    /// `rope(x, row_stride, n_rot_heads, head_dim, table, positions)`: one block per row.
+    /// `rope(x, row_stride, n_rot_heads, head_dim, table, positions)`: one block per row, the
+    /// positions read from the plan.
     pub(super) fn launch_rope(
         &self,
         x: &mut GpuBuf<D>,
@@ -75,16 +77,15 @@ impl<D: Driver> GpuBackend<D> {
         n_rot_heads: usize,
         head_dim: usize,
         table: &GpuBuf<D>,
-        positions: &[u32],
+        plan: &GpuPlan<D>,
     ) -> Result<()> {
-        let positions_dev = self.upload_indices(positions)?;
-        let launch = LaunchBuilder::new(&self.driver, (positions.len(), 1), ROPE_THREADS)?
+        let launch = LaunchBuilder::new(&self.driver, (plan.host.positions.len(), 1), ROPE_THREADS)?
             .output(x)
             .i32(row_stride)?
             .i32(n_rot_heads)?
             .i32(head_dim)?
             .input(table)
-            .input(&positions_dev)
+            .input_at(plan.words(), plan.positions_offset())
             .build();
         self.run(Kernel::Rope, &launch)
     }
