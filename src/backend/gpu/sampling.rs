@@ -109,7 +109,7 @@ impl<D: Driver> GpuBackend<D> {
         nonfinite: &mut DevVec<u32, D>,
     ) -> Result<()> {
         rows.validate(params, logits.len(), probs.len(), nonfinite.len())?;
-        let map = DevVec::from_host(&self.driver, &rows.row_map(params))?;
+        let map = self.upload_vec(&rows.row_map(params))?;
         self.process_logits_mapped(logits, &map, rows.vocab, rows.mixes(params), params, probs, nonfinite)
     }
 
@@ -159,16 +159,16 @@ impl<D: Driver> GpuBackend<D> {
 
     /// A device row map for [`Self::process_logits_mapped`] (e.g. built once per batch shape).
     pub fn upload_row_map(&self, map: &[u32]) -> Result<DevVec<u32, D>> {
-        DevVec::from_host(&self.driver, map)
+        self.upload_vec(map)
     }
 
     /// Zeroed per-row flags for `rows` output rows.
     pub fn row_flags(&self, rows: usize) -> Result<DevVec<u32, D>> {
-        DevVec::zeros(&self.driver, rows)
+        self.alloc(rows)
     }
 
     /// The flags back on the host.
     pub fn read_row_flags(&self, flags: &DevVec<u32, D>) -> Result<Vec<u32>> {
-        flags.to_host(&self.driver)
+        self.download_vec(flags)
     }
 }
