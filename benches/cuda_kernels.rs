@@ -10,8 +10,8 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use spire::backend::cuda::has_precompiled;
-use spire::backend::gpu::{DraftBlock, GpuBuf};
-use spire::backend::{Backend, CudaBackend, ForwardPlan, KvShape};
+use spire::backend::gpu::GpuBuf;
+use spire::backend::{Backend, CudaBackend, DraftBlock, ForwardPlan, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::normal;

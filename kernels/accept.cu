@@ -1,5 +1,5 @@
 // Fused verification of a whole draft block (chain or tree) for the whole batch: one launch per
-// verification step. CPU twin, bit for bit: src/backend/cuda/accept_reference.rs.
+// verification step. CPU twin, bit for bit: src/backend/cpu/accept.rs.
 //
 // Per sequence b, slot 0 is the pending token and slot 1 + n follows draft node n; p and q are the
 // target and draft distributions at each slot ([batch, nodes + 1, vocab], already CFG-mixed and

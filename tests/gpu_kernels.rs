@@ -2,8 +2,8 @@
 //! NaN before each run, through the real launch code of `backend::gpu` on every device present:
 //! the CUDA emulator (feature `emulator`, default: always) and a GPU (feature `cuda`; without a
 //! GPU or driver that half prints "skipped: <reason>"). Tolerances: relative L2 error 1e-4 for
-//! f32 kernels, 1e-2 for bf16 GEMMs; the fused acceptance kernel must match `accept_reference`
-//! exactly.
+//! f32 kernels, 1e-2 for bf16 GEMMs; the fused acceptance kernel must match its twin
+//! (`backend::cpu::accept`) exactly.
 #![cfg(any(feature = "emulator", feature = "cuda"))]
 
 mod common;
@@ -11,8 +11,9 @@ mod common;
 use std::sync::Arc;
 
 use common::devices::on_every_device;
-use spire::backend::gpu::{accept_reference, DraftBlock, Driver, GpuBackend, GpuBuf};
-use spire::backend::{AttentionLayout, Backend, CpuBackend, ForwardPlan, KvShape};
+use spire::backend::cpu::accept as accept_twin;
+use spire::backend::gpu::{Driver, GpuBackend, GpuBuf};
+use spire::backend::{AttentionLayout, Backend, CpuBackend, DraftBlock, ForwardPlan, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::{normal, write_safetensors, HostTensor};
@@ -304,7 +305,7 @@ fn fused_acceptance_matches_its_cpu_twin_exactly_on<D: Driver>(gpu: &GpuBackend<
         let u_sample: Vec<f32> = (0..batch).map(|_| rng.uniform() as f32).collect();
         for omega in [vec![1.0; nodes], vec![3.0, 2.0, 1.5, 1.0, 1.0][..nodes].to_vec(), vec![1e4; nodes]] {
             let block = DraftBlock { batch, nodes, vocab, tokens: &tokens, parents: &parents, omega: &omega, u_accept: &u_accept, u_sample: &u_sample };
-            let want = accept_reference::accept_block(&p, &q, &block).unwrap();
+            let want = accept_twin::accept_block(&p, &q, &block).unwrap();
             let got = gpu.accept_block(&gpu.upload(&p).unwrap(), &gpu.upload(&q).unwrap(), &block).unwrap();
             assert_eq!(got, want, "parents {parents_one:?}, omega {omega:?}");
         }

@@ -2,7 +2,7 @@
 //! the positive-part residual, and how sibling drafts are drawn without replacement.
 //!
 //! Every layer may use it: the host acceptance rules (`decode::speculative::rules`), the host
-//! verifier and the device kernel's CPU twin (`backend::gpu::accept_reference`). It depends on
+//! verifier and the device kernel's CPU twin (`backend::cpu::accept`). It depends on
 //! nothing but [`crate::sampling`]'s probability helpers and RNG.
 
 mod siblings;

@@ -10,6 +10,7 @@
 //! ([`GpuBackend`]) runs `kernels/*.cu` on a CUDA GPU ([`CudaBackend`], feature `cuda`) or on the
 //! CUDA emulator ([`EmuBackend`], feature `emulator`, default).
 
+mod accept;
 pub mod checks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -22,6 +23,7 @@ mod plan;
 
 use std::sync::Arc;
 
+pub use accept::{Acceptance, DraftBlock};
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
@@ -146,4 +148,8 @@ pub trait Backend: Send + Sync {
     /// pool, with per-query visibility from `plan.layout` (causal, or a token-tree mask);
     /// `out` is `[rows, n_head * head_dim]`.
     fn attention(&self, qkv: &Self::Buf, pool: &Self::KvPool, layer: usize, plan: &Self::Plan, out: &mut Self::Buf) -> Result<()>;
+    /// Verify a whole draft `block` (chain or tree, every sequence of a batch) against target
+    /// probabilities `p` and draft probabilities `q` (both `[batch, nodes + 1, vocab]`), as the
+    /// fused kernel `kernels/accept.cu` does: one launch on a device, its exact twin on the CPU.
+    fn accept_block(&self, p: &Self::Buf, q: &Self::Buf, block: &DraftBlock<'_>) -> Result<Acceptance>;
 }

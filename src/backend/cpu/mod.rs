@@ -2,6 +2,7 @@
 //!
 //! Every GPU kernel is tested against these implementations.
 
+pub mod accept;
 mod attention;
 pub(crate) mod kernels;
 mod weight;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 pub use weight::CpuWeight;
 
-use super::{checks, Backend, ForwardPlan, KvShape};
+use super::{checks, Acceptance, Backend, DraftBlock, ForwardPlan, KvShape};
 use crate::error::Result;
 use crate::weights::{DType, WeightFile};
 
@@ -194,5 +195,9 @@ impl Backend for CpuBackend {
         checks::attention(&pool.shape, layer, qkv.len(), out.len(), &plan.layout)?;
         attention::paged_attention(qkv, &pool.keys[layer], &pool.values[layer], &plan.layout, out);
         Ok(())
+    }
+
+    fn accept_block(&self, p: &Vec<f32>, q: &Vec<f32>, block: &DraftBlock<'_>) -> Result<Acceptance> {
+        accept::accept_block(p, q, block)
     }
 }

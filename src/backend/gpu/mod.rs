@@ -4,13 +4,13 @@
 //! ([`crate::backend::EmuBackend`], feature `emulator`), which runs the same kernel sources and
 //! this same launch code, with a CPU GEMM in place of cuBLAS. Every kernel computes what its CPU
 //! twin in `src/backend/cpu/` computes; `tests/gpu_kernels.rs` checks them against each other on
-//! every driver present. The fused speculative acceptance kernel is [`GpuBackend::accept_block`],
-//! with its exact CPU twin in [`accept_reference`]; the logits processing of a whole block and
+//! every driver present. The fused speculative acceptance kernel is `Backend::accept_block`
+//! (kernels/accept.cu), whose exact CPU twin is the CPU backend's (`backend::cpu::accept`); the
+//! logits processing of a whole block and
 //! batch (CFG, temperature, top-k, softmax, top-p) is [`GpuBackend::process_logits`], with its
 //! exact CPU twin in [`sampling_reference`].
 
 mod accept;
-pub mod accept_reference;
 mod buffer;
 mod driver;
 pub mod geometry;
@@ -22,12 +22,11 @@ pub mod sampling_reference;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use accept::{Acceptance, DraftBlock};
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight};
 pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
 pub use sampling::{LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
 
-use super::{checks, Backend, ForwardPlan, KvShape};
+use super::{checks, Acceptance, Backend, DraftBlock, ForwardPlan, KvShape};
 use crate::error::{Error, Result};
 use crate::weights::{DType, WeightFile};
 
@@ -288,5 +287,9 @@ impl<D: Driver> Backend for GpuBackend<D> {
             format!("head_dim {} above the kernel's maximum {}", layout.head_dim, geometry::MAX_HEAD_DIM)
         })?;
         self.launch_attention(qkv, pool, layer, plan, out)
+    }
+
+    fn accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, block: &DraftBlock<'_>) -> Result<Acceptance> {
+        self.launch_accept_block(p, q, block)
     }
 }

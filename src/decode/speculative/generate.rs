@@ -7,7 +7,8 @@ use crate::decode::guided::GuidedSeqs;
 use crate::decode::speculative::draft::{tree_rows, Drafter, SequenceState};
 use crate::decode::speculative::rules::AcceptanceRule;
 use crate::decode::speculative::tree::{slot, DraftNode, DraftTree, TreeShape};
-use crate::decode::speculative::verify::{verify_tree, TreeDraft};
+use crate::decode::speculative::fused::verify_block;
+use crate::decode::speculative::verify::TreeDraft;
 use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::kv::PagedKvCache;
@@ -41,7 +42,7 @@ pub fn generate_speculative<B: Backend>(
         let p = seqs.distributions(&out, n_rows, &ctx.params, &format!("verification at position {m}"))?;
 
         let draft = TreeDraft { nodes: &nodes, q: &q, p: &p };
-        let outcome = verify_tree(&draft, rule, &mut ctx.rng)?;
+        let outcome = verify_block(ctx.backend, &draft, rule, &mut ctx.rng)?;
         let from: Vec<usize> = outcome.path.iter().map(|&i| base + i).collect();
         let to: Vec<usize> = (0..outcome.path.len()).map(|j| base + j).collect();
         seqs.move_positions(ctx.backend, cache, &from, &to)?;

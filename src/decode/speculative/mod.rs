@@ -5,7 +5,8 @@
 //! - [`rules`]: vanilla (lossless), LANTERN / LANTERN++, COOL-SD, UniformRSD.
 //! - [`tree`]: static tree shapes, drafted nodes and the tree-attention ancestor mask.
 //! - [`verify`]: chain/tree verification on host distributions, assuming siblings drawn without
-//!   replacement ([`sample_children`], from [`crate::acceptance`]).
+//!   replacement ([`sample_children`], from [`crate::acceptance`]); [`fused`]: the same through
+//!   the backend's fused acceptance op, which the loop uses for every rule it can express.
 //! - [`draft`]: the draft model and the EAGLE-style draft head; [`generate`]: the loop.
 //! - [`analysis`]: exact output laws and TV distances of relaxed rules.
 //! - [`config`]: what a request chooses.
@@ -13,13 +14,15 @@
 //! The model-independent core and the loop are re-exported here. One verification step, as
 //! [`generate_speculative`] runs it: draft children with [`sample_children`] level by level into
 //! a [`DraftTree`] (BFS node order, siblings in drawing order), run the target over the tree with
-//! [`ancestor_mask`] visibility, then call [`verify_tree`] (or [`verify_chain`]) with the draft
-//! and target distributions and an [`AcceptanceRule`]; commit [`VerifyOutcome::path`] and
+//! [`ancestor_mask`] visibility, then verify with the draft and target distributions and an
+//! [`AcceptanceRule`] ([`fused::verify_block`]: the backend's fused op for vanilla, COOL-SD and
+//! UniformRSD, [`verify_tree`] / [`verify_chain`] on the host otherwise); commit [`VerifyOutcome::path`] and
 //! [`VerifyOutcome::next`].
 
 pub mod analysis;
 pub mod config;
 pub mod draft;
+pub mod fused;
 pub mod generate;
 pub mod rules;
 pub mod tree;

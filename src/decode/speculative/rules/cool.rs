@@ -50,6 +50,10 @@ impl AcceptanceRule for Cool {
     fn residual(&self, depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
         optimal_residual(self.omega(depth), p, q)
     }
+
+    fn kernel_omega(&self, depth: usize) -> Option<f32> {
+        Some(self.omega(depth))
+    }
 }
 
 #[cfg(test)]

@@ -43,4 +43,13 @@ pub trait AcceptanceRule: Send + Sync {
         let _ = rejected;
         self.residual(depth, p, q)
     }
+
+    /// The relaxation factor `omega` at block depth `depth` when the rule has the form the fused
+    /// acceptance op computes (`Backend::accept_block`): accept with `min(1, omega p/q)`,
+    /// resample from `norm([p - min(q, omega p)]+)`. `None` (the default) for rules it cannot
+    /// express, which are verified on the host (LANTERN's neighbourhood pooling).
+    fn kernel_omega(&self, depth: usize) -> Option<f32> {
+        let _ = depth;
+        None
+    }
 }

@@ -23,4 +23,8 @@ impl AcceptanceRule for UniformRsd {
     fn residual(&self, _depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
         optimal_residual(self.omega, p, q)
     }
+
+    fn kernel_omega(&self, _depth: usize) -> Option<f32> {
+        Some(self.omega)
+    }
 }

@@ -20,6 +20,10 @@ impl AcceptanceRule for Vanilla {
     fn residual(&self, _depth: usize, p: &[f32], q: &[f32]) -> Vec<f32> {
         positive_part_residual(p, |x| at(q, x))
     }
+
+    fn kernel_omega(&self, _depth: usize) -> Option<f32> {
+        Some(1.0)
+    }
 }
 
 #[cfg(test)]

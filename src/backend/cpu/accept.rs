@@ -7,13 +7,13 @@
 //! rejection the draft side of the next sibling is q renormalised without the siblings already
 //! tried.
 
-use super::accept::{Acceptance, DraftBlock};
+use crate::backend::{Acceptance, DraftBlock};
 // The same limit and NaN handling as the kernel's `ratio_accept`.
 use crate::acceptance::ratio_acceptance;
 use crate::error::Result;
 
 /// Threads per block of the kernel; fixes the chunking of the vocabulary.
-const THREADS: usize = super::geometry::ACCEPT_THREADS as usize;
+const THREADS: usize = crate::backend::gpu::geometry::ACCEPT_THREADS as usize;
 
 /// Vocabulary chunk of kernel thread `t`.
 fn chunk(vocab: usize, t: usize) -> std::ops::Range<usize> {
