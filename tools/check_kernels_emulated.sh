@@ -31,10 +31,11 @@ run_tests() {
     shift 2
     # The statistical acceptance test runs the same kernel as the exact twin test, 40,000 times:
     # skipped here, where every launch is 5-20x slower.
-    local -a cmd=(cargo test --release --test gpu_kernels --test emulator -- --test-threads=1 --skip fused_acceptance_emits_the_target_law "$@")
+    local -a cmd=(cargo test --release --no-fail-fast --test gpu_kernels --test emulator -- --test-threads=1 --skip fused_acceptance_emits_the_target_law "$@")
     export SPIRE_EMU_SANITIZE=$mode CARGO_TARGET_DIR=target/sanitize-$mode CARGO_PROFILE_RELEASE_STRIP=none
     case $mode in
-        thread) TSAN_OPTIONS="halt_on_error=0 exitcode=66" run_tsan "${cmd[@]}" >"$log" 2>&1 ;;
+        # exitcode=0: the exit status reflects the tests; reports are counted from the log.
+        thread) TSAN_OPTIONS="halt_on_error=0 exitcode=0" run_tsan "${cmd[@]}" >"$log" 2>&1 ;;
         address) ASAN_OPTIONS="detect_leaks=1 detect_stack_use_after_return=1" UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" "${cmd[@]}" >"$log" 2>&1 ;;
     esac
 }
@@ -43,8 +44,11 @@ run_tests() {
 # ThreadSanitizer also flags the test harness's own channels (std's atomics are invisible to
 # it): those reports, whose stacks hold no kernel frame, are false positives and not counted.
 reports() {
-    awk '/^(WARNING: ThreadSanitizer|==[0-9]+==ERROR: (Address|Leak)Sanitizer)|runtime error:/ { if (inside && kernel) n++; inside = 1; kernel = 0 }
-         /spire_emu|fiber_entry|kernels\// { kernel = 1 }
+    # Only the access stacks count (a report's "Thread T.. created at" part can name emulator
+    # frames for a fiber whose thread id a harness thread reuses).
+    awk '/^(WARNING: ThreadSanitizer|==[0-9]+==ERROR: (Address|Leak)Sanitizer)|runtime error:/ { if (inside && kernel) n++; inside = 1; access = 1; kernel = 0 }
+         /^  (Location is|Thread T|Mutex M)/ { access = 0 }
+         access && /spire_emu|fiber_entry|kernels\// { kernel = 1 }
          /runtime error:/ { kernel = 1 }
          END { if (inside && kernel) n++; print n + 0 }' "$1"
 }
@@ -74,8 +78,7 @@ for mode in "${modes[@]}"; do
     found=$(reports "$log")
     ignored=$(grep -cE '^WARNING: ThreadSanitizer' "$log" || true)
     summary=$(grep -E '^test result:' "$log" | tr '\n' ' ')
-    # ThreadSanitizer exits 66 whenever it reported anything, the ignored reports included.
-    if [[ ($rc -eq 0 || ($mode == thread && $rc -eq 66)) && $found -eq 0 ]] && grep -q '^test result: ok' "$log" && ! grep -q '^test result: FAILED' "$log"; then
+    if [[ $rc -eq 0 && $found -eq 0 && $(grep -c '^test result: ok' "$log") -eq 2 ]]; then
         echo "ok   $mode: no reports on kernel code ($ignored on the uninstrumented Rust harness ignored); $summary"
     else
         echo "FAIL $mode: exit $rc, $found sanitizer report(s); $summary (log: $log)"

@@ -42,6 +42,8 @@ pub struct TensorRef<'a> {
     pub shape: &'a [usize],
     /// Raw little-endian bytes.
     pub bytes: &'a [u8],
+    /// Where `bytes` lie in the file's mapping (for [`WeightFile::mapped_f32`]).
+    pub range: std::ops::Range<usize>,
 }
 
 impl WeightFile {
@@ -96,13 +98,14 @@ impl WeightFile {
             }
         };
         let (start, end) = info.data_offsets;
-        Ok(TensorRef {
-            name: key,
-            path: &self.path,
-            dtype,
-            shape: &info.shape,
-            bytes: &self.mmap[self.data_start + start..self.data_start + end],
-        })
+        let range = self.data_start + start..self.data_start + end;
+        Ok(TensorRef { name: key, path: &self.path, dtype, shape: &info.shape, bytes: &self.mmap[range.clone()], range })
+    }
+
+    /// The f32 values stored at byte `range` of the mapping (a [`TensorRef::range`]), read in
+    /// place; `None` when they are not aligned little-endian f32.
+    pub fn mapped_f32(&self, range: std::ops::Range<usize>) -> Option<&[f32]> {
+        self.mmap.get(range).and_then(bytemuck_f32)
     }
 
     /// Look up tensor `name` and check that its shape is `expected`.
@@ -153,11 +156,5 @@ impl TensorRef<'_> {
 
 /// Reinterpret little-endian f32 bytes in place when the slice is suitably aligned.
 fn bytemuck_f32(bytes: &[u8]) -> Option<&[f32]> {
-    if !cfg!(target_endian = "little") || !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    // SAFETY: every bit pattern is a valid f32; align_to only yields the aligned middle part and
-    // we accept the view only when nothing is left over on either side.
-    let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
-    (head.is_empty() && tail.is_empty()).then_some(body)
+    cfg!(target_endian = "little").then(|| bytemuck::try_cast_slice(bytes).ok()).flatten()
 }

@@ -46,16 +46,10 @@ impl Backend for CpuBackend {
 
     fn load_weight(&self, file: &Arc<WeightFile>, name: &str, shape: &[usize]) -> Result<CpuWeight> {
         let tensor = file.tensor_with_shape(name, shape)?;
-        let values = tensor.to_f32();
-        Ok(match values {
-            std::borrow::Cow::Borrowed(slice) if tensor.dtype == DType::F32 => CpuWeight::Mapped {
-                file: Arc::clone(file),
-                name: name.to_string(),
-                len: slice.len(),
-                ptr: slice.as_ptr(),
-            },
-            other => CpuWeight::Owned(other.into_owned()),
-        })
+        if tensor.dtype == DType::F32 && file.mapped_f32(tensor.range.clone()).is_some() {
+            return Ok(CpuWeight::Mapped { file: Arc::clone(file), name: name.to_string(), range: tensor.range });
+        }
+        Ok(CpuWeight::Owned(tensor.to_f32().into_owned()))
     }
 
     fn weight_from_host(&self, values: &[f32]) -> Result<CpuWeight> {

@@ -1,6 +1,6 @@
 //! CPU weights: f32 values borrowed from the memory-mapped file when possible, owned otherwise.
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::sync::Arc;
 
 use crate::weights::WeightFile;
@@ -11,22 +11,14 @@ pub enum CpuWeight {
     Owned(Vec<f32>),
     /// Aligned f32 values read in place from a mapped file.
     Mapped {
-        /// Keeps the mapping alive.
+        /// The file, which keeps the mapping alive.
         file: Arc<WeightFile>,
         /// Tensor name within `file`.
         name: String,
-        /// Element count.
-        len: usize,
-        /// Pointer to the first element inside the mapping.
-        ptr: *const f32,
+        /// Byte range of the values in the mapping (checked to be aligned f32 at load).
+        range: Range<usize>,
     },
 }
-
-// SAFETY: `Mapped` points into a read-only memory map owned by the `Arc<WeightFile>` it holds;
-// the data is never mutated, so sharing across threads is sound.
-unsafe impl Send for CpuWeight {}
-// SAFETY: see `Send`.
-unsafe impl Sync for CpuWeight {}
 
 impl CpuWeight {
     /// True when the values are read straight from the memory map (no copy was made).
@@ -40,8 +32,7 @@ impl Deref for CpuWeight {
     fn deref(&self) -> &[f32] {
         match self {
             CpuWeight::Owned(values) => values,
-            // SAFETY: ptr/len were taken from a borrowed f32 view of the mapping that `file` keeps alive.
-            CpuWeight::Mapped { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            CpuWeight::Mapped { file, range, .. } => file.mapped_f32(range.clone()).expect("a mapped weight's range was checked at load"),
         }
     }
 }
@@ -50,7 +41,7 @@ impl std::fmt::Debug for CpuWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CpuWeight::Owned(v) => write!(f, "CpuWeight::Owned({} values)", v.len()),
-            CpuWeight::Mapped { name, len, .. } => write!(f, "CpuWeight::Mapped({name}, {len} values)"),
+            CpuWeight::Mapped { name, range, .. } => write!(f, "CpuWeight::Mapped({name}, {} values)", range.len() / 4),
         }
     }
 }
