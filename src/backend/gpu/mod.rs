@@ -6,9 +6,8 @@
 //! twin in `src/backend/cpu/` computes; `tests/gpu_kernels.rs` checks them against each other on
 //! every driver present. The fused speculative acceptance kernel is `Backend::accept_block`
 //! (kernels/accept.cu), whose exact CPU twin is the CPU backend's (`backend::cpu::accept`); the
-//! logits processing of a whole block and
-//! batch (CFG, temperature, top-k, softmax, top-p) is [`GpuBackend::process_logits`], with its
-//! exact CPU twin in [`sampling_reference`].
+//! logits processing of a whole block and batch (CFG, temperature, top-k, softmax, top-p) is
+//! [`GpuBackend::process_logits`], with its exact CPU twin in [`sampling_reference`].
 
 mod accept;
 mod buffer;
@@ -24,13 +23,12 @@ use std::sync::Arc;
 
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight};
 pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
+pub use paged::GpuPlan;
 pub use sampling::{LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
 
 use super::{checks, Acceptance, Backend, DraftBlock, ForwardPlan, KvShape};
 use crate::error::{Error, Result};
 use crate::weights::{DType, WeightFile};
-
-pub use paged::GpuPlan;
 
 /// What the backend has asked of its device since it was created (or since the last
 /// [`GpuBackend::take_counts`]): the numbers the decode-step budget is checked against.
@@ -126,11 +124,6 @@ impl<D: Driver> GpuBackend<D> {
         // parameters of the kernel's C signature (documented next to it) from buffers whose sizes
         // `checks` (or the method itself) validated against the launch geometry.
         unsafe { self.driver.launch(kernel, launch) }
-    }
-
-    /// A device copy of a small index array.
-    fn upload_indices(&self, values: &[u32]) -> Result<DevVec<u32, D>> {
-        self.upload_vec(values)
     }
 
     /// `out = x · weightᵀ` (shapes checked by the caller): f32 weights directly, bf16 weights after

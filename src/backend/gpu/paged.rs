@@ -121,7 +121,7 @@ impl<D: Driver> GpuBackend<D> {
     pub(super) fn launch_kv_copy(&self, pool: &mut GpuKvPool<D>, src: &[u32], dst: &[u32]) -> Result<()> {
         let (plane_len, width, planes) = (pool.plane_len(), pool.shape.row_width(), 2 * pool.shape.n_layer);
         for (src, dst) in independent_batches(src, dst) {
-            let (src_dev, dst_dev) = (self.upload_indices(&src)?, self.upload_indices(&dst)?);
+            let (src_dev, dst_dev) = (self.upload_vec(&src)?, self.upload_vec(&dst)?);
             let launch = LaunchBuilder::new(&self.driver, (src.len(), planes), ROW_THREADS)?
                 .output(&mut pool.data)
                 .u64(plane_len)
