@@ -29,6 +29,31 @@ fn same_seed_same_tokens_other_seed_other_tokens() {
     assert_ne!(a.tokens, c.tokens);
 }
 
+/// Requests reuse the engine's KV caches: each request takes the caches it needs and gives them
+/// back cleared, so repeated requests allocate no new pool and give the same tokens as a fresh
+/// engine.
+#[test]
+fn kv_caches_are_reused_across_requests_without_changing_results() {
+    use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
+    let (dir, engine) = tiny_engine("kv-reuse");
+    let ar = Request::new(2, 9);
+    let spec = Request { speculative: Some(SpecConfig::chain(RuleConfig::Vanilla, DrafterChoice::Model, 3)), ..Request::new(2, 9) };
+    assert_eq!(engine.idle_kv_caches(), 0);
+    let first = engine.generate_tokens(&ar, &mut |_, _| {}).unwrap();
+    assert_eq!(engine.idle_kv_caches(), 1, "the AR request's target cache");
+    let again = engine.generate_tokens(&ar, &mut |_, _| {}).unwrap();
+    assert_eq!(engine.idle_kv_caches(), 1, "reused, not grown");
+    assert_eq!(again.tokens, first.tokens);
+    let spec_first = engine.generate_tokens(&spec, &mut |_, _| {}).unwrap();
+    // The tiny model's speculative window fits the same number of blocks, so the target cache is
+    // the AR request's, taken again; the draft model's is new.
+    assert_eq!(engine.idle_kv_caches(), 2, "the target cache plus the draft model's");
+    let spec_again = engine.generate_tokens(&spec, &mut |_, _| {}).unwrap();
+    assert_eq!(engine.idle_kv_caches(), 2);
+    let fresh = Engine::load(&dir).unwrap().generate_tokens(&spec, &mut |_, _| {}).unwrap();
+    assert_eq!((spec_again.tokens.clone(), spec_first.tokens), (fresh.tokens.clone(), fresh.tokens));
+}
+
 #[test]
 fn class_out_of_range_is_rejected_with_the_valid_range() {
     let (_dir, engine) = tiny_engine("class");

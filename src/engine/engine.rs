@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::backend::{Backend, CpuBackend};
+use crate::backend::{Backend, CpuBackend, KvShape};
 use crate::decode::speculative::config::{DrafterChoice, SpecConfig};
 use crate::decode::speculative::draft::{Drafter, HeadDrafter, ModelDrafter};
 use crate::decode::speculative::generate_speculative;
@@ -37,6 +37,8 @@ pub struct Engine<B: Backend = CpuBackend> {
     /// takes seconds, so it is done once, not per image.
     neighbours: Mutex<Option<(usize, Arc<LatentNeighbours>)>>,
     kv_blocks: Option<usize>,
+    /// KV caches of finished requests, cleared, reused by the next requests of the same shape.
+    idle_caches: Mutex<Vec<PagedKvCache<B>>>,
 }
 
 fn open(dir: &Path, file: &str) -> Result<Arc<WeightFile>> {
@@ -75,14 +77,36 @@ impl<B: Backend> Engine<B> {
             }
             None => (None, None),
         };
-        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, neighbours: Mutex::new(None), kv_blocks: None })
+        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, neighbours: Mutex::new(None), kv_blocks: None, idle_caches: Mutex::new(Vec::new()) })
     }
 
     /// Use a KV pool of exactly `blocks` blocks of [`KV_BLOCK_SIZE`] slots per model (default:
     /// just enough for one image with CFG and the largest draft window).
     pub fn with_kv_blocks(mut self, blocks: usize) -> Self {
         self.kv_blocks = Some(blocks);
+        self.idle_caches = Mutex::new(Vec::new());
         self
+    }
+
+    /// Idle KV caches the engine keeps for its next requests (each request takes the ones it
+    /// needs and gives them back, cleared, when it finishes).
+    pub fn idle_kv_caches(&self) -> usize {
+        self.idle_caches.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// A cleared cache of `shape`: an idle one, or a new one.
+    fn checkout_cache(&self, shape: KvShape) -> Result<PagedKvCache<B>> {
+        let mut idle = self.idle_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match idle.iter().position(|c| c.shape() == shape) {
+            Some(i) => Ok(idle.swap_remove(i)),
+            None => PagedKvCache::new(&self.backend, shape),
+        }
+    }
+
+    /// Keep `cache`, cleared, for a later request.
+    fn give_back(&self, mut cache: PagedKvCache<B>) {
+        cache.clear();
+        self.idle_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(cache);
     }
 
     /// The backend.
@@ -143,7 +167,12 @@ impl<B: Backend> Engine<B> {
             progress,
         };
         let tokens = match &request.speculative {
-            None => generate_ar(&mut ctx, &self.target, &mut self.new_cache(&self.target, 0)?, request.class_id)?,
+            None => {
+                let mut cache = self.checkout_cache(self.target.kv_shape(self.kv_blocks_for(0), KV_BLOCK_SIZE))?;
+                let tokens = generate_ar(&mut ctx, &self.target, &mut cache, request.class_id)?;
+                self.give_back(cache);
+                tokens
+            }
             Some(spec) => self.generate_speculative(&mut ctx, spec, request.class_id)?,
         };
         let mut stats = ctx.stats;
@@ -174,19 +203,24 @@ impl<B: Backend> Engine<B> {
         let missing = |section: &str| {
             Error::InvalidRequest(format!("{} has no \"{section}\" section in config.json: pick another drafter", self.dir.display()))
         };
-        let mut drafter: Box<dyn Drafter<B> + '_> = match spec.drafter {
-            DrafterChoice::Model => {
-                let draft = self.draft.as_ref().ok_or_else(|| missing("draft"))?;
-                Box::new(ModelDrafter::new(draft, self.new_cache(draft, window)?, cfg))
-            }
-            DrafterChoice::Head => {
-                let head = self.draft_head.as_ref().ok_or_else(|| missing("draft_head"))?;
-                let cache = head.new_cache(&self.backend, self.kv_blocks_for(window), KV_BLOCK_SIZE)?;
-                Box::new(HeadDrafter::new(head, &self.target, cache, cfg))
-            }
+        let draft_model = || self.draft.as_ref().ok_or_else(|| missing("draft"));
+        let draft_head = || self.draft_head.as_ref().ok_or_else(|| missing("draft_head"));
+        let blocks = self.kv_blocks_for(window);
+        let mut draft_cache = self.checkout_cache(match spec.drafter {
+            DrafterChoice::Model => draft_model()?.kv_shape(blocks, KV_BLOCK_SIZE),
+            DrafterChoice::Head => draft_head()?.kv_shape(blocks, KV_BLOCK_SIZE),
+        })?;
+        let mut cache = self.checkout_cache(self.target.kv_shape(blocks, KV_BLOCK_SIZE))?;
+        let tokens = {
+            let mut drafter: Box<dyn Drafter<B> + '_> = match spec.drafter {
+                DrafterChoice::Model => Box::new(ModelDrafter::new(draft_model()?, &mut draft_cache, cfg)),
+                DrafterChoice::Head => Box::new(HeadDrafter::new(draft_head()?, &self.target, &mut draft_cache, cfg)),
+            };
+            generate_speculative(ctx, &self.target, &mut cache, drafter.as_mut(), rule.as_ref(), &shape, class)?
         };
-        let mut cache = self.new_cache(&self.target, window)?;
-        generate_speculative(ctx, &self.target, &mut cache, drafter.as_mut(), rule.as_ref(), &shape, class)
+        self.give_back(draft_cache);
+        self.give_back(cache);
+        Ok(tokens)
     }
 
     /// Decode image tokens into an RGB image with the VQ decoder.

@@ -99,6 +99,12 @@ impl<B: Backend> PagedKvCache<B> {
         Ok(self.table(seq)?.len)
     }
 
+    /// Forget every sequence and free every block (the pool's memory is kept for reuse).
+    pub fn clear(&mut self) {
+        self.allocator = BlockAllocator::new(self.shape.num_blocks);
+        self.tables.clear();
+    }
+
     /// Release every block of `seq` and forget it.
     pub fn free_sequence(&mut self, seq: SeqId) -> Result<()> {
         let table = self.tables.get_mut(seq.0).and_then(Option::take).ok_or_else(|| Error::Backend(format!("unknown KV sequence {}", seq.0)))?;

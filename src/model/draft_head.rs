@@ -73,10 +73,14 @@ impl<B: Backend> DraftHead<B> {
         })
     }
 
+    /// The geometry of a KV pool of `num_blocks` blocks for the head's single layer.
+    pub fn kv_shape(&self, num_blocks: usize, block_size: usize) -> KvShape {
+        KvShape { n_layer: 1, num_blocks, block_size, n_head: self.dims.n_head, head_dim: self.dims.head_dim() }
+    }
+
     /// An empty paged KV cache for the head's single layer.
     pub fn new_cache(&self, backend: &B, num_blocks: usize, block_size: usize) -> Result<PagedKvCache<B>> {
-        let shape = KvShape { n_layer: 1, num_blocks, block_size, n_head: self.dims.n_head, head_dim: self.dims.head_dim() };
-        PagedKvCache::new(backend, shape)
+        PagedKvCache::new(backend, self.kv_shape(num_blocks, block_size))
     }
 
     /// Run the rows (image tokens only, KV indices already shifted by [`head_row`]) with their

@@ -96,10 +96,14 @@ impl<B: Backend> Gpt<B> {
         &self.config
     }
 
+    /// The geometry of a KV pool of `num_blocks` blocks for this model.
+    pub fn kv_shape(&self, num_blocks: usize, block_size: usize) -> KvShape {
+        KvShape { n_layer: self.config.n_layer, num_blocks, block_size, n_head: self.config.n_head, head_dim: self.config.head_dim() }
+    }
+
     /// An empty paged KV cache for this model.
     pub fn new_cache(&self, backend: &B, num_blocks: usize, block_size: usize) -> Result<PagedKvCache<B>> {
-        let shape = KvShape { n_layer: self.config.n_layer, num_blocks, block_size, n_head: self.config.n_head, head_dim: self.config.head_dim() };
-        PagedKvCache::new(backend, shape)
+        PagedKvCache::new(backend, self.kv_shape(num_blocks, block_size))
     }
 
     /// The token embedding table (shared with a draft head).

@@ -30,7 +30,7 @@ struct PendingRow {
 pub struct HeadDrafter<'a, B: Backend> {
     head: &'a DraftHead<B>,
     target: &'a Gpt<B>,
-    cache: PagedKvCache<B>,
+    cache: &'a mut PagedKvCache<B>,
     seqs: GuidedSeqs,
     valid: usize,
     pending: Vec<PendingRow>,
@@ -41,9 +41,10 @@ pub struct HeadDrafter<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> HeadDrafter<'a, B> {
-    /// A drafter using `head` on top of `target`, with the (empty) cache `cache`.
-    pub fn new(head: &'a DraftHead<B>, target: &'a Gpt<B>, mut cache: PagedKvCache<B>, cfg: bool) -> Self {
-        let seqs = GuidedSeqs::open(&mut cache, cfg, target.config().num_classes);
+    /// A drafter using `head` on top of `target`, with the (empty) cache `cache`, which the
+    /// caller owns (and may reuse).
+    pub fn new(head: &'a DraftHead<B>, target: &'a Gpt<B>, cache: &'a mut PagedKvCache<B>, cfg: bool) -> Self {
+        let seqs = GuidedSeqs::open(cache, cfg, target.config().num_classes);
         Self { head, target, cache, seqs, valid: 0, pending: Vec::new(), fed: Vec::new(), features: Vec::new() }
     }
 
@@ -57,7 +58,7 @@ impl<'a, B: Backend> HeadDrafter<'a, B> {
         let n = rows.len();
         let all_features = if self.cfg() { [features, uncond].concat() } else { features };
         let rows: Vec<StepRow> = rows.into_iter().map(head_row).collect();
-        let out = self.head.forward(ctx.backend, self.target, &mut self.cache, &self.seqs.mirror(rows), &all_features)?;
+        let out = self.head.forward(ctx.backend, self.target, self.cache, &self.seqs.mirror(rows), &all_features)?;
         ctx.stats.draft_forwards += 1;
         let q = self.seqs.distributions(&out, n, &ctx.params, context)?;
         let feats = (0..n)
@@ -127,7 +128,7 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
         self.pending.extend(new_rows);
         self.valid = self.valid.min(m + 1);
         // Head KV index = position - 1: positions below `valid` are the first `valid - 1` entries.
-        self.seqs.truncate(&mut self.cache, self.valid.saturating_sub(1))?;
+        self.seqs.truncate(self.cache, self.valid.saturating_sub(1))?;
         self.fed.clear();
         Ok(())
     }

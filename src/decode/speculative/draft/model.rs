@@ -14,7 +14,7 @@ use super::Drafter;
 /// uses CFG).
 pub struct ModelDrafter<'a, B: Backend> {
     gpt: &'a Gpt<B>,
-    cache: PagedKvCache<B>,
+    cache: &'a mut PagedKvCache<B>,
     seqs: GuidedSeqs,
     /// Positions `< valid` of the draft cache hold the committed sequence.
     valid: usize,
@@ -23,15 +23,15 @@ pub struct ModelDrafter<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> ModelDrafter<'a, B> {
-    /// A drafter using `gpt` with the (empty) cache `cache`.
-    pub fn new(gpt: &'a Gpt<B>, mut cache: PagedKvCache<B>, cfg: bool) -> Self {
-        let seqs = GuidedSeqs::open(&mut cache, cfg, gpt.config().num_classes);
+    /// A drafter using `gpt` with the (empty) cache `cache`, which the caller owns (and may reuse).
+    pub fn new(gpt: &'a Gpt<B>, cache: &'a mut PagedKvCache<B>, cfg: bool) -> Self {
+        let seqs = GuidedSeqs::open(cache, cfg, gpt.config().num_classes);
         Self { gpt, cache, seqs, valid: 0, fed: Vec::new() }
     }
 
     fn run(&mut self, ctx: &mut DecodeContext<'_, B>, rows: Vec<StepRow>, context: &str) -> Result<Vec<Vec<f32>>> {
         let n = rows.len();
-        let out = self.gpt.forward(ctx.backend, &mut self.cache, &self.seqs.mirror(rows))?;
+        let out = self.gpt.forward(ctx.backend, self.cache, &self.seqs.mirror(rows))?;
         ctx.stats.draft_forwards += 1;
         self.seqs.distributions(&out, n, &ctx.params, context)
     }
@@ -59,9 +59,9 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
         let kept: Vec<usize> = path.iter().copied().take_while(|&i| self.fed.iter().any(|n| n.index == i)).collect();
         let from: Vec<usize> = kept.iter().map(|&i| base + i).collect();
         let to: Vec<usize> = (0..kept.len()).map(|j| base + j).collect();
-        self.seqs.move_positions(ctx.backend, &mut self.cache, &from, &to)?;
+        self.seqs.move_positions(ctx.backend, self.cache, &from, &to)?;
         self.valid = (base + kept.len()).min(state.pending_position());
-        self.seqs.truncate(&mut self.cache, self.valid)?;
+        self.seqs.truncate(self.cache, self.valid)?;
         self.fed.clear();
         Ok(())
     }
