@@ -19,7 +19,7 @@ mod sampling;
 pub mod sampling_reference;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight};
 pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
@@ -56,12 +56,14 @@ struct Counters {
 pub struct GpuBackend<D: Driver> {
     driver: D,
     counters: Counters,
+    /// The bf16 copy of a GEMM's activations (bf16 weights), grown as needed and reused.
+    bf16_inputs: Mutex<Option<DevVec<u16, D>>>,
 }
 
 impl<D: Driver> GpuBackend<D> {
     /// A backend on `driver`.
     pub fn with_driver(driver: D) -> Self {
-        Self { driver, counters: Counters::default() }
+        Self { driver, counters: Counters::default(), bf16_inputs: Mutex::new(None) }
     }
 
     /// The device operations since the last call (or since creation), resetting the counts.
@@ -137,8 +139,17 @@ impl<D: Driver> GpuBackend<D> {
             GpuWeight::F32(w) => self.driver.gemm(GemmInputs::F32, shape, &x.mem, &w.mem, &mut out.mem),
             GpuWeight::Bf16(w) => {
                 let len = shape.rows * shape.k;
-                let mut x16 = self.alloc::<u16>(len)?;
-                self.launch_f32_to_bf16(x, len, &mut x16)?;
+                let mut scratch = self.bf16_inputs.lock().map_err(|_| Error::Backend("linear: the bf16 scratch buffer is poisoned".into()))?;
+                let x16 = match scratch.as_mut() {
+                    Some(buf) => {
+                        if buf.resize(&self.driver, len)? {
+                            Self::count(&self.counters.allocations);
+                        }
+                        buf
+                    }
+                    None => scratch.insert(self.alloc::<u16>(len)?),
+                };
+                self.launch_f32_to_bf16(x, len, x16)?;
                 self.driver.gemm(GemmInputs::Bf16, shape, &x16.mem, &w.mem, &mut out.mem)
             }
         }
