@@ -27,8 +27,8 @@ cd "$(dirname "$0")/.." || exit 1
 
 # ---- what to run (edit here) ---------------------------------------------------------------------
 # Kernel test executables (device-run/tests/<name>) run under compute-sanitizer; missing ones are
-# passed over, so old and new names can stand side by side.
-SANITIZE_TESTS="gpu_kernels cuda_kernels emu_gpu"
+# passed over.
+SANITIZE_TESTS="gpu_kernels"
 SANITIZER_TOOLS="memcheck racecheck synccheck"
 SANITIZER_TOOLS_IF_TIME="initcheck"
 KERNEL_BENCH=cuda_kernels
