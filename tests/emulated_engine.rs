@@ -79,9 +79,9 @@ fn a_forward_pass_uploads_its_plan_once_and_allocates_nothing_else() {
     let seq = cache.add_sequence();
     let rows: Vec<StepRow> = std::iter::once(TokenInput::Class(1)).chain(tokens.iter().map(|&t| TokenInput::Image(t))).enumerate().map(|(p, t)| StepRow::causal(seq, t, p)).collect();
     gpt.forward(be, &mut cache, &rows).unwrap();
-    be.take_counts();
+    be.take_device_counts();
     gpt.forward(be, &mut cache, &rows).unwrap();
-    let counts = be.take_counts();
+    let counts = be.take_device_counts().unwrap();
     println!("one target forward on the emulator: {counts:?}");
     assert_eq!(counts.uploads, 1, "uploads per forward");
     assert_eq!(counts.allocations, 1, "allocations per forward (the plan's buffer)");

@@ -36,6 +36,20 @@ pub use plan::{ForwardPlan, Gather};
 use crate::error::Result;
 use crate::weights::WeightFile;
 
+/// What the backend has asked of its device since it was created (or since the last
+/// [`Backend::take_device_counts`]): the numbers the decode-step budget is checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    /// Kernel launches (GEMMs included).
+    pub launches: u64,
+    /// Host-to-device copies.
+    pub uploads: u64,
+    /// Device-to-host copies.
+    pub downloads: u64,
+    /// Device allocations.
+    pub allocations: u64,
+}
+
 /// Geometry of a paged KV pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvShape {
@@ -152,4 +166,9 @@ pub trait Backend: Send + Sync {
     /// probabilities `p` and draft probabilities `q` (both `[batch, nodes + 1, vocab]`), as the
     /// fused kernel `kernels/accept.cu` does: one launch on a device, its exact twin on the CPU.
     fn accept_block(&self, p: &Self::Buf, q: &Self::Buf, block: &DraftBlock<'_>) -> Result<Acceptance>;
+    /// The device operations since the last call (or since creation), resetting the counts:
+    /// kernel backends count launches, copies and allocations; the CPU backend has none (`None`).
+    fn take_device_counts(&self) -> Option<DeviceCounts> {
+        None
+    }
 }

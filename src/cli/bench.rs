@@ -4,7 +4,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use spire::backend::Backend;
+use spire::backend::{Backend, DeviceCounts};
 use spire::engine::{Engine, GenerationStats, Request};
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
@@ -49,13 +49,35 @@ struct BenchRow {
     /// Accepted drafts over drafted tokens, every tree node counted (`GenerationStats::acceptance_rate`).
     acceptance_rate: f64,
     speedup_vs_ar: f64,
+    /// Device operations per target forward (one decode or verification step), on kernel
+    /// backends; absent on the CPU.
+    device_per_step: Option<DevicePerStep>,
 }
 
-fn measure<B: Backend>(engine: &Engine<B>, args: &BenchArgs, mode: SpecMode, classes: &[u32]) -> anyhow::Result<GenerationStats> {
+/// Kernel launches and copies per target forward, counted by the backend.
+#[derive(Debug, Serialize)]
+struct DevicePerStep {
+    launches: f64,
+    uploads: f64,
+    downloads: f64,
+    allocations: f64,
+}
+
+impl DevicePerStep {
+    fn new(counts: DeviceCounts, steps: usize) -> Self {
+        let per = |n: u64| n as f64 / steps.max(1) as f64;
+        Self { launches: per(counts.launches), uploads: per(counts.uploads), downloads: per(counts.downloads), allocations: per(counts.allocations) }
+    }
+}
+
+/// Generate the bench's images in `mode`; returns their summed statistics and the device
+/// operations they took.
+fn measure<B: Backend>(engine: &Engine<B>, args: &BenchArgs, mode: SpecMode, classes: &[u32]) -> anyhow::Result<(GenerationStats, Option<DeviceCounts>)> {
     let bar = ProgressBar::new(args.images as u64);
     bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:32}] {pos}/{len} images").expect("static template"));
     bar.set_message(format!("{mode:?}").to_lowercase());
     let mut total = GenerationStats::default();
+    engine.backend().take_device_counts();
     for i in 0..args.images {
         let request = Request {
             class_id: classes[i % classes.len()],
@@ -67,10 +89,10 @@ fn measure<B: Backend>(engine: &Engine<B>, args: &BenchArgs, mode: SpecMode, cla
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(total)
+    Ok((total, engine.backend().take_device_counts()))
 }
 
-fn row(mode: SpecMode, stats: &GenerationStats, images: usize, ar_latency: f64) -> BenchRow {
+fn row(mode: SpecMode, (stats, counts): &(GenerationStats, Option<DeviceCounts>), images: usize, ar_latency: f64) -> BenchRow {
     let latency = stats.elapsed.as_secs_f64() * 1e3 / images as f64;
     BenchRow {
         mode: format!("{mode:?}").to_lowercase().replace("none", "ar"),
@@ -81,6 +103,7 @@ fn row(mode: SpecMode, stats: &GenerationStats, images: usize, ar_latency: f64) 
         mean_accepted_length: stats.mean_accepted_length(),
         acceptance_rate: stats.acceptance_rate(),
         speedup_vs_ar: ar_latency / latency,
+        device_per_step: counts.map(|c| DevicePerStep::new(c, stats.target_forwards)),
     }
 }
 
@@ -100,7 +123,7 @@ fn bench_with<B: Backend>(engine: &Engine<B>, args: &BenchArgs) -> anyhow::Resul
     let num_classes = engine.config().gpt.num_classes as u32;
     let classes = args.classes.clone().unwrap_or_else(|| (0..num_classes.min(10)).collect());
     let ar = measure(engine, args, SpecMode::None, &classes)?;
-    let ar_latency = ar.elapsed.as_secs_f64() * 1e3 / args.images as f64;
+    let ar_latency = ar.0.elapsed.as_secs_f64() * 1e3 / args.images as f64;
     let mut rows = vec![row(SpecMode::None, &ar, args.images, ar_latency)];
     for &mode in args.modes.iter().filter(|&&m| m != SpecMode::None) {
         let stats = measure(engine, args, mode, &classes)?;
@@ -115,6 +138,7 @@ fn bench_with<B: Backend>(engine: &Engine<B>, args: &BenchArgs) -> anyhow::Resul
         "{:<11} {:>7} {:>12} {:>14} {:>12} {:>13} {:>11} {:>9}",
         "mode", "images", "ms/image", "target fwd/img", "tokens/fwd", "mean acc len", "acceptance", "speedup"
     );
+    let device = rows.iter().filter_map(|r| r.device_per_step.as_ref().map(|d| (&r.mode, d))).collect::<Vec<_>>();
     for r in &rows {
         // Plain AR verifies nothing: its acceptance columns are blank.
         let (accepted_length, acceptance) = if r.mode == "ar" {
@@ -126,6 +150,13 @@ fn bench_with<B: Backend>(engine: &Engine<B>, args: &BenchArgs) -> anyhow::Resul
             "{:<11} {:>7} {:>12.1} {:>14.1} {:>12.2} {:>13} {:>11} {:>8.2}x",
             r.mode, r.images, r.latency_ms_per_image, r.target_forwards_per_image, r.tokens_per_target_forward, accepted_length, acceptance, r.speedup_vs_ar
         );
+    }
+    if !device.is_empty() {
+        println!("\ndevice operations per target forward (drafting included):");
+        println!("{:<11} {:>9} {:>8} {:>10} {:>12}", "mode", "launches", "uploads", "downloads", "allocations");
+        for (mode, d) in device {
+            println!("{mode:<11} {:>9.1} {:>8.1} {:>10.1} {:>12.1}", d.launches, d.uploads, d.downloads, d.allocations);
+        }
     }
     Ok(())
 }

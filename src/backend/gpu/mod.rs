@@ -26,23 +26,9 @@ pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
 pub use paged::GpuPlan;
 pub use sampling::{LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
 
-use super::{checks, Acceptance, Backend, DraftBlock, ForwardPlan, KvShape};
+use super::{checks, Acceptance, Backend, DeviceCounts, DraftBlock, ForwardPlan, KvShape};
 use crate::error::{Error, Result};
 use crate::weights::{DType, WeightFile};
-
-/// What the backend has asked of its device since it was created (or since the last
-/// [`GpuBackend::take_counts`]): the numbers the decode-step budget is checked against.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeviceCounts {
-    /// Kernel launches (GEMMs included).
-    pub launches: u64,
-    /// Host-to-device copies.
-    pub uploads: u64,
-    /// Device-to-host copies.
-    pub downloads: u64,
-    /// Device allocations.
-    pub allocations: u64,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -64,13 +50,6 @@ impl<D: Driver> GpuBackend<D> {
     /// A backend on `driver`.
     pub fn with_driver(driver: D) -> Self {
         Self { driver, counters: Counters::default(), bf16_inputs: Mutex::new(None) }
-    }
-
-    /// The device operations since the last call (or since creation), resetting the counts.
-    pub fn take_counts(&self) -> DeviceCounts {
-        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
-        let c = &self.counters;
-        DeviceCounts { launches: take(&c.launches), uploads: take(&c.uploads), downloads: take(&c.downloads), allocations: take(&c.allocations) }
     }
 
     fn count(counter: &AtomicU64) {
@@ -295,5 +274,11 @@ impl<D: Driver> Backend for GpuBackend<D> {
 
     fn accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, block: &DraftBlock<'_>) -> Result<Acceptance> {
         self.launch_accept_block(p, q, block)
+    }
+
+    fn take_device_counts(&self) -> Option<DeviceCounts> {
+        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        let c = &self.counters;
+        Some(DeviceCounts { launches: take(&c.launches), uploads: take(&c.uploads), downloads: take(&c.downloads), allocations: take(&c.allocations) })
     }
 }
