@@ -1,10 +1,15 @@
 // Fused verification of a whole draft block (chain or tree) for the whole batch: one launch per
-// verification step. CPU twin, bit for bit: src/backend/cpu/accept.rs.
+// verification step; and the drawing of a tree level's children (`sample_children`, at the end),
+// which shares its inverse-CDF draw. CPU twins, bit for bit: src/backend/cpu/accept.rs and
+// src/backend/cpu/children.rs.
 //
 // Per sequence b, slot 0 is the pending token and slot 1 + n follows draft node n; p and q are the
 // target and draft distributions at each slot ([batch, nodes + 1, vocab], already CFG-mixed and
 // temperature-processed). Node n holds token tokens[b, n] and its parent node parents[b, n]
-// (-1 for a child of the pending token); siblings are tried in index order.
+// (-1 for a child of the pending token; a value that names no node, such as -2, makes the node
+// absent: a sequence drafting a smaller tree than the block's); siblings are tried in index
+// order. A token >= vocab (NO_TOKEN: not drawn) is never accepted and leaves the residual as it
+// is (its draft side has no mass).
 //
 // Walking down from the pending token, level d (0-based block depth) tries its children:
 //  - the first child x is accepted with f(x) = min(1, omega[d] p(x) / q(x)) (omega = 1 is
@@ -52,16 +57,28 @@ __device__ void chunk_range(int vocab, int* begin, int* end) {
     *end = min(*begin + chunk, vocab);
 }
 
-// Sum of the positive weights of each chunk into partial[t]; returns the block total (summed
-// serially over the chunks), identical in every thread. Ends with a barrier.
-__device__ float chunked_total(const float* w, int vocab, float* partial) {
+// w[y], or 0 when y is one of the n tokens in `drawn` (siblings drawn before).
+__device__ float weight(const float* w, int y, const unsigned int* drawn, int n) {
+    for (int k = 0; k < n; ++k) {
+        if (drawn[k] == (unsigned int)y) {
+            return 0.0f;
+        }
+    }
+    return w[y];
+}
+
+// Sum of the positive weights (`weight`: w without the n tokens of `drawn`) of each chunk into
+// partial[t]; returns the block total (summed serially over the chunks), identical in every
+// thread. Ends with a barrier.
+__device__ float chunked_total(const float* w, int vocab, const unsigned int* drawn, int n, float* partial) {
     __shared__ float total;
     int begin, end;
     chunk_range(vocab, &begin, &end);
     float sum = 0.0f;
     for (int y = begin; y < end; ++y) {
-        if (w[y] > 0.0f) {
-            sum = __fadd_rn(sum, w[y]);
+        const float v = weight(w, y, drawn, n);
+        if (v > 0.0f) {
+            sum = __fadd_rn(sum, v);
         }
     }
     partial[threadIdx.x] = sum;
@@ -77,16 +94,17 @@ __device__ float chunked_total(const float* w, int vocab, float* partial) {
     return total;
 }
 
-// Thread 0 only: the first index y of chunk i whose running sum (starting at `acc`) exceeds
-// `target`, else the chunk's last positive index, else -1.
-__device__ int scan_chunk(const float* w, int vocab, int i, float acc, float target) {
+// Thread 0 only: the first index y of chunk i whose running sum of weights (starting at `acc`)
+// exceeds `target`, else the chunk's last positive index, else -1.
+__device__ int scan_chunk(const float* w, int vocab, const unsigned int* drawn, int n, int i, float acc, float target) {
     const int chunk = (vocab + ACCEPT_THREADS - 1) / ACCEPT_THREADS;
     const int begin = min(i * chunk, vocab);
     const int end = min(begin + chunk, vocab);
     int last = -1;
     for (int y = begin; y < end; ++y) {
-        if (w[y] > 0.0f) {
-            acc = __fadd_rn(acc, w[y]);
+        const float v = weight(w, y, drawn, n);
+        if (v > 0.0f) {
+            acc = __fadd_rn(acc, v);
             last = y;
             if (target < acc) {
                 return y;
@@ -96,13 +114,13 @@ __device__ int scan_chunk(const float* w, int vocab, int i, float acc, float tar
     return last;
 }
 
-// Draw an index with probability proportional to the positive weights w[0..vocab) by inverse CDF
-// at u in [0, 1): the chunk whose cumulative partial sum first exceeds u * total, then the index
-// inside it. Falls back to the last positive index (rounding at u -> 1), or 0 with no mass.
-// Returns the same index in every thread.
-__device__ int sample_inverse_cdf(const float* w, int vocab, float u, float* partial) {
+// Draw an index with probability proportional to the positive weights (w without the n tokens
+// of `drawn`) by inverse CDF at u in [0, 1): the chunk whose cumulative partial sum first exceeds
+// u * total, then the index inside it. Falls back to the last positive index (rounding at
+// u -> 1), or `empty` with no mass. Returns the same index in every thread.
+__device__ int sample_inverse_cdf(const float* w, int vocab, const unsigned int* drawn, int n, float u, int empty, float* partial) {
     __shared__ int choice;
-    const float total = chunked_total(w, vocab, partial);
+    const float total = chunked_total(w, vocab, drawn, n, partial);
     if (threadIdx.x == 0) {
         const float target = __fmul_rn(u, total);
         float acc = 0.0f;
@@ -114,12 +132,12 @@ __device__ int sample_inverse_cdf(const float* w, int vocab, float u, float* par
             }
             const float next = __fadd_rn(acc, partial[i]);
             if (target < next) {
-                found = scan_chunk(w, vocab, i, acc, target);
+                found = scan_chunk(w, vocab, drawn, n, i, acc, target);
             }
             acc = next;
         }
         if (found < 0) {
-            found = last_chunk < 0 ? 0 : scan_chunk(w, vocab, last_chunk, 0.0f, __uint_as_float(0x7f800000u));
+            found = last_chunk < 0 ? empty : scan_chunk(w, vocab, drawn, n, last_chunk, 0.0f, __uint_as_float(0x7f800000u));
         }
         choice = found;
     }
@@ -136,7 +154,7 @@ __device__ float residual(const float* cur, const float* q, float omega, int voc
         const float emitted = omega >= 0.0f ? fminf(q[y], __fmul_rn(omega, cur[y])) : q[y];
         dst[y] = fmaxf(__fsub_rn(cur[y], emitted), 0.0f);
     }
-    const float total = chunked_total(dst, vocab, partial);
+    const float total = chunked_total(dst, vocab, nullptr, 0, partial);
     if (total > 0.0f) {
         for (int y = begin; y < end; ++y) {
             dst[y] = __fdiv_rn(dst[y], total);
@@ -153,7 +171,7 @@ __device__ void drop_token(const float* q, unsigned int x, int vocab, float* dst
     for (int y = begin; y < end; ++y) {
         dst[y] = (unsigned int)y == x ? 0.0f : q[y];
     }
-    const float total = chunked_total(dst, vocab, partial);
+    const float total = chunked_total(dst, vocab, nullptr, 0, partial);
     if (total > 0.0f) {
         for (int y = begin; y < end; ++y) {
             dst[y] = __fdiv_rn(dst[y], total);
@@ -188,7 +206,7 @@ extern "C" __global__ void accept_block(const float* p, const float* q, const un
         const float level_omega = (om - om == 0.0f && om >= 0.0f) ? om : 0.0f;  // non-finite/negative: never accept
         bool first = true;
         int accepted = -1;
-        for (int n = 0; n < nodes; ++n) {
+        for (int n = 0; n < nodes && depth < nodes; ++n) {  // depth < nodes: a malformed tree still ends
             if (parent[n] != node) {
                 continue;
             }
@@ -221,11 +239,47 @@ extern "C" __global__ void accept_block(const float* p, const float* q, const un
             continue;
         }
         // No child accepted: cur is p_row (a leaf, or no child at all) or the last residual.
-        const int token = sample_inverse_cdf(cur, vocab, u_sample[b], partial);
+        const int token = sample_inverse_cdf(cur, vocab, nullptr, 0, u_sample[b], 0, partial);
         if (threadIdx.x == 0) {
             accepted_len[b] = depth;
             next_token[b] = token;
         }
         return;
+    }
+}
+
+// Children of one tree level, drawn without replacement (the law kernels/accept.cu's walk and
+// src/acceptance/siblings.rs assume): parent i draws up to `width` distinct tokens from row
+// rows[i] of probs [probs_rows, vocab], child j by inverse CDF at uniforms[i * width + j] over
+// the row without the children drawn before it (`sample_inverse_cdf` with those excluded), into
+// tokens[first[i] + j] (skipped beyond tokens_len). Once the remaining mass is zero (the
+// support is exhausted, or the row is NaN) the rest are NO_TOKEN; a row index beyond probs gives
+// NO_TOKEN children. At most ACCEPT_THREADS children per parent (larger widths are clamped).
+// CPU twin, bit for bit: src/backend/cpu/children.rs.
+// Launch geometry: grid = (parents), block = (ACCEPT_THREADS).
+extern "C" __global__ void sample_children(const float* probs, int probs_rows, int vocab, const unsigned int* rows,
+                                           const unsigned int* first, const float* uniforms, int width, int tokens_len,
+                                           unsigned int* tokens) {
+    __shared__ float partial[ACCEPT_THREADS];
+    __shared__ unsigned int drawn[ACCEPT_THREADS];
+    const unsigned int row = rows[blockIdx.x];
+    const size_t base = first[blockIdx.x];
+    const int n = min(width, ACCEPT_THREADS);
+    const float* w = probs + (size_t)row * vocab;
+    bool exhausted = row >= (unsigned int)probs_rows;
+    for (int j = 0; j < n; ++j) {
+        int token = -1;
+        if (!exhausted) {
+            token = sample_inverse_cdf(w, vocab, drawn, j, uniforms[(size_t)blockIdx.x * width + j], -1, partial);
+        }
+        exhausted = token < 0;
+        const unsigned int out = exhausted ? NO_TOKEN : (unsigned int)token;
+        if (threadIdx.x == 0) {
+            drawn[j] = out;
+            if (base + j < (size_t)tokens_len) {
+                tokens[base + j] = out;
+            }
+        }
+        __syncthreads();
     }
 }

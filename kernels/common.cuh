@@ -9,6 +9,8 @@
 #endif
 
 #define WARP 32
+// The token of a draft-tree node that could not be drawn (src/backend/ops.rs NO_TOKEN).
+#define NO_TOKEN 0xffffffffu
 #define FULL_MASK 0xffffffffu
 
 // -infinity, without <math.h> (NVRTC compiles with no system headers).

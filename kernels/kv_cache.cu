@@ -19,12 +19,16 @@ extern "C" __global__ void kv_write(const float* qkv, int width, const unsigned 
     }
 }
 
-// For every plane: pool[plane][dst[i]] = pool[plane][src[i]]. The copies of one launch must be
-// independent (no slot both read and written); the host splits an ordered list of copies into
-// such batches (src/backend/cuda/paged.rs `independent_batches`).
+// For every plane: pool[plane][dst[i]] = pool[plane][src[i]]; a pair with a slot >= num_slots
+// is skipped. The copies of one launch must be independent (no slot both read and written); the
+// host splits an ordered list of copies into such batches (src/backend/copies.rs
+// `independent_batches`).
 // Launch: grid = (pairs, planes), block = (256); threads stride over the row.
-extern "C" __global__ void kv_copy(float* pool, unsigned long long plane_len, int width, const unsigned int* src,
+extern "C" __global__ void kv_copy(float* pool, unsigned long long plane_len, int width, int num_slots, const unsigned int* src,
                                    const unsigned int* dst) {
+    if (src[blockIdx.x] >= (unsigned int)num_slots || dst[blockIdx.x] >= (unsigned int)num_slots) {
+        return;
+    }
     float* plane = pool + blockIdx.y * plane_len;
     const size_t from = (size_t)src[blockIdx.x] * width;
     const size_t to = (size_t)dst[blockIdx.x] * width;

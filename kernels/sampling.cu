@@ -6,8 +6,9 @@
 //
 // Output row r reads the conditional logits row cond = rows[r] and, with CFG (use_cfg != 0),
 // the unconditional row uncond = rows[rows_out + r] of logits [rows_in, vocab] (index arrays, so
-// the CFG pairs of a batched verification pass are mapped without copies), and writes probs[r]
-// and nonfinite[r]:
+// the CFG pairs of a batched verification pass are mapped without copies), and writes row
+// dst[r] of probs and nonfinite (so a draft block's slots are filled straight from the rows of
+// the passes that computed them):
 //  1. z = uncond + (cond - uncond) * cfg_scale with CFG, else cond. A non-finite z, or a
 //     non-finite z / temperature, sets nonfinite[r] = 1 and fills the row with NaN (the host
 //     returns Error::NonFiniteLogits for the first; for the second it would compute NaNs).
@@ -325,18 +326,23 @@ __device__ void apply_top_p(float* p, int vocab, float top_p) {
     }
 }
 
-// probs[rows_out, vocab] and nonfinite[rows_out] from logits[rows_in, vocab] (see the header).
-// rows holds rows_out conditional row indices, then (use_cfg != 0) rows_out unconditional ones;
-// a row index >= rows_in is not read: the row is filled with NaN and flagged 2. The caller
-// guarantees temperature >= 0, 0 < top_p <= 1, top_k >= 0, and that probs does not overlap
-// logits.
+// probs[probs_rows, vocab] and nonfinite[probs_rows] from logits[rows_in, vocab] (see the
+// header): output row r is written to row dst[r] of both; a destination >= probs_rows is
+// skipped. rows holds rows_out conditional row indices, then (use_cfg != 0) rows_out
+// unconditional ones; a row index >= rows_in is not read: the row is filled with NaN and flagged
+// 2. The caller guarantees temperature >= 0, 0 < top_p <= 1, top_k >= 0, and that probs does not
+// overlap logits.
 extern "C" __global__ void process_logits(const float* logits, int rows_in, const unsigned int* rows, int rows_out,
                                           int vocab, int use_cfg, float cfg_scale, float temperature, int top_k,
-                                          float top_p, float* probs, unsigned int* nonfinite) {
-    const int r = blockIdx.x;
+                                          float top_p, const unsigned int* dst, int probs_rows, float* probs,
+                                          unsigned int* nonfinite) {
+    const unsigned int r = dst[blockIdx.x];
+    if (r >= (unsigned int)probs_rows) {
+        return;
+    }
     float* out = probs + (size_t)r * vocab;
-    const unsigned int cond_row = rows[r];
-    const unsigned int uncond_row = use_cfg ? rows[rows_out + r] : cond_row;
+    const unsigned int cond_row = rows[blockIdx.x];
+    const unsigned int uncond_row = use_cfg ? rows[rows_out + blockIdx.x] : cond_row;
     if (cond_row >= (unsigned int)rows_in || uncond_row >= (unsigned int)rows_in) {
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
             out[i] = __uint_as_float(0x7fc00000u);

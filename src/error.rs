@@ -81,6 +81,9 @@ pub enum Error {
     /// A backend could not be used (no GPU, driver failure, kernel compilation failure).
     #[error("backend error: {0}")]
     Backend(String),
+    /// An internal invariant does not hold: a bug in spire.
+    #[error("internal error (a bug in spire; please report it): {0}")]
+    Internal(String),
 }
 
 /// Result with the crate's [`Error`].

@@ -1,8 +1,9 @@
 //! The whole engine on the emulated kernels: the shipped demo model through the CUDA emulator
 //! (the real `kernels/*.cu` and the real launch code, a CPU GEMM in place of cuBLAS) gives logits
 //! within 1e-4 (relative to the largest) of the CPU backend's and, for the same seed, the same
-//! tokens in plain AR and in speculative decoding (draft-model chain and tree, vanilla and
-//! COOL-SD, with CFG).
+//! tokens in plain AR and in speculative decoding (draft-model chain and tree, draft-head tree,
+//! vanilla and COOL-SD, with CFG), alone or in a batch, with one upload and one download per
+//! decoding step.
 #![cfg(feature = "emulator")]
 
 use spire::backend::{Backend, CpuBackend, EmuBackend};
@@ -48,12 +49,13 @@ fn demo_model_logits_match_the_cpu_backend() {
 fn demo_model_generates_the_same_tokens_on_the_emulator() {
     let (cpu, emu) = engines();
     let cool = RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 };
-    let modes: [(&str, Option<SpecConfig>); 5] = [
+    let modes: [(&str, Option<SpecConfig>); 6] = [
         ("AR", None),
         ("vanilla chain", Some(SpecConfig::chain(RuleConfig::Vanilla, DrafterChoice::Model, 4))),
         ("vanilla tree", Some(SpecConfig { rule: RuleConfig::Vanilla, drafter: DrafterChoice::Model, widths: vec![2, 2, 1] })),
         ("COOL-SD chain", Some(SpecConfig::chain(cool.clone(), DrafterChoice::Model, 4))),
-        ("COOL-SD tree", Some(SpecConfig { rule: cool, drafter: DrafterChoice::Model, widths: vec![2, 1, 1] })),
+        ("COOL-SD tree", Some(SpecConfig { rule: cool.clone(), drafter: DrafterChoice::Model, widths: vec![2, 1, 1] })),
+        ("COOL-SD tree, draft head", Some(SpecConfig { rule: cool, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] })),
     ];
     for (seed, (mode, spec)) in modes.into_iter().enumerate() {
         let request = Request { class_id: seed as u32, seed: seed as u64, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: spec };
@@ -65,25 +67,47 @@ fn demo_model_generates_the_same_tokens_on_the_emulator() {
     }
 }
 
-/// The device budget of one forward pass after the first (which sizes the workspace): one
-/// host-to-device copy (the plan), no allocation but the plan's, and the logits and hidden states
-/// as the only device-to-host copies.
+/// The device budget of a decoding step: the plan is the only host-to-device copy and the step's
+/// state the only device-to-host copy (LANTERN's host walk also downloads p and q), and once a
+/// first request has sized the engine's KV caches and buffers, a request allocates nothing.
+/// Counted by the emulated backend for plain AR, a draft-model chain, a draft-head tree and
+/// LANTERN.
 #[test]
-fn a_forward_pass_uploads_its_plan_once_and_allocates_nothing_else() {
+fn a_decoding_step_makes_one_upload_and_one_download() {
     let (_, emu) = engines();
-    let tokens: Vec<u32> = (0..10).collect();
-    logits(&emu, 1, &tokens);
     let be = emu.backend();
-    let gpt = emu.target();
-    let mut cache = gpt.new_cache(be, 16, 16).unwrap();
-    let seq = cache.add_sequence();
-    let rows: Vec<StepRow> = std::iter::once(TokenInput::Class(1)).chain(tokens.iter().map(|&t| TokenInput::Image(t))).enumerate().map(|(p, t)| StepRow::causal(seq, t, p)).collect();
-    gpt.forward(be, &mut cache, &rows).unwrap();
-    be.take_device_counts();
-    gpt.forward(be, &mut cache, &rows).unwrap();
-    let counts = be.take_device_counts().unwrap();
-    println!("one target forward on the emulator: {counts:?}");
-    assert_eq!(counts.uploads, 1, "uploads per forward");
-    assert_eq!(counts.allocations, 1, "allocations per forward (the plan's buffer)");
-    assert_eq!(counts.downloads, 2, "downloads per forward (logits, hidden states)");
+    let cfg = SamplingParams { cfg_scale: 2.0, ..Default::default() };
+    let modes: [(&str, Option<SpecConfig>, u64); 4] = [
+        ("AR", None, 1),
+        ("vanilla chain (draft model)", Some(SpecConfig::chain(RuleConfig::Vanilla, DrafterChoice::Model, 4)), 1),
+        ("COOL-SD tree (draft head)", Some(SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] }), 1),
+        ("LANTERN chain (host walk)", Some(SpecConfig::chain(RuleConfig::Lantern { k: 20, delta: 0.1 }, DrafterChoice::Model, 4)), 3),
+    ];
+    for (mode, spec, downloads_per_step) in modes {
+        let request = Request { class_id: 2, seed: 5, sampling: cfg, speculative: spec };
+        emu.generate_tokens(&request, &mut |_, _| {}).unwrap(); // sizes the KV caches and workspaces
+        be.take_device_counts();
+        let steps = emu.generate_tokens(&request, &mut |_, _| {}).unwrap().stats.target_forwards as u64;
+        let counts = be.take_device_counts().unwrap();
+        println!("{mode}: {steps} steps, {counts:?}, {:.1} launches per step", counts.launches as f64 / steps as f64);
+        assert_eq!(counts.uploads, steps, "{mode}: uploads");
+        assert_eq!(counts.downloads, downloads_per_step * steps, "{mode}: downloads");
+        assert_eq!(counts.allocations, 0, "{mode}: allocations");
+    }
+}
+
+/// Three requests generated in one batch on the emulator give each the tokens the CPU backend
+/// gives it alone (ragged acceptance, one CFG pair each, different classes and seeds).
+#[test]
+fn a_batch_on_the_emulator_gives_each_image_its_tokens_alone_on_the_cpu() {
+    let (cpu, emu) = engines();
+    let spec = SpecConfig { rule: RuleConfig::Vanilla, drafter: DrafterChoice::Head, widths: vec![2, 1, 1] };
+    let requests: Vec<Request> =
+        (0..3).map(|i| Request { class_id: 3 * i, seed: 40 + u64::from(i), sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec.clone()) }).collect();
+    let batch = emu.generate_tokens_batch(&requests, &mut |_, _| {}).unwrap();
+    for (request, got) in requests.iter().zip(&batch) {
+        let alone = cpu.generate_tokens(request, &mut |_, _| {}).unwrap();
+        assert_eq!(got.tokens, alone.tokens, "seed {}", request.seed);
+        assert_eq!(got.stats.target_forwards, alone.stats.target_forwards, "seed {}", request.seed);
+    }
 }

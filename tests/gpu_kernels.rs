@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::devices::on_every_device;
 use spire::backend::cpu::accept as accept_twin;
 use spire::backend::gpu::{Driver, GpuBackend, GpuBuf};
-use spire::backend::{AttentionLayout, Backend, CpuBackend, DraftBlock, ForwardPlan, KvShape};
+use spire::backend::{accept_on_host, AttentionLayout, Backend, ChildDraws, CpuBackend, DraftBlock, ForwardPlan, Gather, KvShape, LogitsMap, Packed, RowGather, NO_TOKEN};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::{normal, write_safetensors, HostTensor};
@@ -26,6 +26,13 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
 
 fn poisoned<D: Driver>(gpu: &GpuBackend<D>, len: usize) -> GpuBuf<D> {
     gpu.upload(&vec![f32::NAN; len]).unwrap()
+}
+
+/// `packed` uploaded as words on `be`.
+fn words_on<B: Backend>(be: &B, packed: &Packed) -> B::Words {
+    let mut words = be.words(0).unwrap();
+    be.upload_words_into(&mut words, packed.words()).unwrap();
+    words
 }
 
 /// `||got - want|| / ||want||` must be below `tol` (and finite).
@@ -130,12 +137,50 @@ fn embedding_gather_f32_and_bf16_on<D: Driver>(gpu: &GpuBackend<D>) {
         (CpuBackend.load_weight(&file, "w", &[rows, dim]).unwrap(), gpu.load_weight(&file, "w", &[rows, dim]).unwrap()),
     ] {
         let mut want = vec![0.0; ids.len() * dim];
-        CpuBackend.embedding(&cpu_w, &ForwardPlan::gather(&ids, &out_rows), 0, dim, &mut want).unwrap();
+        CpuBackend.embedding(&cpu_w, &ForwardPlan::gather(&ids, &out_rows), 0, None, dim, &mut want).unwrap();
         let mut out = poisoned(gpu, ids.len() * dim);
         let plan = gpu.upload_plan(ForwardPlan::gather(&ids, &out_rows)).unwrap();
-        gpu.embedding(&gpu_w, &plan, 0, dim, &mut out).unwrap();
+        gpu.embedding(&gpu_w, &plan, 0, None, dim, &mut out).unwrap();
         assert_eq!(gpu.download(&out).unwrap(), want);
+
+        // Indirect: ids index device tokens; NO_TOKEN, a token past the table and an index past
+        // the tokens give zero rows.
+        let tokens = [17u32, NO_TOKEN, 2, 50];
+        let indirect = ForwardPlan { gathers: vec![Gather { ids: vec![0, 1, 2, 3, 9], rows: out_rows.to_vec(), indirect: true }], ..ForwardPlan::default() };
+        CpuBackend.embedding(&cpu_w, &indirect, 0, Some(&tokens.to_vec()), dim, &mut want).unwrap();
+        let zero = vec![0.0; dim];
+        for (i, &row) in out_rows.iter().enumerate() {
+            let got = &want[row as usize * dim..][..dim];
+            assert_eq!(got == zero.as_slice(), i != 0 && i != 2, "indirect row {i}");
+        }
+        let mut out = poisoned(gpu, ids.len() * dim);
+        let plan = gpu.upload_plan(indirect.clone()).unwrap();
+        let mut dev_tokens = gpu.words(0).unwrap();
+        gpu.upload_words_into(&mut dev_tokens, &tokens).unwrap();
+        gpu.embedding(&gpu_w, &plan, 0, Some(&dev_tokens), dim, &mut out).unwrap();
+        assert_eq!(gpu.download(&out).unwrap(), want);
+        assert!(gpu.embedding(&gpu_w, &plan, 0, None, dim, &mut out).is_err(), "an indirect gather needs tokens");
     }
+}
+
+#[test]
+fn gather_rows_with_an_index_past_the_source() {
+    on_every_device!(gather_rows_with_an_index_past_the_source_on);
+}
+
+fn gather_rows_with_an_index_past_the_source_on<D: Driver>(gpu: &GpuBackend<D>) {
+    let (rows, width) = (9, 130);
+    let src = random(rows * width, 23);
+    let mut packed = Packed::default();
+    packed.push(&[5]);
+    let gather = RowGather::pack(&mut packed, &[8, 0, 8, 9, 3]);
+    let mut want = vec![f32::NAN; 5 * width];
+    CpuBackend.gather_rows(&src, width, &packed.words().to_vec(), gather, &mut want).unwrap();
+    assert_eq!(&want[..width], &src[8 * width..]);
+    assert!(want[3 * width..4 * width].iter().all(|&v| v == 0.0));
+    let mut out = poisoned(gpu, 5 * width);
+    gpu.gather_rows(&gpu.upload(&src).unwrap(), width, &words_on(gpu, &packed), gather, &mut out).unwrap();
+    assert_eq!(gpu.download(&out).unwrap(), want);
 }
 
 #[test]
@@ -294,8 +339,9 @@ fn fused_acceptance_matches_its_cpu_twin_exactly() {
 fn fused_acceptance_matches_its_cpu_twin_exactly_on<D: Driver>(gpu: &GpuBackend<D>) {
     let (batch, vocab) = (5, 16384);
     let mut rng = Rng::new(17);
-    // A chain of 4 and a tree (two children of the root, two of node 0, one of node 2).
-    for parents_one in [vec![-1, 0, 1, 2], vec![-1, -1, 0, 0, 2]] {
+    // A chain of 4, a tree (two children of the root, two of node 0, one of node 2), and that
+    // tree with its last level absent (a sequence drafting fewer levels than the block).
+    for parents_one in [vec![-1, 0, 1, 2], vec![-1, -1, 0, 0, 2], vec![-1, -1, 0, 0, -2]] {
         let nodes = parents_one.len();
         let p = distributions(batch * (nodes + 1), vocab, 0.5, 18);
         let q = distributions(batch * (nodes + 1), vocab, 0.7, 19);
@@ -306,7 +352,8 @@ fn fused_acceptance_matches_its_cpu_twin_exactly_on<D: Driver>(gpu: &GpuBackend<
         for omega in [vec![1.0; nodes], vec![3.0, 2.0, 1.5, 1.0, 1.0][..nodes].to_vec(), vec![1e4; nodes]] {
             let block = DraftBlock { batch, nodes, vocab, tokens: &tokens, parents: &parents, omega: &omega, u_accept: &u_accept, u_sample: &u_sample };
             let want = accept_twin::accept_block(&p, &q, &block).unwrap();
-            let got = gpu.accept_block(&gpu.upload(&p).unwrap(), &gpu.upload(&q).unwrap(), &block).unwrap();
+            assert_eq!(accept_on_host(&CpuBackend, &p, &q, &block).unwrap(), want, "the CPU backend's op is the twin");
+            let got = accept_on_host(gpu, &p, &q, &block).unwrap();
             assert_eq!(got, want, "parents {parents_one:?}, omega {omega:?}");
         }
     }
@@ -330,14 +377,13 @@ fn fused_acceptance_emits_the_target_law_on<D: Driver>(gpu: &GpuBackend<D>) {
     let mut counts = vec![0u64; vocab];
     let dist_p: Vec<f32> = (0..batch * (width + 1)).flat_map(|_| p).collect();
     let dist_q: Vec<f32> = (0..batch * (width + 1)).flat_map(|_| q).collect();
-    let (p_dev, q_dev) = (gpu.upload(&dist_p).unwrap(), gpu.upload(&dist_q).unwrap());
     let parents = vec![-1; batch * width];
     for _ in 0..launches {
         let tokens: Vec<u32> = (0..batch).flat_map(|_| sample_children(&q, width, &mut rng)).collect();
         let u_accept: Vec<f32> = (0..batch * width).map(|_| rng.uniform() as f32).collect();
         let u_sample: Vec<f32> = (0..batch).map(|_| rng.uniform() as f32).collect();
         let block = DraftBlock { batch, nodes: width, vocab, tokens: &tokens, parents: &parents, omega: &[1.0; 3], u_accept: &u_accept, u_sample: &u_sample };
-        let out = gpu.accept_block(&p_dev, &q_dev, &block).unwrap();
+        let out = accept_on_host(gpu, &dist_p, &dist_q, &block).unwrap();
         for b in 0..batch {
             let emitted = out.paths[b].first().map_or(out.next[b], |&n| tokens[b * width + n]);
             counts[emitted as usize] += 1;
@@ -375,23 +421,31 @@ fn assert_matches_host(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// `process_logits` on `be` for host row lists (`uncond` with CFG): the probabilities
+/// `[rows_out, vocab]` (NaN where no row was written) and the flags.
+#[allow(clippy::too_many_arguments)]
+fn process_on<B: Backend>(be: &B, logits: &[f32], vocab: usize, cond: &[u32], uncond: Option<&[u32]>, dst: &[u32], rows_out: usize, params: &spire::sampling::SamplingParams) -> spire::Result<(Vec<f32>, Vec<u32>)> {
+    let mut packed = Packed::default();
+    let map = LogitsMap::pack(&mut packed, vocab, cond, uncond, dst, 0)?;
+    let (mut probs, mut flags) = (be.upload(&vec![f32::NAN; rows_out * vocab])?, be.words(rows_out)?);
+    be.process_logits(&be.upload(logits)?, &words_on(be, &packed), map, params, &mut probs, &mut flags)?;
+    Ok((be.download(&probs)?, be.download_words(&flags)?))
+}
+
 /// kernels/sampling.cu against its CPU twin (bit for bit, flags included) and against
 /// `SamplingParams::distribution` (max abs 1e-6, same supports), over CFG on/off, temperature
 /// 0 / 0.7 / 1, top-k 0 / 1 / 50, top-p 1 / 0.9, random and tied logits, vocab 1000 and 16384,
-/// with a row map that reads the logits out of order.
+/// with row maps that read the logits and write the output rows out of order.
 #[test]
 fn logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6() {
     on_every_device!(logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6_on);
 }
 
 fn logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6_on<D: Driver>(gpu: &GpuBackend<D>) {
-    use spire::backend::gpu::{sampling_reference, LogitRows};
     use spire::sampling::SamplingParams;
-    let (cond, uncond) = ([4u32, 2, 6], [1u32, 5, 0]);
+    let (cond, uncond, dst) = ([4u32, 2, 6], [1u32, 5, 0], [2u32, 0, 1]);
     for vocab in [1000usize, 16384] {
         let logits = sampling_logits(vocab, 31 + vocab as u64);
-        let logits_dev = gpu.upload(&logits).unwrap();
-        let rows = LogitRows { vocab, cond: &cond, uncond: Some(&uncond) };
         let mut cases = Vec::new();
         for cfg_scale in [1.0f32, 4.0] {
             cases.push(SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, cfg_scale });
@@ -405,19 +459,16 @@ fn logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6_on<D: Dri
         }
         for params in cases {
             let what = format!("vocab {vocab}, {params:?}");
-            let (want, want_flags) = sampling_reference::process_logits(&logits, &rows, &params).unwrap();
-            let mut probs = poisoned(gpu, cond.len() * vocab);
-            let mut flags = gpu.row_flags(cond.len()).unwrap();
-            gpu.process_logits(&logits_dev, &rows, &params, &mut probs, &mut flags).unwrap();
-            let got = gpu.download(&probs).unwrap();
-            assert_eq!(gpu.read_row_flags(&flags).unwrap(), want_flags, "{what}: flags");
+            let (want, want_flags) = process_on(&CpuBackend, &logits, vocab, &cond, Some(&uncond), &dst, 3, &params).unwrap();
+            let (got, flags) = process_on(gpu, &logits, vocab, &cond, Some(&uncond), &dst, 3, &params).unwrap();
+            assert_eq!(flags, want_flags, "{what}: flags");
             assert_eq!(want_flags, vec![0; cond.len()], "{what}: no row is non-finite");
             let differ = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
             assert!(differ.is_none(), "{what}: kernel and twin differ at {differ:?}");
             for (r, (&c, &u)) in cond.iter().zip(&uncond).enumerate() {
                 let row = |i: u32| &logits[i as usize * vocab..][..vocab];
                 let host = params.distribution(row(c), Some(row(u)), "test").unwrap();
-                let got_row = &got[r * vocab..][..vocab];
+                let got_row = &got[dst[r] as usize * vocab..][..vocab];
                 assert_matches_host(&format!("{what}, row {r}"), got_row, &host);
                 let sum: f64 = got_row.iter().map(|&p| f64::from(p)).sum();
                 assert!((sum - 1.0).abs() < 1e-5, "{what}, row {r}: sums to {sum}");
@@ -428,31 +479,27 @@ fn logits_processing_matches_its_twin_exactly_and_the_host_within_1e_6_on<D: Dri
 
 /// A NaN or an infinity in the logits flags exactly the output rows that read it (the
 /// unconditional row only with CFG), fills them with NaN, and leaves the other rows as the twin
-/// computes them; a device row map naming a row beyond the logits is flagged 2.
+/// computes them; a row map naming a logits row beyond the logits is flagged 2, a destination
+/// beyond the output is skipped, and a map outside its words is an error before the launch.
 #[test]
 fn logits_processing_flags_nonfinite_rows_only() {
     on_every_device!(logits_processing_flags_nonfinite_rows_only_on);
 }
 
 fn logits_processing_flags_nonfinite_rows_only_on<D: Driver>(gpu: &GpuBackend<D>) {
-    use spire::backend::gpu::{sampling_reference, LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
+    use spire::backend::ops::{ROW_BAD_INDEX, ROW_NONFINITE};
     use spire::sampling::SamplingParams;
     let vocab = 1000;
     let mut logits = random(6 * vocab, 41);
     logits[vocab + 17] = f32::NAN; // row 1: the conditional row of output 1
     logits[4 * vocab + 999] = f32::INFINITY; // row 4: the unconditional row of output 2
-    let logits_dev = gpu.upload(&logits).unwrap();
-    let (cond, uncond) = ([0u32, 1, 2], [3u32, 5, 4]);
-    let rows = LogitRows { vocab, cond: &cond, uncond: Some(&uncond) };
+    let (cond, uncond, dst) = ([0u32, 1, 2], [3u32, 5, 4], [0u32, 1, 2]);
     for (cfg_scale, expected) in [(1.0f32, [0, ROW_NONFINITE, 0]), (2.0, [0, ROW_NONFINITE, ROW_NONFINITE])] {
         let params = SamplingParams { temperature: 0.8, top_k: 50, top_p: 0.9, cfg_scale };
-        let (want, want_flags) = sampling_reference::process_logits(&logits, &rows, &params).unwrap();
+        let (want, want_flags) = process_on(&CpuBackend, &logits, vocab, &cond, Some(&uncond), &dst, 3, &params).unwrap();
         assert_eq!(want_flags, expected, "cfg {cfg_scale}: twin flags");
-        let mut probs = poisoned(gpu, 3 * vocab);
-        let mut flags = gpu.row_flags(3).unwrap();
-        gpu.process_logits(&logits_dev, &rows, &params, &mut probs, &mut flags).unwrap();
-        assert_eq!(gpu.read_row_flags(&flags).unwrap(), expected, "cfg {cfg_scale}: kernel flags");
-        let got = gpu.download(&probs).unwrap();
+        let (got, flags) = process_on(gpu, &logits, vocab, &cond, Some(&uncond), &dst, 3, &params).unwrap();
+        assert_eq!(flags, expected, "cfg {cfg_scale}: kernel flags");
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "cfg {cfg_scale}: kernel and twin differ");
         for (r, &flag) in expected.iter().enumerate() {
             let row = &got[r * vocab..][..vocab];
@@ -461,14 +508,51 @@ fn logits_processing_flags_nonfinite_rows_only_on<D: Driver>(gpu: &GpuBackend<D>
             assert_eq!(host.is_err(), flag != 0, "cfg {cfg_scale}, row {r}: the host's verdict");
         }
     }
-    // A row map on the device is checked by the kernel.
+    // Indices are checked by the kernel: a logits row beyond the logits, a destination beyond
+    // the output (row 2 stays unwritten).
     let params = SamplingParams::default();
-    let map = gpu.upload_row_map(&[0, 99, 2]).unwrap();
-    let (mut probs, mut flags) = (poisoned(gpu, 3 * vocab), gpu.row_flags(3).unwrap());
-    gpu.process_logits_mapped(&logits_dev, &map, vocab, false, &params, &mut probs, &mut flags).unwrap();
-    assert_eq!(gpu.read_row_flags(&flags).unwrap(), vec![0, ROW_BAD_INDEX, 0]);
-    // And a host row map before the launch.
-    let bad = LogitRows { vocab, cond: &[0, 6], uncond: None };
-    let mut flags = gpu.row_flags(2).unwrap();
-    assert!(gpu.process_logits(&logits_dev, &bad, &params, &mut poisoned(gpu, 2 * vocab), &mut flags).is_err());
+    for be_result in [process_on(&CpuBackend, &logits, vocab, &[0, 99, 2], None, &[0, 1, 7], 3, &params), process_on(gpu, &logits, vocab, &[0, 99, 2], None, &[0, 1, 7], 3, &params)] {
+        let (probs, flags) = be_result.unwrap();
+        assert_eq!(flags, vec![0, ROW_BAD_INDEX, 0]);
+        assert!(probs[2 * vocab..].iter().all(|p| p.is_nan()));
+    }
+    // A map whose words lie outside the uploaded buffer is an error before the launch.
+    let map = LogitsMap { rows: 2, vocab, cfg: false, map_at: 0, dst_at: 5, flags_at: 0 };
+    let mut flags = gpu.words(2).unwrap();
+    let words = words_on(gpu, &Packed::default());
+    assert!(gpu.process_logits(&gpu.upload(&logits).unwrap(), &words, map, &params, &mut poisoned(gpu, 2 * vocab), &mut flags).is_err());
+}
+
+/// kernels/accept.cu `sample_children` against its CPU twin, token for token: widths 1 to 5
+/// over random distributions, distributions with small supports (children run out: NO_TOKEN),
+/// a NaN row and a row index past the distributions, vocab 1000 and 16384.
+#[test]
+fn child_draws_match_their_twin_exactly() {
+    on_every_device!(child_draws_match_their_twin_exactly_on);
+}
+
+fn child_draws_match_their_twin_exactly_on<D: Driver>(gpu: &GpuBackend<D>) {
+    let mut rng = Rng::new(47);
+    for vocab in [1000usize, 16384] {
+        let rows = 6;
+        let mut probs = distributions(rows, vocab, 0.8, 48);
+        // Row 3: support of 3 tokens; row 4: NaN.
+        probs[3 * vocab..4 * vocab].iter_mut().enumerate().for_each(|(i, p)| *p = if [5, 700, 999].contains(&i) { 1.0 / 3.0 } else { 0.0 });
+        probs[4 * vocab + 11] = f32::NAN;
+        for width in 1..=5usize {
+            let parent_rows = [0u32, 3, 1, 4, 9, 5];
+            let first: Vec<u32> = (0..parent_rows.len() as u32).map(|i| i * width as u32).collect();
+            let uniforms: Vec<f32> = (0..parent_rows.len() * width).map(|_| rng.uniform() as f32).collect();
+            let mut packed = Packed::default();
+            let draws = ChildDraws::pack(&mut packed, vocab, width, &parent_rows, &first, &uniforms).unwrap();
+            let mut want = vec![7u32; parent_rows.len() * width];
+            CpuBackend.sample_children(&probs, &packed.words().to_vec(), draws, &mut want).unwrap();
+            let mut tokens = gpu.words(want.len()).unwrap();
+            gpu.sample_children(&gpu.upload(&probs).unwrap(), &words_on(gpu, &packed), draws, &mut tokens).unwrap();
+            assert_eq!(gpu.download_words(&tokens).unwrap(), want, "vocab {vocab}, width {width}");
+            // Row 3 has three tokens; row 9 does not exist.
+            assert_eq!(want[width..2 * width].iter().filter(|&&t| t == NO_TOKEN).count(), width.saturating_sub(3));
+            assert!(want[4 * width..5 * width].iter().all(|&t| t == NO_TOKEN));
+        }
+    }
 }

@@ -1,7 +1,10 @@
-//! One verification step's draft block and its outcome, as the acceptance op of every backend
-//! takes and returns them ([`super::Backend::accept_block`]; the algorithm is documented in
-//! `kernels/accept.cu`, its exact CPU twin is `backend::cpu::accept`).
+//! One verification step's draft block and its outcome on the host, and
+//! [`accept_on_host`], which runs the backend's fused acceptance op
+//! ([`super::Backend::accept_block`]; the algorithm is documented in `kernels/accept.cu`, its
+//! exact CPU twin is `backend::cpu::accept`) on host arrays: for tests, benches and one-off
+//! verification; the decoding loop keeps everything on the device.
 
+use super::{Backend, BlockInputs, BlockLayout, Packed};
 use crate::error::{Error, Result};
 
 /// One verification step's draft block for a batch, besides the distributions. Sequence `b`'s
@@ -17,8 +20,9 @@ pub struct DraftBlock<'a> {
     pub vocab: usize,
     /// Drafted token of each node, `[batch, nodes]`.
     pub tokens: &'a [u32],
-    /// Parent node of each node, `[batch, nodes]`; -1 for children of the pending token.
-    /// Siblings are tried in index order. A chain has parents `-1, 0, 1, ...`.
+    /// Parent node of each node, `[batch, nodes]`: -1 for children of the pending token, an
+    /// earlier node of the sequence, or below -1 for an absent node (never tried). Siblings are
+    /// tried in index order. A chain has parents `-1, 0, 1, ...`.
     pub parents: &'a [i32],
     /// Relaxation factor per block depth, `[nodes]`: 1 is lossless; COOL-SD's `omega_i`;
     /// UniformRSD's constant. A non-finite or negative value never accepts.
@@ -45,7 +49,7 @@ impl DraftBlock<'_> {
             && self.u_accept.len() == per_node
             && self.omega.len() == self.nodes
             && self.u_sample.len() == self.batch;
-        let parents_ok = self.parents.iter().all(|&p| p >= -1 && (p as i64) < self.nodes as i64);
+        let parents_ok = self.nodes == 0 || self.parents.chunks(self.nodes).all(|seq| seq.iter().enumerate().all(|(n, &p)| (p as i64) < n as i64));
         if lengths_ok && parents_ok && self.vocab > 0 && self.vocab <= i32::MAX as usize {
             Ok(())
         } else {
@@ -67,4 +71,38 @@ pub struct Acceptance {
     pub next: Vec<u32>,
     /// Acceptance probability of each node that was tried, -1 for the others, `[batch, nodes]`.
     pub accept_prob: Vec<f32>,
+}
+
+impl Acceptance {
+    /// Read the decisions of `layout` from a step's `state` words.
+    pub fn from_state(state: &[u32], layout: &BlockLayout) -> Result<Self> {
+        let (batch, nodes) = (layout.batch, layout.nodes);
+        let get = |at: usize, len: usize| super::packed::part(state, at, len).ok_or_else(|| Error::Backend("accept_block: state shorter than its layout".into()));
+        let (accepted, next) = (get(layout.accepted_at, batch)?, get(layout.next_at, batch)?);
+        let path: &[i32] = bytemuck::cast_slice(get(layout.path_at, batch * nodes)?);
+        let accept_prob: &[f32] = bytemuck::cast_slice(get(layout.prob_at, batch * nodes)?);
+        let paths = (0..batch)
+            .map(|b| {
+                let len = (accepted[b] as usize).min(nodes);
+                path[b * nodes..][..len].iter().map(|&n| n as usize).collect()
+            })
+            .collect();
+        Ok(Self { paths, next: next.to_vec(), accept_prob: accept_prob.to_vec() })
+    }
+}
+
+/// Run `backend`'s fused acceptance op on host arrays: upload `p`, `q` and the block, verify,
+/// download the decisions.
+pub fn accept_on_host<B: Backend>(backend: &B, p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acceptance> {
+    block.validate(p.len(), q.len())?;
+    let mut plan = Packed::default();
+    let inputs = BlockInputs { batch: block.batch, nodes: block.nodes, vocab: block.vocab, parents: block.parents, omega: block.omega, u_accept: block.u_accept, u_sample: block.u_sample };
+    let layout = BlockLayout::pack(&mut plan, &inputs, 0, block.tokens.len())?;
+    let mut state_host = block.tokens.to_vec();
+    state_host.resize(layout.state_end(), 0);
+    let (mut plan_words, mut state) = (backend.words(0)?, backend.words(0)?);
+    backend.upload_words_into(&mut plan_words, plan.words())?;
+    backend.upload_words_into(&mut state, &state_host)?;
+    backend.accept_block(&backend.upload(p)?, &backend.upload(q)?, &plan_words, &layout, &mut state)?;
+    Acceptance::from_state(&backend.download_words(&state)?, &layout)
 }

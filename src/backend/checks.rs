@@ -1,7 +1,8 @@
 //! Argument checks shared by every backend: each op validates its lengths and indices here
 //! before touching memory, so a bad call is an [`Error::Backend`] naming the op on every device.
 
-use super::{AttentionLayout, ForwardPlan, Gather, KvShape};
+use super::ops::check_parts;
+use super::{AttentionLayout, ForwardPlan, Gather, KvShape, RowGather};
 use crate::error::{Error, Result};
 
 fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
@@ -18,15 +19,26 @@ fn slots_in_pool(slots: &[u32], shape: &KvShape, op: &str) -> Result<()> {
 }
 
 /// `embedding`: gather `gather` of `plan` from a table of `table_len` values in rows of `dim`,
-/// into an output of `out_len`; returns the gather.
-pub fn embedding(table_len: usize, plan: &ForwardPlan, gather: usize, dim: usize, out_len: usize) -> Result<&Gather> {
+/// into an output of `out_len`; `tokens` says whether device tokens were given (an indirect
+/// gather needs them; its ids are checked by the kernel). Returns the gather.
+pub fn embedding(table_len: usize, plan: &ForwardPlan, gather: usize, tokens: bool, dim: usize, out_len: usize) -> Result<&Gather> {
     let part = plan.gathers.get(gather).ok_or_else(|| Error::Backend(format!("embedding: the plan has no gather {gather}")))?;
     let (ids, out_rows) = (&part.ids, &part.rows);
     let table_rows = table_len / dim.max(1);
     check(ids.len() == out_rows.len(), "embedding", || "ids and out_rows differ in length".into())?;
-    check(ids.iter().all(|&id| (id as usize) < table_rows), "embedding", || format!("id outside a table of {table_rows} rows"))?;
+    check(!part.indirect || tokens || ids.is_empty(), "embedding", || "an indirect gather needs the device tokens".into())?;
+    check(part.indirect || ids.iter().all(|&id| (id as usize) < table_rows), "embedding", || format!("id outside a table of {table_rows} rows"))?;
     check(out_rows.iter().all(|&r| (r as usize + 1) * dim <= out_len), "embedding", || "output row out of range".into())?;
     Ok(part)
+}
+
+/// `gather_rows`: `gather.rows` rows of `width` from `src_len` values into `out_len`, the
+/// indices inside `words_len` words.
+pub fn gather_rows(src_len: usize, width: usize, words_len: usize, gather: RowGather, out_len: usize) -> Result<()> {
+    check(width > 0 && src_len.is_multiple_of(width) && out_len >= gather.rows * width, "gather_rows", || {
+        format!("{} rows of width {width} from {src_len} values into {out_len}", gather.rows)
+    })?;
+    check_parts("gather_rows", words_len, &[(gather.at, gather.rows)])
 }
 
 /// `concat_rows`: `a` rows of `a_dim`, `b` rows of `b_dim`, `out` rows of both; returns the row

@@ -1,17 +1,24 @@
-//! The backend trait: every op a LlamaGen transformer step needs, on some device.
+//! The backend trait: every op a LlamaGen transformer step and a speculative decoding step need,
+//! on some device.
 //!
 //! Model code (`crate::model`) is written once against [`Backend`]; the CPU backend is the
 //! reference every other backend is tested against. Activations are f32 buffers ([`Backend::Buf`]);
 //! weights live in the backend's own format ([`Backend::Weight`]); the paged KV pool
-//! ([`Backend::KvPool`]) holds keys and values for all layers. The positions, KV slots and
-//! attention layout of a forward pass form one [`ForwardPlan`], uploaded once per pass
-//! ([`Backend::Plan`]); token ids and KV copies are small host slices. Activation buffers can be
-//! resized in place ([`Backend::resize`]), so a model allocates its workspace once. The kernel backend
+//! ([`Backend::KvPool`]) holds keys and values for all layers; [`Backend::Words`] are u32 arrays
+//! on the device (index lists, drafted tokens, the decisions of a step). The positions, KV slots
+//! and attention layout of a forward pass form one [`ForwardPlan`]; every index array of a whole
+//! decoding step (its forwards' plans, logits maps, draws, acceptance inputs, KV copies) is packed
+//! into one [`Packed`] buffer and uploaded once, and the ops read their parts at word offsets
+//! ([`ops`]). Ops that read indices from device memory check them in the kernel (an index out of
+//! range writes nothing, or a zero row), so a bad plan can never touch memory outside a buffer.
+//! Activation buffers can be resized in place ([`Backend::resize`]), so a model allocates its
+//! workspace once. The kernel backend
 //! ([`GpuBackend`]) runs `kernels/*.cu` on a CUDA GPU ([`CudaBackend`], feature `cuda`) or on the
 //! CUDA emulator ([`EmuBackend`], feature `emulator`, default).
 
 mod accept;
 pub mod checks;
+mod copies;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -19,11 +26,14 @@ pub mod cuda;
 pub mod emu;
 pub mod gpu;
 mod layout;
+pub mod ops;
+mod packed;
 mod plan;
 
 use std::sync::Arc;
 
-pub use accept::{Acceptance, DraftBlock};
+pub use accept::{accept_on_host, Acceptance, DraftBlock};
+pub use copies::independent_batches;
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
@@ -31,9 +41,12 @@ pub use cuda::CudaBackend;
 pub use emu::EmuBackend;
 pub use gpu::GpuBackend;
 pub use layout::AttentionLayout;
-pub use plan::{ForwardPlan, Gather};
+pub use ops::{BlockInputs, BlockLayout, ChildDraws, CopyList, LogitsMap, RowGather, NO_TOKEN};
+pub use packed::Packed;
+pub use plan::{ForwardPlan, Gather, PlanOffsets};
 
 use crate::error::Result;
+use crate::sampling::SamplingParams;
 use crate::weights::WeightFile;
 
 /// What the backend has asked of its device since it was created (or since the last
@@ -88,8 +101,11 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// Keys and values of every layer, in fixed-size blocks of token slots.
     type KvPool: Send + Sync;
-    /// A [`ForwardPlan`] in the form the ops read it (on a device: one uploaded buffer).
+    /// A [`ForwardPlan`] in the form the ops read it (on a device: a view of an uploaded
+    /// [`Backend::Words`] buffer).
     type Plan: Send + Sync;
+    /// A u32 array on the device (index lists, drafted tokens, a step's decisions).
+    type Words: Send + Sync;
 
     /// A short human-readable name ("cpu", "cuda:0 (H100)").
     fn name(&self) -> String;
@@ -111,14 +127,39 @@ pub trait Backend: Send + Sync {
     /// Make `buf` hold `len` elements, reusing its memory when it is large enough (contents
     /// unspecified afterwards): the workspace of a forward pass is allocated once this way.
     fn resize(&self, buf: &mut Self::Buf, len: usize) -> Result<()>;
-    /// Hand `plan` to the device for the ops of one forward pass (one copy on a device).
-    fn upload_plan(&self, plan: ForwardPlan) -> Result<Self::Plan>;
+    /// `len` zeroed words.
+    fn words(&self, len: usize) -> Result<Self::Words>;
+    /// Copy `values` into `buf`, resized to hold them (reusing its memory when large enough):
+    /// one host-to-device copy.
+    fn upload_words_into(&self, buf: &mut Self::Words, values: &[u32]) -> Result<()>;
+    /// Copy words back to the host (one device-to-host copy).
+    fn download_words(&self, buf: &Self::Words) -> Result<Vec<u32>>;
+    /// Make `buf` hold `len` words, reusing its memory when it is large enough (contents
+    /// unspecified afterwards).
+    fn resize_words(&self, buf: &mut Self::Words, len: usize) -> Result<()>;
+    /// The plan of one forward pass as the ops read it, from `plan` packed at `at` into the
+    /// uploaded `words` (no copy; the plan is checked against the pool's geometry by each op).
+    fn plan_in(&self, words: &Arc<Self::Words>, plan: ForwardPlan, at: PlanOffsets) -> Result<Self::Plan>;
+    /// Hand `plan` to the device on its own (one allocation and one copy on a device): for a
+    /// single forward; a decoding step packs all its plans into one upload instead.
+    fn upload_plan(&self, plan: ForwardPlan) -> Result<Self::Plan> {
+        let mut packed = Packed::default();
+        let at = plan.pack(&mut packed);
+        let mut words = self.words(0)?;
+        self.upload_words_into(&mut words, packed.words())?;
+        self.plan_in(&Arc::new(words), plan, at)
+    }
     /// An empty (zeroed) KV pool.
     fn kv_pool(&self, shape: KvShape) -> Result<Self::KvPool>;
 
     /// `out[rows[i]] = table[ids[i]]` for rows of width `dim`, with `ids` and `rows` those of
-    /// gather `gather` of the plan.
-    fn embedding(&self, table: &Self::Weight, plan: &Self::Plan, gather: usize, dim: usize, out: &mut Self::Buf) -> Result<()>;
+    /// gather `gather` of the plan. An indirect gather ([`Gather::indirect`]) reads its ids from
+    /// `tokens` (`ids[i] = tokens[gather.ids[i]]`, drafted on the device); an index outside
+    /// `tokens` or an id outside the table gives a zero row.
+    fn embedding(&self, table: &Self::Weight, plan: &Self::Plan, gather: usize, tokens: Option<&Self::Words>, dim: usize, out: &mut Self::Buf) -> Result<()>;
+    /// `out[i] = src[rows[i]]` for `gather.rows` rows of width `width`, the row indices read from
+    /// `words` at `gather.at` (a row outside `src` gives a zero row).
+    fn gather_rows(&self, src: &Self::Buf, width: usize, words: &Self::Words, gather: RowGather, out: &mut Self::Buf) -> Result<()>;
     /// `out = concat(a, b)` per row: `a` rows of width `a_dim`, `b` rows of width `b_dim`.
     fn concat_rows(&self, a: &Self::Buf, a_dim: usize, b: &Self::Buf, b_dim: usize, out: &mut Self::Buf) -> Result<()>;
     /// RMSNorm of each row of width `dim`: `out = x / sqrt(mean(x^2) + eps) * weight`.
@@ -156,16 +197,44 @@ pub trait Backend: Send + Sync {
     /// Write the K and V parts of fused `qkv` rows (`[rows, 3 * width]`, order q|k|v) of layer
     /// `layer` into pool slots `plan.slots[r]`.
     fn kv_write(&self, pool: &mut Self::KvPool, layer: usize, qkv: &Self::Buf, plan: &Self::Plan) -> Result<()>;
-    /// Copy keys and values of every layer from pool slot `src[i]` to slot `dst[i]`.
-    fn kv_copy(&self, pool: &mut Self::KvPool, src: &[u32], dst: &[u32]) -> Result<()>;
+    /// Copy keys and values of every layer from pool slot `src[i]` to slot `dst[i]`, the slot
+    /// lists read from `words`; the copies must be independent (no slot both read and written:
+    /// [`independent_batches`]); a slot outside the pool is skipped.
+    fn kv_copy(&self, pool: &mut Self::KvPool, words: &Self::Words, copies: CopyList) -> Result<()>;
+    /// Copy slot `src[i]` to slot `dst[i]` in order, from host lists (one upload; for forks and
+    /// tests; a decoding step packs its copies into its plan instead).
+    fn kv_copy_host(&self, pool: &mut Self::KvPool, src: &[u32], dst: &[u32]) -> Result<()> {
+        checks::kv_copy(&self.kv_shape(pool), src, dst)?;
+        let mut packed = Packed::default();
+        let lists: Vec<CopyList> = independent_batches(src, dst).iter().map(|(s, d)| CopyList::pack(&mut packed, s, d)).collect();
+        if lists.is_empty() {
+            return Ok(());
+        }
+        let mut words = self.words(0)?;
+        self.upload_words_into(&mut words, packed.words())?;
+        lists.into_iter().try_for_each(|list| self.kv_copy(pool, &words, list))
+    }
+    /// The geometry of `pool`.
+    fn kv_shape(&self, pool: &Self::KvPool) -> KvShape;
     /// Scaled dot-product attention of the q part of `qkv` against layer `layer` of the paged
     /// pool, with per-query visibility from `plan.layout` (causal, or a token-tree mask);
     /// `out` is `[rows, n_head * head_dim]`.
     fn attention(&self, qkv: &Self::Buf, pool: &Self::KvPool, layer: usize, plan: &Self::Plan, out: &mut Self::Buf) -> Result<()>;
-    /// Verify a whole draft `block` (chain or tree, every sequence of a batch) against target
+    /// Turn logits into the distributions tokens are drawn from (CFG mix, temperature, top-k,
+    /// softmax, top-p: `SamplingParams::distribution`) for the rows `map` names, writing
+    /// `probs` rows and a flag per row into `flags` (1: non-finite logits, the row is NaN); one
+    /// launch of kernels/sampling.cu on a device, its exact twin on the CPU.
+    fn process_logits(&self, logits: &Self::Buf, words: &Self::Words, map: LogitsMap, params: &SamplingParams, probs: &mut Self::Buf, flags: &mut Self::Words) -> Result<()>;
+    /// Draw the children of draft-tree nodes from their distributions in `probs`, without
+    /// replacement, into `tokens` (one launch for a whole tree level and batch; an
+    /// [`NO_TOKEN`] where a distribution's support runs out).
+    fn sample_children(&self, probs: &Self::Buf, words: &Self::Words, draws: ChildDraws, tokens: &mut Self::Words) -> Result<()>;
+    /// Verify a whole draft block (chain or tree, every sequence of a batch) against target
     /// probabilities `p` and draft probabilities `q` (both `[batch, nodes + 1, vocab]`), as the
-    /// fused kernel `kernels/accept.cu` does: one launch on a device, its exact twin on the CPU.
-    fn accept_block(&self, p: &Self::Buf, q: &Self::Buf, block: &DraftBlock<'_>) -> Result<Acceptance>;
+    /// fused kernel `kernels/accept.cu` does (one launch on a device, its exact twin on the
+    /// CPU): inputs from `plan` and the drafted tokens of `state`, decisions written into
+    /// `state` ([`BlockLayout`]).
+    fn accept_block(&self, p: &Self::Buf, q: &Self::Buf, plan: &Self::Words, block: &BlockLayout, state: &mut Self::Words) -> Result<()>;
     /// The device operations since the last call (or since creation), resetting the counts:
     /// kernel backends count launches, copies and allocations; the CPU backend has none (`None`).
     fn take_device_counts(&self) -> Option<DeviceCounts> {

@@ -1,11 +1,11 @@
 //! Classifier-free guidance as a batch of two sequences: every row of the conditional sequence
-//! is mirrored onto the unconditional (null-class) one, and the two logits rows are mixed.
+//! is mirrored onto the unconditional (null-class) one, and the two logits rows are mixed by the
+//! backend's `process_logits`.
 
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::kv::{PagedKvCache, QueryVisibility, SeqId};
-use crate::model::{StepOutput, StepRow, TokenInput};
-use crate::sampling::SamplingParams;
+use crate::model::{StepRow, TokenInput};
 
 /// The conditional sequence of one image and, with CFG, its unconditional twin.
 #[derive(Clone, Copy, Debug)]
@@ -28,9 +28,14 @@ impl GuidedSeqs {
     /// Rows written for the conditional sequence, followed by their mirror on the unconditional
     /// one (class tokens become the null class).
     pub fn mirror(&self, rows: Vec<StepRow>) -> Vec<StepRow> {
-        let Some(uncond) = self.uncond else { return rows };
-        let mirrored: Vec<StepRow> = rows
-            .iter()
+        let mirrored = self.mirrored(&rows);
+        rows.into_iter().chain(mirrored).collect()
+    }
+
+    /// The mirror of conditional `rows` on the unconditional sequence (none without CFG).
+    pub fn mirrored(&self, rows: &[StepRow]) -> Vec<StepRow> {
+        let Some(uncond) = self.uncond else { return Vec::new() };
+        rows.iter()
             .map(|r| StepRow {
                 input: match r.input {
                     TokenInput::Class(_) => TokenInput::Class(self.null_class),
@@ -38,18 +43,6 @@ impl GuidedSeqs {
                 },
                 visibility: QueryVisibility { seq: uncond, ..r.visibility.clone() },
                 ..r.clone()
-            })
-            .collect();
-        rows.into_iter().chain(mirrored).collect()
-    }
-
-    /// Token distributions of the first `n` (conditional) rows of `out`, guided by the mirrored
-    /// rows when CFG is on.
-    pub fn distributions(&self, out: &StepOutput, n: usize, params: &SamplingParams, context: &str) -> Result<Vec<Vec<f32>>> {
-        (0..n)
-            .map(|r| {
-                let uncond = self.uncond.map(|_| out.logits_row(n + r));
-                params.distribution(out.logits_row(r), uncond, &format!("{context}, row {r}"))
             })
             .collect()
     }
@@ -60,9 +53,21 @@ impl GuidedSeqs {
         self.uncond.map_or(Ok(()), |u| cache.truncate(u, len))
     }
 
-    /// Copy KV positions `from[i]` to `to[i]` in both sequences.
-    pub fn move_positions<B: Backend>(&self, backend: &B, cache: &mut PagedKvCache<B>, from: &[usize], to: &[usize]) -> Result<()> {
-        cache.move_positions(backend, self.cond, from, to)?;
-        self.uncond.map_or(Ok(()), |u| cache.move_positions(backend, u, from, to))
+    /// The slot copies that move KV positions `from[i]` to `to[i]` in both sequences, in order
+    /// (resolved now, run by the next pass's plan).
+    pub fn position_copies<B: Backend>(&self, cache: &PagedKvCache<B>, from: &[usize], to: &[usize]) -> Result<Vec<(u32, u32)>> {
+        let mut copies = Vec::with_capacity(2 * from.len());
+        for seq in std::iter::once(self.cond).chain(self.uncond) {
+            for (&f, &t) in from.iter().zip(to) {
+                copies.push((cache.slot(seq, f)?, cache.slot(seq, t)?));
+            }
+        }
+        Ok(copies)
+    }
+
+    /// Release both sequences and their blocks.
+    pub fn free<B: Backend>(&self, cache: &mut PagedKvCache<B>) -> Result<()> {
+        cache.free_sequence(self.cond)?;
+        self.uncond.map_or(Ok(()), |u| cache.free_sequence(u))
     }
 }

@@ -1,17 +1,13 @@
-//! The decoding loops of one image, side by side: plain autoregressive decoding ([`ar`]) and
-//! speculative decoding ([`speculative`]), over the model layer and the paged KV cache.
-//!
-//! Both loops carry a [`DecodeContext`] (backend, sampling settings, the image's random stream,
-//! [`GenerationStats`] counters, progress callback) and run classifier-free guidance as a pair of
-//! mirrored sequences (`guided`). The engine picks a loop per request; nothing here depends on
-//! the engine.
+//! The decoding loops: one device-resident batched loop ([`batch`]) for plain autoregressive
+//! decoding and every speculative mode ([`speculative`]: drafters, trees, acceptance rules, exact
+//! laws), over the model layer and the paged KV cache, with classifier-free guidance as a pair
+//! of mirrored sequences per image (`guided`). The engine picks the drafter and rule per request;
+//! nothing here depends on the engine.
 
-pub mod ar;
-mod context;
+pub mod batch;
 pub(crate) mod guided;
 pub mod speculative;
 mod stats;
 
-pub use ar::generate_ar;
-pub use context::DecodeContext;
+pub use batch::{generate_batch, DecodeBuffers, Decoding, ImageRequest, ImageTokens, Speculative};
 pub use stats::GenerationStats;

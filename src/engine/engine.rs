@@ -7,16 +7,15 @@ use std::time::Instant;
 use crate::backend::{Backend, CpuBackend, KvShape};
 use crate::decode::speculative::config::{DrafterChoice, SpecConfig};
 use crate::decode::speculative::draft::{Drafter, HeadDrafter, ModelDrafter};
-use crate::decode::speculative::generate_speculative;
 use crate::decode::speculative::rules::LatentNeighbours;
-use crate::decode::{generate_ar, DecodeContext, GenerationStats};
+use crate::decode::{generate_batch, DecodeBuffers, Decoding, ImageRequest, ImageTokens, Speculative};
 use crate::engine::request::{Generation, Request};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::kv::PagedKvCache;
 use crate::model::vq::VqDecoder;
 use crate::model::{DraftHead, Gpt};
-use crate::sampling::Rng;
+use crate::sampling::SamplingParams;
 use crate::weights::{ModelConfig, WeightFile};
 
 /// Token slots per KV block.
@@ -39,6 +38,8 @@ pub struct Engine<B: Backend = CpuBackend> {
     kv_blocks: Option<usize>,
     /// KV caches of finished requests, cleared, reused by the next requests of the same shape.
     idle_caches: Mutex<Vec<PagedKvCache<B>>>,
+    /// The decoding loop's device buffers of finished batches, reused by the next ones.
+    idle_buffers: Mutex<Vec<DecodeBuffers<B>>>,
 }
 
 fn open(dir: &Path, file: &str) -> Result<Arc<WeightFile>> {
@@ -77,11 +78,11 @@ impl<B: Backend> Engine<B> {
             }
             None => (None, None),
         };
-        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, neighbours: Mutex::new(None), kv_blocks: None, idle_caches: Mutex::new(Vec::new()) })
+        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, neighbours: Mutex::new(None), kv_blocks: None, idle_caches: Mutex::new(Vec::new()), idle_buffers: Mutex::new(Vec::new()) })
     }
 
     /// Use a KV pool of exactly `blocks` blocks of [`KV_BLOCK_SIZE`] slots per model (default:
-    /// just enough for one image with CFG and the largest draft window).
+    /// just enough for the images of a batch, each with CFG and the largest draft window).
     pub fn with_kv_blocks(mut self, blocks: usize) -> Self {
         self.kv_blocks = Some(blocks);
         self.idle_caches = Mutex::new(Vec::new());
@@ -94,13 +95,26 @@ impl<B: Backend> Engine<B> {
         self.idle_caches.lock().map_or(0, |idle| idle.len())
     }
 
-    /// A cleared cache of `shape`: an idle one, or a new one.
+    /// A cleared cache of `shape`'s geometry with at least its blocks: an idle one, or a new one.
     fn checkout_cache(&self, shape: KvShape) -> Result<PagedKvCache<B>> {
         let mut idle = self.idle_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match idle.iter().position(|c| c.shape() == shape) {
+        let fits = |c: &PagedKvCache<B>| c.shape() == KvShape { num_blocks: c.shape().num_blocks, ..shape } && c.shape().num_blocks >= shape.num_blocks;
+        match idle.iter().position(fits) {
             Some(i) => Ok(idle.swap_remove(i)),
             None => PagedKvCache::new(&self.backend, shape),
         }
+    }
+
+    /// Run `decode` with idle decoding buffers (or new ones), keeping them for later batches.
+    fn with_buffers<T>(&self, decode: impl FnOnce(&mut DecodeBuffers<B>) -> Result<T>) -> Result<T> {
+        let idle = self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut buffers = match idle {
+            Some(buffers) => buffers,
+            None => DecodeBuffers::new(&self.backend)?,
+        };
+        let result = decode(&mut buffers);
+        self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(buffers);
+        result
     }
 
     /// Keep `cache`, cleared, for a later request.
@@ -129,17 +143,17 @@ impl<B: Backend> Engine<B> {
         &self.target
     }
 
-    /// KV blocks per model: the configured number, or enough for one image (two sequences
-    /// with CFG) plus a speculative window of `window` tokens.
-    fn kv_blocks_for(&self, window: usize) -> usize {
+    /// KV blocks per model: the configured number, or enough for `images` images (two
+    /// sequences each, for CFG) plus a speculative window of `window` tokens each.
+    fn kv_blocks_for(&self, images: usize, window: usize) -> usize {
         let per_seq = (self.config.gpt.max_seq_len() + window).div_ceil(KV_BLOCK_SIZE);
-        self.kv_blocks.unwrap_or(2 * per_seq)
+        self.kv_blocks.unwrap_or(2 * per_seq * images.max(1))
     }
 
-    /// A fresh KV cache for `gpt` (see [`Engine::with_kv_blocks`]) with room for a speculative
-    /// window of `window` tokens.
+    /// A fresh KV cache for `gpt` (see [`Engine::with_kv_blocks`]) with room for one image and a
+    /// speculative window of `window` tokens.
     pub fn new_cache(&self, gpt: &Gpt<B>, window: usize) -> Result<PagedKvCache<B>> {
-        gpt.new_cache(&self.backend, self.kv_blocks_for(window), KV_BLOCK_SIZE)
+        gpt.new_cache(&self.backend, self.kv_blocks_for(1, window), KV_BLOCK_SIZE)
     }
 
     fn check_request(&self, request: &Request) -> Result<()> {
@@ -157,29 +171,46 @@ impl<B: Backend> Engine<B> {
 
     /// Generate the image tokens for `request`, reporting (done, total) to `progress`.
     pub fn generate_tokens(&self, request: &Request, progress: &mut dyn FnMut(usize, usize)) -> Result<Generation> {
-        self.check_request(request)?;
-        let start = Instant::now();
-        let mut ctx = DecodeContext {
-            backend: &self.backend,
-            params: request.sampling,
-            rng: Rng::new(request.seed),
-            stats: GenerationStats::default(),
-            progress,
-        };
-        let tokens = match &request.speculative {
-            None => {
-                let mut cache = self.checkout_cache(self.target.kv_shape(self.kv_blocks_for(0), KV_BLOCK_SIZE))?;
-                let tokens = generate_ar(&mut ctx, &self.target, &mut cache, request.class_id)?;
-                self.give_back(cache);
-                tokens
-            }
-            Some(spec) => self.generate_speculative(&mut ctx, spec, request.class_id)?,
-        };
-        let mut stats = ctx.stats;
-        stats.elapsed = start.elapsed();
-        Ok(Generation { tokens, stats })
+        let mut generations = self.generate_tokens_batch(std::slice::from_ref(request), progress)?;
+        Ok(generations.remove(0))
     }
 
+    /// Generate the image tokens of every request, requests with equal sampling and speculative
+    /// settings together in shared forward passes (each with its own class, seed and accepted
+    /// lengths); a request gets the same tokens alone or in a batch. Reports (tokens done,
+    /// tokens total) of the current batch to `progress`. Each generation's `elapsed` is its
+    /// batch's wall time.
+    pub fn generate_tokens_batch(&self, requests: &[Request], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Generation>> {
+        requests.iter().try_for_each(|r| self.check_request(r))?;
+        let mut generations: Vec<Option<Generation>> = vec![None; requests.len()];
+        let mut left: Vec<usize> = (0..requests.len()).collect();
+        while let Some(&first) = left.first() {
+            let same = |i: &usize| requests[*i].sampling == requests[first].sampling && requests[*i].speculative == requests[first].speculative;
+            let (group, rest): (Vec<usize>, Vec<usize>) = left.into_iter().partition(same);
+            left = rest;
+            let start = Instant::now();
+            let images: Vec<ImageRequest> = group.iter().map(|&i| ImageRequest { class: requests[i].class_id, seed: requests[i].seed }).collect();
+            let outputs = self.generate_group(&requests[first], &images, progress)?;
+            let elapsed = start.elapsed();
+            for (&i, ImageTokens { tokens, mut stats }) in group.iter().zip(outputs) {
+                stats.elapsed = elapsed;
+                generations[i] = Some(Generation { tokens, stats });
+            }
+        }
+        generations.into_iter().map(|g| g.ok_or_else(|| Error::Internal("a request of the batch was not generated".into()))).collect()
+    }
+
+    /// Generate `images` with the settings of `settings` in one batch.
+    fn generate_group(&self, settings: &Request, images: &[ImageRequest], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<ImageTokens>> {
+        let params = settings.sampling;
+        let Some(spec) = &settings.speculative else {
+            let mut cache = self.checkout_cache(self.target.kv_shape(self.kv_blocks_for(images.len(), 0), KV_BLOCK_SIZE))?;
+            let tokens = self.with_buffers(|buffers| generate_batch(&self.backend, &self.target, &mut cache, buffers, Decoding { speculative: None, params }, images, progress));
+            self.give_back(cache);
+            return tokens;
+        };
+        self.generate_speculative(spec, params, images, progress)
+    }
     /// The `k` nearest codebook neighbours of every token (cached).
     fn latent_neighbours(&self, k: usize) -> Result<Arc<LatentNeighbours>> {
         let (codebook, dim) = self.codebook.as_ref().ok_or_else(|| {
@@ -195,17 +226,16 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Run speculative decoding with the drafter and rule `spec` selects.
-    fn generate_speculative(&self, ctx: &mut DecodeContext<'_, B>, spec: &SpecConfig, class: u32) -> Result<Vec<u32>> {
+    fn generate_speculative(&self, spec: &SpecConfig, params: SamplingParams, images: &[ImageRequest], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<ImageTokens>> {
         let shape = spec.shape()?;
         let rule = spec.build_rule(&|k| self.latent_neighbours(k))?;
         let window = shape.num_nodes() + 1;
-        let cfg = ctx.params.uses_cfg();
         let missing = |section: &str| {
             Error::InvalidRequest(format!("{} has no \"{section}\" section in config.json: pick another drafter", self.dir.display()))
         };
         let draft_model = || self.draft.as_ref().ok_or_else(|| missing("draft"));
         let draft_head = || self.draft_head.as_ref().ok_or_else(|| missing("draft_head"));
-        let blocks = self.kv_blocks_for(window);
+        let blocks = self.kv_blocks_for(images.len(), window);
         let mut draft_cache = self.checkout_cache(match spec.drafter {
             DrafterChoice::Model => draft_model()?.kv_shape(blocks, KV_BLOCK_SIZE),
             DrafterChoice::Head => draft_head()?.kv_shape(blocks, KV_BLOCK_SIZE),
@@ -213,14 +243,15 @@ impl<B: Backend> Engine<B> {
         let mut cache = self.checkout_cache(self.target.kv_shape(blocks, KV_BLOCK_SIZE))?;
         let tokens = {
             let mut drafter: Box<dyn Drafter<B> + '_> = match spec.drafter {
-                DrafterChoice::Model => Box::new(ModelDrafter::new(draft_model()?, &mut draft_cache, cfg)),
-                DrafterChoice::Head => Box::new(HeadDrafter::new(draft_head()?, &self.target, &mut draft_cache, cfg)),
+                DrafterChoice::Model => Box::new(ModelDrafter::new(draft_model()?, &mut draft_cache)),
+                DrafterChoice::Head => Box::new(HeadDrafter::new(draft_head()?, &self.target, &mut draft_cache)),
             };
-            generate_speculative(ctx, &self.target, &mut cache, drafter.as_mut(), rule.as_ref(), &shape, class)?
+            let speculative = Speculative { drafter: drafter.as_mut(), rule: rule.as_ref(), shape };
+            self.with_buffers(|buffers| generate_batch(&self.backend, &self.target, &mut cache, buffers, Decoding { speculative: Some(speculative), params }, images, progress))
         };
         self.give_back(draft_cache);
         self.give_back(cache);
-        Ok(tokens)
+        tokens
     }
 
     /// Decode image tokens into an RGB image with the VQ decoder.
@@ -236,5 +267,12 @@ impl<B: Backend> Engine<B> {
     pub fn generate(&self, request: &Request) -> Result<Image> {
         let generation = self.generate_tokens(request, &mut |_, _| {})?;
         self.decode(&generation.tokens)
+    }
+
+    /// Generate one image per request, in shared forward passes where the settings agree
+    /// ([`Engine::generate_tokens_batch`]).
+    pub fn generate_batch(&self, requests: &[Request]) -> Result<Vec<Image>> {
+        let generations = self.generate_tokens_batch(requests, &mut |_, _| {})?;
+        generations.iter().map(|g| self.decode(&g.tokens)).collect()
     }
 }

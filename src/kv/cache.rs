@@ -134,7 +134,7 @@ impl<B: Backend> PagedKvCache<B> {
             let new = fresh.next().expect("allocated above");
             let src: Vec<u32> = (0..table.len % bs).map(|i| old * bs as u32 + i as u32).collect();
             let dst: Vec<u32> = (0..table.len % bs).map(|i| new * bs as u32 + i as u32).collect();
-            backend.kv_copy(&mut self.pool, &src, &dst)?;
+            backend.kv_copy_host(&mut self.pool, &src, &dst)?;
             self.allocator.release(old);
             blocks[tail_index] = new;
         }
@@ -187,7 +187,7 @@ impl<B: Backend> PagedKvCache<B> {
     pub fn move_positions(&mut self, backend: &B, seq: SeqId, from: &[usize], to: &[usize]) -> Result<()> {
         let src = from.iter().map(|&p| self.slot(seq, p)).collect::<Result<Vec<_>>>()?;
         let dst = to.iter().map(|&p| self.slot(seq, p)).collect::<Result<Vec<_>>>()?;
-        backend.kv_copy(&mut self.pool, &src, &dst)
+        backend.kv_copy_host(&mut self.pool, &src, &dst)
     }
 
     /// Build the attention layout for query rows with the given visibility.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::{Backend, KvShape};
 use crate::error::{Error, Result};
 use crate::kv::{PagedKvCache, QueryVisibility};
-use crate::model::gpt::Gpt;
+use crate::model::gpt::{ForwardOutput, Gpt};
 use crate::model::layer::{DecoderLayer, LayerDims, LayerScratch};
 use crate::model::step::{place_rows, StepOutput, StepRow, TokenInput};
 use crate::weights::{DraftHeadConfig, GptConfig, WeightFile};
@@ -23,12 +23,10 @@ pub struct DraftHead<B: Backend> {
     scratch: Mutex<DraftHeadScratch<B>>,
 }
 
-/// The head's activation buffers, allocated once and reused by every pass.
+/// The head's intermediate activations, allocated once and reused by every pass.
 struct DraftHeadScratch<B: Backend> {
     embedded: B::Buf,
-    features: B::Buf,
     joined: B::Buf,
-    x: B::Buf,
     layer: LayerScratch<B>,
 }
 
@@ -63,13 +61,7 @@ impl<B: Backend> DraftHead<B> {
             fc: backend.load_weight(file, "fc.weight", &[target.dim, 2 * target.dim])?,
             layer: DecoderLayer::load(backend, file, "layer.", &dims)?,
             dims,
-            scratch: Mutex::new(DraftHeadScratch {
-                embedded: backend.zeros(0)?,
-                features: backend.zeros(0)?,
-                joined: backend.zeros(0)?,
-                x: backend.zeros(0)?,
-                layer: LayerScratch::new(backend)?,
-            }),
+            scratch: Mutex::new(DraftHeadScratch { embedded: backend.zeros(0)?, joined: backend.zeros(0)?, layer: LayerScratch::new(backend)? }),
         })
     }
 
@@ -83,30 +75,54 @@ impl<B: Backend> DraftHead<B> {
         PagedKvCache::new(backend, self.kv_shape(num_blocks, block_size))
     }
 
-    /// Run the rows (image tokens only, KV indices already shifted by [`head_row`]) with their
-    /// input features (`[rows, dim]`, host) and
-    /// return draft logits (through `target`'s norm and output) and the head's output features.
+    /// Check that `rows` are image-token rows (the head has no class position).
+    pub fn check_rows(rows: &[StepRow]) -> Result<()> {
+        match rows.iter().find(|r| matches!(r.input, TokenInput::Class(_))) {
+            Some(row) => Err(Error::InvalidRequest(format!("draft head rows must be image tokens (position {})", row.position))),
+            None => Ok(()),
+        }
+    }
+
+    /// Run the `rows` rows of an uploaded `plan` (image tokens only, KV indices shifted by
+    /// [`head_row`]) with their input `features` (`[rows, dim]` on the device): the draft logits
+    /// (through `target`'s norm and output) and the head's output features (the next draft
+    /// step's input) land in `out`. Drafted input tokens are read from `tokens`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_planned(
+        &self,
+        backend: &B,
+        target: &Gpt<B>,
+        pool: &mut B::KvPool,
+        plan: &B::Plan,
+        rows: usize,
+        tokens: Option<&B::Words>,
+        features: &B::Buf,
+        out: &mut ForwardOutput<B>,
+    ) -> Result<()> {
+        let d = self.dims.dim;
+        let mut guard = self.scratch.lock().map_err(|_| Error::Backend("a draft-head pass panicked earlier; its workspace is unusable".into()))?;
+        let DraftHeadScratch { embedded, joined, layer } = &mut *guard;
+        target.embed(backend, rows, plan, tokens, embedded)?;
+        backend.resize(joined, rows * 2 * d)?;
+        backend.concat_rows(embedded, d, features, d, joined)?;
+        backend.resize(&mut out.hidden, rows * d)?;
+        backend.linear(joined, &self.fc, rows, 2 * d, d, &mut out.hidden)?;
+        self.layer.forward(backend, &self.dims, &mut out.hidden, rows, pool, 0, target.rope(), plan, layer)?;
+        target.head(backend, &out.hidden, rows, &mut out.logits)
+    }
+
+    /// [`Self::forward_planned`] from host rows and features, returning the outputs on the host
+    /// (for tests and one-off passes).
     pub fn forward(&self, backend: &B, target: &Gpt<B>, cache: &mut PagedKvCache<B>, rows: &[StepRow], features: &[f32]) -> Result<StepOutput> {
         let d = self.dims.dim;
         if features.len() != rows.len() * d {
             return Err(Error::InvalidRequest(format!("draft head got {} feature values for {} rows of width {d}", features.len(), rows.len())));
         }
-        if let Some(row) = rows.iter().find(|r| matches!(r.input, TokenInput::Class(_))) {
-            return Err(Error::InvalidRequest(format!("draft head rows must be image tokens (position {})", row.position)));
-        }
-        let mut guard = self.scratch.lock().map_err(|_| Error::Backend("a draft-head pass panicked earlier; its workspace is unusable".into()))?;
-        let DraftHeadScratch { embedded, features: features_dev, joined, x, layer } = &mut *guard;
+        Self::check_rows(rows)?;
         let gathers = target.gathers(rows)?;
         let plan = backend.upload_plan(place_rows(backend, cache, rows, target.config().max_seq_len(), gathers)?)?;
-        target.embed(backend, rows.len(), &plan, embedded)?;
-        // The features come from the host (the target's download, or the head's own last pass).
-        backend.upload_into(features_dev, features)?;
-        backend.resize(joined, rows.len() * 2 * d)?;
-        backend.concat_rows(embedded, d, features_dev, d, joined)?;
-        backend.resize(x, rows.len() * d)?;
-        backend.linear(joined, &self.fc, rows.len(), 2 * d, d, x)?;
-        self.layer.forward(backend, &self.dims, x, rows.len(), cache.pool_mut(), 0, target.rope(), &plan, layer)?;
-        let logits = target.head(backend, x, rows.len())?;
-        Ok(StepOutput { logits, hidden: backend.download(x)?, vocab: target.config().vocab_size, dim: d })
+        let mut out = ForwardOutput::new(backend)?;
+        self.forward_planned(backend, target, cache.pool_mut(), &plan, rows.len(), None, &backend.upload(features)?, &mut out)?;
+        out.download(backend, target.config().vocab_size, d)
     }
 }

@@ -14,6 +14,29 @@ use crate::weights::{GptConfig, WeightFile};
 pub const CLASS_GATHER: usize = 0;
 /// The plan gather of image tokens ([`Gpt::gathers`]).
 pub const IMAGE_GATHER: usize = 1;
+/// The plan gather of drafted image tokens, read from the device tokens ([`Gpt::gathers`]).
+pub const DRAFTED_GATHER: usize = 2;
+
+/// What a forward pass leaves on the device: the caller's buffers, reused pass after pass.
+pub struct ForwardOutput<B: Backend> {
+    /// `[rows, dim]` last-layer hidden states before the final norm (the residual stream; the
+    /// draft head's features).
+    pub hidden: B::Buf,
+    /// `[rows, vocab]` logits.
+    pub logits: B::Buf,
+}
+
+impl<B: Backend> ForwardOutput<B> {
+    /// Empty buffers (they grow on the first pass).
+    pub fn new(backend: &B) -> Result<Self> {
+        Ok(Self { hidden: backend.zeros(0)?, logits: backend.zeros(0)? })
+    }
+
+    /// Copy both back to the host (two downloads).
+    pub fn download(&self, backend: &B, vocab: usize, dim: usize) -> Result<StepOutput> {
+        Ok(StepOutput { logits: backend.download(&self.logits)?, hidden: backend.download(&self.hidden)?, vocab, dim })
+    }
+}
 
 /// A loaded LlamaGen GPT (target or independent draft model).
 pub struct Gpt<B: Backend> {
@@ -28,25 +51,13 @@ pub struct Gpt<B: Backend> {
     scratch: Mutex<GptScratch<B>>,
 }
 
-/// The activation buffers of a forward pass, allocated once per model and reused by every pass
-/// (they only grow when a pass has more rows than any before).
+/// The intermediate activations of a forward pass, allocated once per model and reused by every
+/// pass (they only grow when a pass has more rows than any before); the residual stream and the
+/// logits are the caller's [`ForwardOutput`].
 struct GptScratch<B: Backend> {
-    /// The residual stream, `[rows, dim]`.
-    x: B::Buf,
     layer: LayerScratch<B>,
-    head: HeadScratch<B>,
-}
-
-/// Buffers of the final norm and output projection.
-struct HeadScratch<B: Backend> {
+    /// The final norm's output, `[rows, dim]`.
     normed: B::Buf,
-    logits: B::Buf,
-}
-
-impl<B: Backend> HeadScratch<B> {
-    fn new(backend: &B) -> Result<Self> {
-        Ok(Self { normed: backend.zeros(0)?, logits: backend.zeros(0)? })
-    }
 }
 
 /// Official tensor names and shapes of a GPT with `config`.
@@ -87,7 +98,7 @@ impl<B: Backend> Gpt<B> {
             norm: backend.load_weight(file, "norm.weight", &[d])?,
             output: backend.load_weight(file, "output.weight", &[v, d])?,
             rope: backend.upload(&rope)?,
-            scratch: Mutex::new(GptScratch { x: backend.zeros(0)?, layer: LayerScratch::new(backend)?, head: HeadScratch::new(backend)? }),
+            scratch: Mutex::new(GptScratch { layer: LayerScratch::new(backend)?, normed: backend.zeros(0)? }),
         })
     }
 
@@ -137,60 +148,72 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// The embedding gathers of `rows` for a pass's plan: class tokens from the class table
-    /// ([`CLASS_GATHER`]), image tokens from the token table ([`IMAGE_GATHER`]). Checks the tokens.
+    /// ([`CLASS_GATHER`]), image tokens from the token table ([`IMAGE_GATHER`]), drafted tokens
+    /// from the token table through the device tokens ([`DRAFTED_GATHER`]). Checks the tokens.
     pub fn gathers(&self, rows: &[StepRow]) -> Result<Vec<Gather>> {
         self.check_inputs(rows)?;
-        let (mut class, mut image) = (Gather::default(), Gather::default());
+        let mut gathers = vec![Gather::default(), Gather::default(), Gather { indirect: true, ..Gather::default() }];
         for (r, row) in rows.iter().enumerate() {
             let (part, id) = match row.input {
-                TokenInput::Class(c) => (&mut class, c),
-                TokenInput::Image(t) => (&mut image, t),
+                TokenInput::Class(c) => (CLASS_GATHER, c),
+                TokenInput::Image(t) => (IMAGE_GATHER, t),
+                TokenInput::Drafted(i) => (DRAFTED_GATHER, i),
             };
-            part.ids.push(id);
-            part.rows.push(r as u32);
+            gathers[part].ids.push(id);
+            gathers[part].rows.push(r as u32);
         }
-        Ok(vec![class, image])
+        Ok(gathers)
     }
 
     /// Embed the `rows` input tokens of `plan` (built with [`Gpt::gathers`]) into `x`, resized to
-    /// `[rows, dim]`.
-    pub fn embed(&self, backend: &B, rows: usize, plan: &B::Plan, x: &mut B::Buf) -> Result<()> {
+    /// `[rows, dim]`; drafted tokens are read from `tokens`.
+    pub fn embed(&self, backend: &B, rows: usize, plan: &B::Plan, tokens: Option<&B::Words>, x: &mut B::Buf) -> Result<()> {
         let d = self.config.dim;
         backend.resize(x, rows * d)?;
-        backend.embedding(&self.cls_embedding, plan, CLASS_GATHER, d, x)?;
-        backend.embedding(&self.tok_embeddings, plan, IMAGE_GATHER, d, x)
+        backend.embedding(&self.cls_embedding, plan, CLASS_GATHER, None, d, x)?;
+        backend.embedding(&self.tok_embeddings, plan, IMAGE_GATHER, None, d, x)?;
+        backend.embedding(&self.tok_embeddings, plan, DRAFTED_GATHER, tokens, d, x)
     }
 
-    /// Final norm and output head: logits for the `[rows, dim]` pre-norm states `hidden`.
-    pub fn head(&self, backend: &B, hidden: &B::Buf, rows: usize) -> Result<Vec<f32>> {
-        self.head_with(backend, hidden, rows, &mut self.lock_scratch()?.head)
+    /// Final norm and output head: `logits` (resized to `[rows, vocab]`) for the `[rows, dim]`
+    /// pre-norm states `hidden`.
+    pub fn head(&self, backend: &B, hidden: &B::Buf, rows: usize, logits: &mut B::Buf) -> Result<()> {
+        self.head_with(backend, hidden, rows, &mut self.lock_scratch()?.normed, logits)
     }
 
-    fn head_with(&self, backend: &B, hidden: &B::Buf, rows: usize, scratch: &mut HeadScratch<B>) -> Result<Vec<f32>> {
+    fn head_with(&self, backend: &B, hidden: &B::Buf, rows: usize, normed: &mut B::Buf, logits: &mut B::Buf) -> Result<()> {
         let (d, v) = (self.config.dim, self.config.vocab_size);
-        backend.resize(&mut scratch.normed, rows * d)?;
-        backend.resize(&mut scratch.logits, rows * v)?;
-        backend.rms_norm(hidden, &self.norm, self.dims.eps, d, &mut scratch.normed)?;
-        backend.linear(&scratch.normed, &self.output, rows, d, v, &mut scratch.logits)?;
-        backend.download(&scratch.logits)
+        backend.resize(normed, rows * d)?;
+        backend.resize(logits, rows * v)?;
+        backend.rms_norm(hidden, &self.norm, self.dims.eps, d, normed)?;
+        backend.linear(normed, &self.output, rows, d, v, logits)
     }
 
     fn lock_scratch(&self) -> Result<MutexGuard<'_, GptScratch<B>>> {
         self.scratch.lock().map_err(|_| Error::Backend("a forward pass panicked earlier; its workspace is unusable".into()))
     }
 
-    /// Run the rows through the model, writing their keys and values into `cache`. One plan
-    /// upload per pass; the activations live in the model's workspace.
-    pub fn forward(&self, backend: &B, cache: &mut PagedKvCache<B>, rows: &[StepRow]) -> Result<StepOutput> {
-        let gathers = self.gathers(rows)?;
+    /// Run the `rows` rows of an uploaded `plan` (its KV slots already placed in `pool`'s cache)
+    /// through the model, writing their keys and values into `pool` and the hidden states and
+    /// logits into `out`; nothing leaves the device and nothing is allocated once the buffers
+    /// have grown. Drafted input tokens are read from `tokens`.
+    pub fn forward_planned(&self, backend: &B, pool: &mut B::KvPool, plan: &B::Plan, rows: usize, tokens: Option<&B::Words>, out: &mut ForwardOutput<B>) -> Result<()> {
         let mut guard = self.lock_scratch()?;
         let scratch = &mut *guard;
-        let plan = backend.upload_plan(place_rows(backend, cache, rows, self.config.max_seq_len(), gathers)?)?;
-        self.embed(backend, rows.len(), &plan, &mut scratch.x)?;
+        self.embed(backend, rows, plan, tokens, &mut out.hidden)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            layer.forward(backend, &self.dims, &mut scratch.x, rows.len(), cache.pool_mut(), i, &self.rope, &plan, &mut scratch.layer)?;
+            layer.forward(backend, &self.dims, &mut out.hidden, rows, pool, i, &self.rope, plan, &mut scratch.layer)?;
         }
-        let logits = self.head_with(backend, &scratch.x, rows.len(), &mut scratch.head)?;
-        Ok(StepOutput { logits, hidden: backend.download(&scratch.x)?, vocab: self.config.vocab_size, dim: self.config.dim })
+        self.head_with(backend, &out.hidden, rows, &mut scratch.normed, &mut out.logits)
+    }
+
+    /// Run the rows through the model, writing their keys and values into `cache`, and return
+    /// the logits and hidden states on the host: one plan upload and two downloads (for tests
+    /// and one-off passes; the decoding loops keep the outputs on the device).
+    pub fn forward(&self, backend: &B, cache: &mut PagedKvCache<B>, rows: &[StepRow]) -> Result<StepOutput> {
+        let plan = backend.upload_plan(place_rows(backend, cache, rows, self.config.max_seq_len(), self.gathers(rows)?)?)?;
+        let mut out = ForwardOutput::new(backend)?;
+        self.forward_planned(backend, cache.pool_mut(), &plan, rows.len(), None, &mut out)?;
+        out.download(backend, self.config.vocab_size, self.config.dim)
     }
 }

@@ -9,5 +9,5 @@ pub mod step;
 pub mod vq;
 
 pub use draft_head::{draft_head_tensor_shapes, head_row, DraftHead};
-pub use gpt::{gpt_tensor_shapes, Gpt};
-pub use step::{StepOutput, StepRow, TokenInput};
+pub use gpt::{gpt_tensor_shapes, ForwardOutput, Gpt};
+pub use step::{place_rows, StepOutput, StepRow, TokenInput};

@@ -12,6 +12,9 @@ pub enum TokenInput {
     Class(u32),
     /// An image token id.
     Image(u32),
+    /// The image token drafted on the device into entry `i` of the step's device tokens (read
+    /// there by the embedding; [`crate::backend::NO_TOKEN`] embeds as zeros).
+    Drafted(u32),
 }
 
 /// One row of a forward pass.

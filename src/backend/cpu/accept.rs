@@ -7,7 +7,7 @@
 //! rejection the draft side of the next sibling is q renormalised without the siblings already
 //! tried.
 
-use crate::backend::{Acceptance, DraftBlock};
+use crate::backend::{Acceptance, BlockLayout, DraftBlock};
 // The same limit and NaN handling as the kernel's `ratio_accept`.
 use crate::acceptance::ratio_acceptance;
 use crate::error::Result;
@@ -22,20 +22,33 @@ fn chunk(vocab: usize, t: usize) -> std::ops::Range<usize> {
     begin..(begin + size).min(vocab)
 }
 
-/// Per-chunk sums of the positive weights and their serial total.
-fn chunked_total(w: &[f32]) -> (Vec<f32>, f32) {
-    let partial: Vec<f32> = (0..THREADS).map(|t| w[chunk(w.len(), t)].iter().filter(|&&v| v > 0.0).fold(0.0, |s, &v| s + v)).collect();
+/// `w[y]`, or 0 when `y` is one of the tokens `drawn` (siblings drawn before): the kernel's
+/// `weight`.
+fn weight(w: &[f32], y: usize, drawn: &[u32]) -> f32 {
+    if drawn.contains(&(y as u32)) {
+        0.0
+    } else {
+        w[y]
+    }
+}
+
+/// Per-chunk sums of the positive weights (without `drawn`) and their serial total.
+fn chunked_total(w: &[f32], drawn: &[u32]) -> (Vec<f32>, f32) {
+    let partial: Vec<f32> = (0..THREADS)
+        .map(|t| chunk(w.len(), t).map(|y| weight(w, y, drawn)).filter(|&v| v > 0.0).fold(0.0, |s, v| s + v))
+        .collect();
     let total = partial.iter().fold(0.0, |s, &v| s + v);
     (partial, total)
 }
 
-/// First index of chunk `i` whose running sum from `acc` exceeds `target`, else the chunk's last
-/// positive index.
-fn scan_chunk(w: &[f32], i: usize, mut acc: f32, target: f32) -> Option<usize> {
+/// First index of chunk `i` whose running sum of weights from `acc` exceeds `target`, else the
+/// chunk's last positive index.
+fn scan_chunk(w: &[f32], drawn: &[u32], i: usize, mut acc: f32, target: f32) -> Option<usize> {
     let mut last = None;
     for y in chunk(w.len(), i) {
-        if w[y] > 0.0 {
-            acc += w[y];
+        let v = weight(w, y, drawn);
+        if v > 0.0 {
+            acc += v;
             last = Some(y);
             if target < acc {
                 return Some(y);
@@ -45,9 +58,10 @@ fn scan_chunk(w: &[f32], i: usize, mut acc: f32, target: f32) -> Option<usize> {
     last
 }
 
-/// Inverse-CDF draw at `u` over the positive weights, chunk by chunk as the kernel does.
-fn sample_inverse_cdf(w: &[f32], u: f32) -> usize {
-    let (partial, total) = chunked_total(w);
+/// Inverse-CDF draw at `u` over the positive weights without the tokens `drawn`, chunk by chunk
+/// as the kernel does; `None` when no weight is positive.
+pub(crate) fn sample_inverse_cdf(w: &[f32], drawn: &[u32], u: f32) -> Option<usize> {
+    let (partial, total) = chunked_total(w, drawn);
     let target = u * total;
     let mut acc = 0.0f32;
     let mut last_chunk = None;
@@ -57,13 +71,13 @@ fn sample_inverse_cdf(w: &[f32], u: f32) -> usize {
         }
         let next = acc + part;
         if target < next {
-            if let Some(y) = scan_chunk(w, i, acc, target) {
-                return y;
+            if let Some(y) = scan_chunk(w, drawn, i, acc, target) {
+                return Some(y);
             }
         }
         acc = next;
     }
-    last_chunk.and_then(|i| scan_chunk(w, i, 0.0, f32::INFINITY)).unwrap_or(0)
+    last_chunk.and_then(|i| scan_chunk(w, drawn, i, 0.0, f32::INFINITY))
 }
 
 /// `[cur - emitted]+` with `emitted = min(q, omega cur)`, or `q` when `omega` is `None`;
@@ -77,7 +91,7 @@ fn residual(cur: &[f32], q: &[f32], omega: Option<f32>) -> Option<Vec<f32>> {
             (c - emitted).max(0.0)
         })
         .collect();
-    let (_, total) = chunked_total(&r);
+    let (_, total) = chunked_total(&r, &[]);
     (total > 0.0).then(|| {
         r.iter_mut().for_each(|v| *v /= total);
         r
@@ -89,16 +103,49 @@ fn drop_token(q: &mut [f32], x: usize) {
     if let Some(v) = q.get_mut(x) {
         *v = 0.0;
     }
-    let (_, total) = chunked_total(q);
+    let (_, total) = chunked_total(q, &[]);
     if total > 0.0 {
         q.iter_mut().for_each(|v| *v /= total);
     }
 }
 
-/// Verify `block` against `p` and `q` (`[batch, nodes + 1, vocab]`) exactly as
-/// `CudaBackend::accept_block` does on the GPU.
+/// Verify `block` against `p` and `q` (`[batch, nodes + 1, vocab]`) exactly as the kernel does.
 pub fn accept_block(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acceptance> {
     block.validate(p.len(), q.len())?;
+    Ok(walk(p, q, block))
+}
+
+/// The CPU backend's `accept_block`: the inputs read from `plan` and `state` as the kernel reads
+/// them, the decisions written into `state`.
+pub(crate) fn accept_into_state(p: &[f32], q: &[f32], plan: &[u32], layout: &BlockLayout, state: &mut [u32]) -> Result<()> {
+    layout.check(plan.len(), state.len(), p.len(), q.len())?;
+    let (batch, nodes) = (layout.batch, layout.nodes);
+    let tokens = state[layout.tokens_at..][..batch * nodes].to_vec();
+    let f32s = |at: usize, len: usize| -> &[f32] { bytemuck::cast_slice(&plan[at..at + len]) };
+    let block = DraftBlock {
+        batch,
+        nodes,
+        vocab: layout.vocab,
+        tokens: &tokens,
+        parents: bytemuck::cast_slice(&plan[layout.parents_at..][..batch * nodes]),
+        omega: f32s(layout.omega_at, nodes),
+        u_accept: f32s(layout.u_accept_at, batch * nodes),
+        u_sample: f32s(layout.u_sample_at, batch),
+    };
+    let out = walk(p, q, &block);
+    for (b, path) in out.paths.iter().enumerate() {
+        state[layout.accepted_at + b] = path.len() as u32;
+        state[layout.next_at + b] = out.next[b];
+        for n in 0..nodes {
+            state[layout.path_at + b * nodes + n] = path.get(n).map_or(u32::MAX, |&node| node as u32);
+        }
+    }
+    state[layout.prob_at..][..batch * nodes].copy_from_slice(bytemuck::cast_slice(&out.accept_prob));
+    Ok(())
+}
+
+/// The kernel's walk over every sequence of `block` (lengths already checked).
+fn walk(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Acceptance {
     let (nodes, vocab) = (block.nodes, block.vocab);
     let mut accept_prob = vec![-1.0f32; block.batch * nodes];
     let mut paths = Vec::with_capacity(block.batch);
@@ -116,7 +163,9 @@ pub fn accept_block(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acce
             let mut q_left = q_row.clone();
             let mut first = true;
             let mut accepted = None;
-            let children = (0..nodes).filter(|&n| block.parents[b * nodes + n] == node.map_or(-1, |n| n as i32));
+            // At depth `nodes` a malformed tree still ends, as in the kernel.
+            let parent = node.map_or(-1, |n| n as i32);
+            let children = (0..nodes).filter(|&n| path.len() < nodes && block.parents[b * nodes + n] == parent);
             for n in children {
                 let x = block.tokens[b * nodes + n] as usize;
                 let a = match (x < vocab, first) {
@@ -141,14 +190,14 @@ pub fn accept_block(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Result<Acce
                     node = Some(n);
                 }
                 None => {
-                    next.push(sample_inverse_cdf(&cur, block.u_sample[b]) as u32);
+                    next.push(sample_inverse_cdf(&cur, &[], block.u_sample[b]).unwrap_or(0) as u32);
                     break;
                 }
             }
         }
         paths.push(path);
     }
-    Ok(Acceptance { paths, next, accept_prob })
+    Acceptance { paths, next, accept_prob }
 }
 
 #[cfg(test)]

@@ -4,15 +4,19 @@
 
 pub mod accept;
 mod attention;
+pub mod children;
 pub(crate) mod kernels;
+pub mod sampling;
 mod weight;
 
 use std::sync::Arc;
 
 pub use weight::CpuWeight;
 
-use super::{checks, Acceptance, Backend, DraftBlock, ForwardPlan, KvShape};
+use super::ops::check_parts;
+use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, ForwardPlan, KvShape, LogitsMap, PlanOffsets, RowGather, NO_TOKEN};
 use crate::error::Result;
+use crate::sampling::SamplingParams;
 use crate::weights::{DType, WeightFile};
 
 /// The CPU backend (stateless; parallelism comes from rayon's global pool).
@@ -39,6 +43,7 @@ impl Backend for CpuBackend {
     type Weight = CpuWeight;
     type KvPool = CpuKvPool;
     type Plan = ForwardPlan;
+    type Words = Vec<u32>;
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -79,6 +84,29 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn words(&self, len: usize) -> Result<Vec<u32>> {
+        Ok(vec![0; len])
+    }
+
+    fn upload_words_into(&self, buf: &mut Vec<u32>, values: &[u32]) -> Result<()> {
+        buf.clear();
+        buf.extend_from_slice(values);
+        Ok(())
+    }
+
+    fn download_words(&self, buf: &Vec<u32>) -> Result<Vec<u32>> {
+        Ok(buf.clone())
+    }
+
+    fn resize_words(&self, buf: &mut Vec<u32>, len: usize) -> Result<()> {
+        buf.resize(len, 0);
+        Ok(())
+    }
+
+    fn plan_in(&self, _words: &Arc<Vec<u32>>, plan: ForwardPlan, _at: PlanOffsets) -> Result<ForwardPlan> {
+        Ok(plan)
+    }
+
     fn upload_plan(&self, plan: ForwardPlan) -> Result<ForwardPlan> {
         Ok(plan)
     }
@@ -92,11 +120,31 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn embedding(&self, table: &CpuWeight, plan: &ForwardPlan, gather: usize, dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        let part = checks::embedding(table.len(), plan, gather, dim, out.len())?;
+    fn embedding(&self, table: &CpuWeight, plan: &ForwardPlan, gather: usize, tokens: Option<&Vec<u32>>, dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        let part = checks::embedding(table.len(), plan, gather, tokens.is_some(), dim, out.len())?;
+        let table_rows = table.len() / dim;
         for (&id, &row) in part.ids.iter().zip(&part.rows) {
-            out[row as usize * dim..(row as usize + 1) * dim]
-                .copy_from_slice(&table[id as usize * dim..(id as usize + 1) * dim]);
+            let id = match tokens.filter(|_| part.indirect) {
+                Some(tokens) => tokens.get(id as usize).copied().unwrap_or(NO_TOKEN),
+                None => id,
+            } as usize;
+            let out_row = &mut out[row as usize * dim..(row as usize + 1) * dim];
+            match table.get(id * dim..(id + 1) * dim).filter(|_| id < table_rows) {
+                Some(src) => out_row.copy_from_slice(src),
+                None => out_row.fill(0.0),
+            }
+        }
+        Ok(())
+    }
+
+    fn gather_rows(&self, src: &Vec<f32>, width: usize, words: &Vec<u32>, gather: RowGather, out: &mut Vec<f32>) -> Result<()> {
+        checks::gather_rows(src.len(), width, words.len(), gather, out.len())?;
+        for (i, &from) in words[gather.at..][..gather.rows].iter().enumerate() {
+            let dst = &mut out[i * width..(i + 1) * width];
+            match src.get(from as usize * width..(from as usize + 1) * width) {
+                Some(row) => dst.copy_from_slice(row),
+                None => dst.fill(0.0),
+            }
         }
         Ok(())
     }
@@ -174,15 +222,21 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn kv_copy(&self, pool: &mut CpuKvPool, src: &[u32], dst: &[u32]) -> Result<()> {
-        checks::kv_copy(&pool.shape, src, dst)?;
-        let width = pool.shape.row_width();
+    fn kv_copy(&self, pool: &mut CpuKvPool, words: &Vec<u32>, copies: CopyList) -> Result<()> {
+        check_parts("kv_copy", words.len(), &[(copies.src_at, copies.pairs), (copies.dst_at, copies.pairs)])?;
+        let (width, slots) = (pool.shape.row_width(), pool.shape.num_slots());
+        let pairs = words[copies.src_at..][..copies.pairs].iter().zip(&words[copies.dst_at..][..copies.pairs]);
+        let pairs: Vec<(usize, usize)> = pairs.map(|(&s, &d)| (s as usize, d as usize)).filter(|&(s, d)| s < slots && d < slots).collect();
         for layer in pool.keys.iter_mut().chain(pool.values.iter_mut()) {
-            for (&s, &d) in src.iter().zip(dst) {
-                layer.copy_within(s as usize * width..(s as usize + 1) * width, d as usize * width);
+            for &(s, d) in &pairs {
+                layer.copy_within(s * width..(s + 1) * width, d * width);
             }
         }
         Ok(())
+    }
+
+    fn kv_shape(&self, pool: &CpuKvPool) -> KvShape {
+        pool.shape
     }
 
     fn attention(&self, qkv: &Vec<f32>, pool: &CpuKvPool, layer: usize, plan: &ForwardPlan, out: &mut Vec<f32>) -> Result<()> {
@@ -191,7 +245,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn accept_block(&self, p: &Vec<f32>, q: &Vec<f32>, block: &DraftBlock<'_>) -> Result<Acceptance> {
-        accept::accept_block(p, q, block)
+    fn process_logits(&self, logits: &Vec<f32>, words: &Vec<u32>, map: LogitsMap, params: &SamplingParams, probs: &mut Vec<f32>, flags: &mut Vec<u32>) -> Result<()> {
+        sampling::process_logits(logits, words, &map, params, probs, flags)
+    }
+
+    fn sample_children(&self, probs: &Vec<f32>, words: &Vec<u32>, draws: ChildDraws, tokens: &mut Vec<u32>) -> Result<()> {
+        children::sample_children(probs, words, draws, tokens)
+    }
+
+    fn accept_block(&self, p: &Vec<f32>, q: &Vec<f32>, plan: &Vec<u32>, block: &BlockLayout, state: &mut Vec<u32>) -> Result<()> {
+        accept::accept_into_state(p, q, plan, block, state)
     }
 }

@@ -1,52 +1,43 @@
 //! The fused acceptance step of speculative decoding on the device (kernels/accept.cu): one launch
-//! verifies a whole draft block (chain or tree) for the whole batch. The algorithm is documented
-//! in the kernel; `backend::cpu::accept` is its exact CPU twin.
+//! verifies a whole draft block (chain or tree) for the whole batch, reading its inputs from the
+//! step's plan words and the drafted tokens from its state words, and writing the decisions back
+//! into the state. The algorithm is documented in the kernel; `backend::cpu::accept` is its
+//! exact CPU twin.
 
-use super::buffer::{GpuBuf, LaunchBuilder};
+use super::buffer::{GpuBuf, GpuWords, LaunchBuilder};
 use super::driver::{Driver, Kernel};
 use super::geometry::ACCEPT_THREADS;
 use super::GpuBackend;
-use crate::backend::{Acceptance, DraftBlock};
-use crate::error::Result;
+use crate::backend::BlockLayout;
+use crate::error::{Error, Result};
 
 impl<D: Driver> GpuBackend<D> {
-    /// The fused acceptance kernel: `Backend::accept_block` in one launch.
-    pub(super) fn launch_accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, block: &DraftBlock<'_>) -> Result<Acceptance> {
-        block.validate(p.len(), q.len())?;
-        let (tokens, parents) = (self.upload_vec(block.tokens)?, self.upload_vec(block.parents)?);
-        let omega = self.upload_vec(block.omega)?;
-        let (u_accept, u_sample) = (self.upload_vec(block.u_accept)?, self.upload_vec(block.u_sample)?);
-        let per_node = block.batch * block.nodes;
-        let mut work = self.alloc::<f32>(block.batch * 3 * block.vocab)?;
-        let mut accept_prob = self.alloc::<f32>(per_node)?;
-        let mut path = self.alloc::<i32>(per_node)?;
-        let mut accepted_len = self.alloc::<u32>(block.batch)?;
-        let mut next = self.alloc::<u32>(block.batch)?;
+    /// The fused acceptance kernel: `Backend::accept_block` in one launch, with the walk's
+    /// scratch (`[batch, 3, vocab]`) kept by the backend and reused.
+    pub(super) fn launch_accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, plan: &GpuWords<D>, block: &BlockLayout, state: &mut GpuWords<D>) -> Result<()> {
+        block.check(plan.len(), state.len(), p.len(), q.len())?;
+        let mut scratch = self.accept_work.lock().map_err(|_| Error::Backend("accept_block: the scratch buffer is poisoned".into()))?;
+        let work = self.scratch(&mut scratch, block.batch * 3 * block.vocab)?;
         let launch = LaunchBuilder::new(&self.driver, (block.batch, 1), ACCEPT_THREADS)?
             .input(p)
             .input(q)
-            .input(&tokens)
-            .input(&parents)
-            .input(&omega)
-            .input(&u_accept)
-            .input(&u_sample)
+            .input_at(state, block.tokens_at)
+            .input_at(plan, block.parents_at)
+            .input_at(plan, block.omega_at)
+            .input_at(plan, block.u_accept_at)
+            .input_at(plan, block.u_sample_at)
             .i32(block.nodes)?
             .i32(block.vocab)?
-            .output(&mut work)
-            .output(&mut accept_prob)
-            .output(&mut path)
-            .output(&mut accepted_len)
-            .output(&mut next)
+            .output(work)
+            .output_at(state, block.prob_at)
+            .output_at(state, block.path_at)
+            .output_at(state, block.accepted_at)
+            .output_at(state, block.next_at)
             .build();
-        self.run(Kernel::AcceptBlock, &launch)?;
-
-        let accept_prob = self.download_vec(&accept_prob)?;
-        let path = self.download_vec(&path)?;
-        let accepted_len = self.download_vec(&accepted_len)?;
-        let next = self.download_vec(&next)?;
-        let paths = (0..block.batch)
-            .map(|b| path[b * block.nodes..][..accepted_len[b] as usize].iter().map(|&n| n as usize).collect())
-            .collect();
-        Ok(Acceptance { paths, next, accept_prob })
+        // kernels/accept.cu: accept_block(const float* p, const float* q, const unsigned* tokens,
+        // const int* parents, const float* omega, const float* u_accept, const float* u_sample,
+        // int nodes, int vocab, float* work, float* accept_prob, int* path, unsigned* accepted_len,
+        // unsigned* next_token); offsets and lengths checked above, token indices by the kernel.
+        self.run(Kernel::AcceptBlock, &launch)
     }
 }

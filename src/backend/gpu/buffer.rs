@@ -66,6 +66,9 @@ impl<T: Pod, D: Driver> DevVec<T, D> {
 /// An f32 activation buffer.
 pub type GpuBuf<D> = DevVec<f32, D>;
 
+/// A u32 buffer (index lists, drafted tokens, a step's decisions).
+pub type GpuWords<D> = DevVec<u32, D>;
+
 /// A weight tensor. bf16 matrices stay bf16 (half the memory and bandwidth; GEMMs run on bf16
 /// inputs with f32 accumulation); everything else is f32.
 pub enum GpuWeight<D: Driver> {
@@ -157,6 +160,17 @@ impl<'d, D: Driver> LaunchBuilder<'d, D> {
     pub(crate) fn output<T>(self, buf: &mut DevVec<T, D>) -> Self {
         let address = self.driver.address_mut(&mut buf.mem);
         self.arg(KernelArg::Ptr(address))
+    }
+
+    /// A buffer the kernel writes (and may read), from element `offset` on.
+    pub(crate) fn output_at<T>(self, buf: &mut DevVec<T, D>, offset: usize) -> Self {
+        let address = self.driver.address_mut(&mut buf.mem) + (offset * size_of::<T>()) as u64;
+        self.arg(KernelArg::Ptr(address))
+    }
+
+    /// A null pointer (an optional buffer the kernel does not get).
+    pub(crate) fn null(self) -> Self {
+        self.arg(KernelArg::Ptr(0))
     }
 
     /// `int`.

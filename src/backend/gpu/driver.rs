@@ -29,19 +29,23 @@ pub enum Kernel {
     ConcatRows,
     /// `elementwise.cu` `f32_to_bf16`.
     F32ToBf16,
+    /// `elementwise.cu` `gather_rows`.
+    GatherRows,
     /// `embedding.cu` `embedding_f32`.
     EmbeddingF32,
     /// `embedding.cu` `embedding_bf16`.
     EmbeddingBf16,
     /// `accept.cu` `accept_block`.
     AcceptBlock,
+    /// `accept.cu` `sample_children`.
+    SampleChildren,
     /// `sampling.cu` `process_logits`.
     ProcessLogits,
 }
 
 impl Kernel {
     /// Every kernel, in a fixed order (`Kernel as usize` indexes it).
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -52,9 +56,11 @@ impl Kernel {
         Kernel::AddAssign,
         Kernel::ConcatRows,
         Kernel::F32ToBf16,
+        Kernel::GatherRows,
         Kernel::EmbeddingF32,
         Kernel::EmbeddingBf16,
         Kernel::AcceptBlock,
+        Kernel::SampleChildren,
         Kernel::ProcessLogits,
     ];
 
@@ -80,9 +86,11 @@ impl Kernel {
             Kernel::AddAssign => ("elementwise", "add_assign"),
             Kernel::ConcatRows => ("elementwise", "concat_rows"),
             Kernel::F32ToBf16 => ("elementwise", "f32_to_bf16"),
+            Kernel::GatherRows => ("elementwise", "gather_rows"),
             Kernel::EmbeddingF32 => ("embedding", "embedding_f32"),
             Kernel::EmbeddingBf16 => ("embedding", "embedding_bf16"),
             Kernel::AcceptBlock => ("accept", "accept_block"),
+            Kernel::SampleChildren => ("accept", "sample_children"),
             Kernel::ProcessLogits => ("sampling", "process_logits"),
         }
     }

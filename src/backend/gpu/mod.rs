@@ -4,10 +4,12 @@
 //! ([`crate::backend::EmuBackend`], feature `emulator`), which runs the same kernel sources and
 //! this same launch code, with a CPU GEMM in place of cuBLAS. Every kernel computes what its CPU
 //! twin in `src/backend/cpu/` computes; `tests/gpu_kernels.rs` checks them against each other on
-//! every driver present. The fused speculative acceptance kernel is `Backend::accept_block`
-//! (kernels/accept.cu), whose exact CPU twin is the CPU backend's (`backend::cpu::accept`); the
-//! logits processing of a whole block and batch (CFG, temperature, top-k, softmax, top-p) is
-//! [`GpuBackend::process_logits`], with its exact CPU twin in [`sampling_reference`].
+//! every driver present. The decoding-step ops have exact CPU twins: the fused speculative
+//! acceptance kernel `Backend::accept_block` (kernels/accept.cu, `backend::cpu::accept`), the
+//! drawing of a tree level's children `Backend::sample_children` (kernels/accept.cu,
+//! `backend::cpu::children`) and the logits processing of a whole block and batch (CFG,
+//! temperature, top-k, softmax, top-p) `Backend::process_logits` (kernels/sampling.cu,
+//! `backend::cpu::sampling`).
 
 mod accept;
 mod buffer;
@@ -16,18 +18,17 @@ pub mod geometry;
 mod paged;
 mod rows;
 mod sampling;
-pub mod sampling_reference;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight};
+pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight, GpuWords};
 pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
 pub use paged::GpuPlan;
-pub use sampling::{LogitRows, ROW_BAD_INDEX, ROW_NONFINITE};
 
-use super::{checks, Acceptance, Backend, DeviceCounts, DraftBlock, ForwardPlan, KvShape};
+use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvShape, LogitsMap, PlanOffsets, RowGather};
 use crate::error::{Error, Result};
+use crate::sampling::SamplingParams;
 use crate::weights::{DType, WeightFile};
 
 #[derive(Default)]
@@ -44,12 +45,14 @@ pub struct GpuBackend<D: Driver> {
     counters: Counters,
     /// The bf16 copy of a GEMM's activations (bf16 weights), grown as needed and reused.
     bf16_inputs: Mutex<Option<DevVec<u16, D>>>,
+    /// The acceptance walk's scratch, grown as needed and reused.
+    accept_work: Mutex<Option<GpuBuf<D>>>,
 }
 
 impl<D: Driver> GpuBackend<D> {
     /// A backend on `driver`.
     pub fn with_driver(driver: D) -> Self {
-        Self { driver, counters: Counters::default(), bf16_inputs: Mutex::new(None) }
+        Self { driver, counters: Counters::default(), bf16_inputs: Mutex::new(None), accept_work: Mutex::new(None) }
     }
 
     fn count(counter: &AtomicU64) {
@@ -77,6 +80,20 @@ impl<D: Driver> GpuBackend<D> {
             Self::count(&self.counters.downloads);
         }
         buf.to_host(&self.driver)
+    }
+
+    /// The buffer in `slot`, (re)allocated to hold at least `len` elements; an allocation is
+    /// counted.
+    fn scratch<'s, T: bytemuck::Pod>(&self, slot: &'s mut Option<DevVec<T, D>>, len: usize) -> Result<&'s mut DevVec<T, D>> {
+        match slot {
+            Some(buf) => {
+                if buf.resize(&self.driver, len)? {
+                    Self::count(&self.counters.allocations);
+                }
+                Ok(buf)
+            }
+            None => Ok(slot.insert(self.alloc::<T>(len)?)),
+        }
     }
 
     /// The device driver.
@@ -119,15 +136,7 @@ impl<D: Driver> GpuBackend<D> {
             GpuWeight::Bf16(w) => {
                 let len = shape.rows * shape.k;
                 let mut scratch = self.bf16_inputs.lock().map_err(|_| Error::Backend("linear: the bf16 scratch buffer is poisoned".into()))?;
-                let x16 = match scratch.as_mut() {
-                    Some(buf) => {
-                        if buf.resize(&self.driver, len)? {
-                            Self::count(&self.counters.allocations);
-                        }
-                        buf
-                    }
-                    None => scratch.insert(self.alloc::<u16>(len)?),
-                };
+                let x16 = self.scratch(&mut scratch, len)?;
                 self.launch_f32_to_bf16(x, len, x16)?;
                 self.driver.gemm(GemmInputs::Bf16, shape, &x16.mem, &w.mem, &mut out.mem)
             }
@@ -148,6 +157,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
     type Weight = GpuWeight<D>;
     type KvPool = GpuKvPool<D>;
     type Plan = GpuPlan<D>;
+    type Words = GpuWords<D>;
 
     fn name(&self) -> String {
         self.driver.describe()
@@ -194,8 +204,32 @@ impl<D: Driver> Backend for GpuBackend<D> {
         Ok(())
     }
 
-    fn upload_plan(&self, plan: ForwardPlan) -> Result<GpuPlan<D>> {
-        GpuPlan::upload(self, plan)
+    fn words(&self, len: usize) -> Result<GpuWords<D>> {
+        self.alloc(len)
+    }
+
+    fn upload_words_into(&self, buf: &mut GpuWords<D>, values: &[u32]) -> Result<()> {
+        self.resize_words(buf, values.len())?;
+        if !values.is_empty() {
+            Self::count(&self.counters.uploads);
+            self.driver.write(&mut buf.mem, bytemuck::cast_slice(values))?;
+        }
+        Ok(())
+    }
+
+    fn download_words(&self, buf: &GpuWords<D>) -> Result<Vec<u32>> {
+        self.download_vec(buf)
+    }
+
+    fn resize_words(&self, buf: &mut GpuWords<D>, len: usize) -> Result<()> {
+        if buf.resize(&self.driver, len)? {
+            Self::count(&self.counters.allocations);
+        }
+        Ok(())
+    }
+
+    fn plan_in(&self, words: &Arc<GpuWords<D>>, plan: ForwardPlan, at: PlanOffsets) -> Result<GpuPlan<D>> {
+        GpuPlan::view(words, plan, at)
     }
 
     fn kv_pool(&self, shape: KvShape) -> Result<GpuKvPool<D>> {
@@ -203,9 +237,14 @@ impl<D: Driver> Backend for GpuBackend<D> {
         Ok(GpuKvPool { shape, data: self.zeros(len)? })
     }
 
-    fn embedding(&self, table: &GpuWeight<D>, plan: &GpuPlan<D>, gather: usize, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
-        let part = checks::embedding(table.len(), &plan.host, gather, dim, out.len())?;
-        self.launch_embedding(table, plan, gather, part.ids.len(), dim, out)
+    fn embedding(&self, table: &GpuWeight<D>, plan: &GpuPlan<D>, gather: usize, tokens: Option<&GpuWords<D>>, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        let part = checks::embedding(table.len(), &plan.host, gather, tokens.is_some(), dim, out.len())?;
+        self.launch_embedding(table, plan, gather, tokens, part.ids.len(), dim, out)
+    }
+
+    fn gather_rows(&self, src: &GpuBuf<D>, width: usize, words: &GpuWords<D>, gather: RowGather, out: &mut GpuBuf<D>) -> Result<()> {
+        checks::gather_rows(src.len(), width, words.len(), gather, out.len())?;
+        self.launch_gather_rows(src, width, words, gather, out)
     }
 
     fn concat_rows(&self, a: &GpuBuf<D>, a_dim: usize, b: &GpuBuf<D>, b_dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
@@ -258,9 +297,12 @@ impl<D: Driver> Backend for GpuBackend<D> {
         self.launch_kv_write(pool, layer, qkv, plan)
     }
 
-    fn kv_copy(&self, pool: &mut GpuKvPool<D>, src: &[u32], dst: &[u32]) -> Result<()> {
-        checks::kv_copy(&pool.shape, src, dst)?;
-        self.launch_kv_copy(pool, src, dst)
+    fn kv_copy(&self, pool: &mut GpuKvPool<D>, words: &GpuWords<D>, copies: CopyList) -> Result<()> {
+        self.launch_kv_copy(pool, words, copies)
+    }
+
+    fn kv_shape(&self, pool: &GpuKvPool<D>) -> KvShape {
+        pool.shape
     }
 
     fn attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, plan: &GpuPlan<D>, out: &mut GpuBuf<D>) -> Result<()> {
@@ -272,8 +314,16 @@ impl<D: Driver> Backend for GpuBackend<D> {
         self.launch_attention(qkv, pool, layer, plan, out)
     }
 
-    fn accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, block: &DraftBlock<'_>) -> Result<Acceptance> {
-        self.launch_accept_block(p, q, block)
+    fn process_logits(&self, logits: &GpuBuf<D>, words: &GpuWords<D>, map: LogitsMap, params: &SamplingParams, probs: &mut GpuBuf<D>, flags: &mut GpuWords<D>) -> Result<()> {
+        self.launch_process_logits(logits, words, map, params, probs, flags)
+    }
+
+    fn sample_children(&self, probs: &GpuBuf<D>, words: &GpuWords<D>, draws: ChildDraws, tokens: &mut GpuWords<D>) -> Result<()> {
+        self.launch_sample_children(probs, words, draws, tokens)
+    }
+
+    fn accept_block(&self, p: &GpuBuf<D>, q: &GpuBuf<D>, plan: &GpuWords<D>, block: &BlockLayout, state: &mut GpuWords<D>) -> Result<()> {
+        self.launch_accept_block(p, q, plan, block, state)
     }
 
     fn take_device_counts(&self) -> Option<DeviceCounts> {

@@ -2,24 +2,53 @@
 //! elementwise.cu, embedding.cu). Shapes are checked by the callers in `mod.rs`; the launch
 //! geometry of each kernel is documented at the top of its `.cu` file.
 
-use super::buffer::{DevVec, GpuBuf, GpuWeight, LaunchBuilder};
+use super::buffer::{DevVec, GpuBuf, GpuWeight, GpuWords, LaunchBuilder};
 use super::driver::{Driver, Kernel};
 use super::geometry::{ROPE_THREADS, ROW_THREADS};
 use super::{GpuBackend, GpuPlan};
+use crate::backend::RowGather;
 use crate::error::Result;
 
 impl<D: Driver> GpuBackend<D> {
-    /// `embedding_{f32,bf16}(table, ids, out_rows, dim, out)`: one block per id, ids and rows
-    /// read from gather `gather` of the plan.
-    pub(super) fn launch_embedding(&self, table: &GpuWeight<D>, plan: &GpuPlan<D>, gather: usize, len: usize, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+    /// `embedding_{f32,bf16}(table, table_rows, ids, tokens, tokens_len, out_rows, dim, out)`:
+    /// one block per id, ids and rows read from gather `gather` of the plan (ids index `tokens`
+    /// when the gather is indirect).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch_embedding(
+        &self,
+        table: &GpuWeight<D>,
+        plan: &GpuPlan<D>,
+        gather: usize,
+        tokens: Option<&GpuWords<D>>,
+        len: usize,
+        dim: usize,
+        out: &mut GpuBuf<D>,
+    ) -> Result<()> {
         let (ids_at, rows_at) = plan.gather_offsets(gather);
         let builder = LaunchBuilder::new(&self.driver, (len, 1), ROW_THREADS)?;
         let (kernel, builder) = match table {
             GpuWeight::F32(t) => (Kernel::EmbeddingF32, builder.input(t)),
             GpuWeight::Bf16(t) => (Kernel::EmbeddingBf16, builder.input(t)),
         };
-        let launch = builder.input_at(plan.words(), ids_at).input_at(plan.words(), rows_at).i32(dim)?.output(out).build();
+        let builder = builder.i32(table.len() / dim)?.input_at(plan.words(), ids_at);
+        let builder = match tokens {
+            Some(tokens) => builder.input(tokens).i32(tokens.len())?,
+            None => builder.null().i32(0)?,
+        };
+        let launch = builder.input_at(plan.words(), rows_at).i32(dim)?.output(out).build();
         self.run(kernel, &launch)
+    }
+
+    /// `gather_rows(src, src_rows, width, rows, out)`: one block per output row.
+    pub(super) fn launch_gather_rows(&self, src: &GpuBuf<D>, width: usize, words: &GpuWords<D>, gather: RowGather, out: &mut GpuBuf<D>) -> Result<()> {
+        let launch = LaunchBuilder::new(&self.driver, (gather.rows, 1), ROW_THREADS)?
+            .input(src)
+            .i32(src.len() / width)?
+            .i32(width)?
+            .input_at(words, gather.at)
+            .output(out)
+            .build();
+        self.run(Kernel::GatherRows, &launch)
     }
 
     /// `concat_rows(a, a_dim, b, b_dim, out)`: one block per row.

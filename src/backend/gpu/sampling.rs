@@ -1,174 +1,76 @@
-//! Logits processing on the device (kernels/sampling.cu): one launch turns the logits of a whole
-//! draft block and batch into the distributions tokens are drawn from (CFG mix, temperature,
-//! top-k, softmax, top-p; `SamplingParams::distribution` of [`crate::sampling`]), with a flag per
-//! row for non-finite logits. The algorithm is documented in the kernel;
-//! [`super::sampling_reference::process_logits`] is its exact CPU twin.
+//! Logits processing and drafting on the device: `process_logits` (kernels/sampling.cu) turns
+//! the logits of a whole draft block and batch into the distributions tokens are drawn from (CFG
+//! mix, temperature, top-k, softmax, top-p; `SamplingParams::distribution` of
+//! [`crate::sampling`]) in one launch, with a flag per row for non-finite logits;
+//! `sample_children` (kernels/accept.cu) draws a whole tree level's children without
+//! replacement. The algorithms are documented in the kernels; `backend::cpu::sampling` and
+//! `backend::cpu::children` are their exact CPU twins.
 
 use super::buffer::{DevVec, GpuBuf, LaunchBuilder};
 use super::driver::{Driver, Kernel};
-use super::geometry::SAMPLING_THREADS;
+use super::geometry::{ACCEPT_THREADS, SAMPLING_THREADS};
 use super::GpuBackend;
+use crate::backend::cpu::sampling::{check_map, effective_top_k};
+use crate::backend::ops::{check_parts, ChildDraws, LogitsMap};
 use crate::error::{Error, Result};
 use crate::sampling::SamplingParams;
 
-/// Flag of a row whose (CFG-mixed, or temperature-scaled) logits are not all finite.
-pub const ROW_NONFINITE: u32 = 1;
-/// Flag of a row whose index in a device row map is beyond the logits (only through
-/// [`GpuBackend::process_logits_mapped`]; host row maps are checked before the launch).
-pub const ROW_BAD_INDEX: u32 = 2;
-
-/// Which rows of a `[rows_in, vocab]` logits buffer each output row reads.
-#[derive(Clone, Copy, Debug)]
-pub struct LogitRows<'a> {
-    /// Vocabulary size (row width of the logits and of the output).
-    pub vocab: usize,
-    /// Row of the logits holding each output row's conditional logits, `[rows_out]`.
-    pub cond: &'a [u32],
-    /// Row holding each output row's unconditional (null-class) logits, `[rows_out]`; read only
-    /// when the parameters use CFG (`cfg_scale > 1`), as `SamplingParams::distribution` ignores
-    /// `uncond` without CFG.
-    pub uncond: Option<&'a [u32]>,
-}
-
-impl LogitRows<'_> {
-    /// Output rows.
-    pub fn rows_out(&self) -> usize {
-        self.cond.len()
-    }
-
-    /// Whether the kernel mixes with the unconditional rows under `params`.
-    pub fn mixes(&self, params: &SamplingParams) -> bool {
-        params.uses_cfg() && self.uncond.is_some()
-    }
-
-    /// The kernel's row map: the conditional rows, then (with CFG) the unconditional ones.
-    pub fn row_map(&self, params: &SamplingParams) -> Vec<u32> {
-        let mut map = self.cond.to_vec();
-        if let (true, Some(u)) = (self.mixes(params), self.uncond) {
-            map.extend_from_slice(u);
-        }
-        map
-    }
-
-    /// Check the parameters, the row indices against `logits_len` and the output lengths
-    /// (`probs_len = rows_out * vocab`, `flags_len = rows_out`). Returns `rows_in`.
-    pub fn validate(&self, params: &SamplingParams, logits_len: usize, probs_len: usize, flags_len: usize) -> Result<usize> {
-        params.validate()?;
-        let rows_in = check_shape(self.vocab, logits_len, self.rows_out(), probs_len, flags_len)?;
-        if let Some(u) = self.uncond {
-            if u.len() != self.cond.len() {
-                return Err(Error::InvalidRequest(format!("process_logits: {} unconditional rows for {} conditional ones", u.len(), self.cond.len())));
-            }
-        }
-        let used = self.row_map(params);
-        if let Some(bad) = used.iter().find(|&&r| r as usize >= rows_in) {
-            return Err(Error::InvalidRequest(format!("process_logits: logits row {bad} out of range (the logits have {rows_in} rows)")));
-        }
-        Ok(rows_in)
-    }
-}
-
-/// Lengths against the geometry; returns `rows_in`.
-fn check_shape(vocab: usize, logits_len: usize, rows_out: usize, probs_len: usize, flags_len: usize) -> Result<usize> {
-    let ok = vocab > 0
-        && vocab <= i32::MAX as usize
-        && logits_len.is_multiple_of(vocab)
-        && logits_len / vocab <= i32::MAX as usize
-        && rows_out <= i32::MAX as usize
-        && probs_len == rows_out * vocab
-        && flags_len == rows_out;
-    if ok {
-        Ok(logits_len / vocab)
-    } else {
-        Err(Error::InvalidRequest(format!(
-            "process_logits: {logits_len} logits of vocab {vocab} into {probs_len} probabilities and {flags_len} flags for {rows_out} rows"
-        )))
-    }
-}
-
-/// The kernel's `top_k` argument: 0 (off) for 0 or `top_k >= vocab`, as on the host.
-pub(crate) fn effective_top_k(params: &SamplingParams, vocab: usize) -> usize {
-    if params.top_k < vocab {
-        params.top_k
-    } else {
-        0
-    }
-}
-
 impl<D: Driver> GpuBackend<D> {
-    /// Process `logits` (`[rows_in, vocab]` on the device) into `probs` (`[rows_out, vocab]`) in
-    /// one launch, reading the rows `rows` names (one host-to-device copy: the row map), and set
-    /// `nonfinite[r]` to [`ROW_NONFINITE`] (row filled with NaN) or 0. `probs` is exactly what
-    /// [`super::sampling_reference::process_logits`] computes.
-    pub fn process_logits(
+    /// `Backend::process_logits`: one launch, one block per output row.
+    pub(super) fn launch_process_logits(
         &self,
         logits: &GpuBuf<D>,
-        rows: &LogitRows<'_>,
+        words: &DevVec<u32, D>,
+        map: LogitsMap,
         params: &SamplingParams,
         probs: &mut GpuBuf<D>,
-        nonfinite: &mut DevVec<u32, D>,
+        flags: &mut DevVec<u32, D>,
     ) -> Result<()> {
-        rows.validate(params, logits.len(), probs.len(), nonfinite.len())?;
-        let map = self.upload_vec(&rows.row_map(params))?;
-        self.process_logits_mapped(logits, &map, rows.vocab, rows.mixes(params), params, probs, nonfinite)
-    }
-
-    /// [`Self::process_logits`] with the row map already on the device (no copy): `row_map`
-    /// holds `rows_out` conditional row indices, then, when `cfg` (and `params.uses_cfg()`),
-    /// `rows_out` unconditional ones; `rows_out = probs.len() / vocab`. An index beyond the logits
-    /// is not read: its row is NaN and flagged [`ROW_BAD_INDEX`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn process_logits_mapped(
-        &self,
-        logits: &GpuBuf<D>,
-        row_map: &DevVec<u32, D>,
-        vocab: usize,
-        cfg: bool,
-        params: &SamplingParams,
-        probs: &mut GpuBuf<D>,
-        nonfinite: &mut DevVec<u32, D>,
-    ) -> Result<()> {
-        params.validate()?;
-        let rows_out = nonfinite.len();
-        let rows_in = check_shape(vocab, logits.len(), rows_out, probs.len(), nonfinite.len())?;
-        let cfg = cfg && params.uses_cfg();
-        let map_len = rows_out * if cfg { 2 } else { 1 };
-        if row_map.len() != map_len {
-            return Err(Error::InvalidRequest(format!("process_logits: a row map of {} indices for {rows_out} rows (cfg {cfg})", row_map.len())));
-        }
-        let launch = LaunchBuilder::new(&self.driver, (rows_out, 1), SAMPLING_THREADS)?
+        let rows_in = check_map(&map, params, logits.len(), words.len(), probs.len(), flags.len())?;
+        let launch = LaunchBuilder::new(&self.driver, (map.rows, 1), SAMPLING_THREADS)?
             .input(logits)
             .i32(rows_in)?
-            .input(row_map)
-            .i32(rows_out)?
-            .i32(vocab)?
-            .i32(usize::from(cfg))?
+            .input_at(words, map.map_at)
+            .i32(map.rows)?
+            .i32(map.vocab)?
+            .i32(usize::from(map.cfg && params.uses_cfg()))?
             .f32(params.cfg_scale)
             .f32(params.temperature)
-            .i32(effective_top_k(params, vocab))?
+            .i32(effective_top_k(params, map.vocab))?
             .f32(params.top_p)
+            .input_at(words, map.dst_at)
+            .i32(probs.len() / map.vocab)?
             .output(probs)
-            .output(nonfinite)
+            .output_at(flags, map.flags_at)
             .build();
         // kernels/sampling.cu: process_logits(const float* logits, int rows_in, const unsigned* rows,
         // int rows_out, int vocab, int use_cfg, float cfg_scale, float temperature, int top_k,
-        // float top_p, float* probs, unsigned* nonfinite); lengths checked above, indices by the
+        // float top_p, const unsigned* dst, int probs_rows, float* probs, unsigned* nonfinite);
+        // lengths and offsets checked above (flags hold every destination row), indices by the
         // kernel.
         self.run(Kernel::ProcessLogits, &launch)
     }
 
-    /// A device row map for [`Self::process_logits_mapped`] (e.g. built once per batch shape).
-    pub fn upload_row_map(&self, map: &[u32]) -> Result<DevVec<u32, D>> {
-        self.upload_vec(map)
-    }
-
-    /// Zeroed per-row flags for `rows` output rows.
-    pub fn row_flags(&self, rows: usize) -> Result<DevVec<u32, D>> {
-        self.alloc(rows)
-    }
-
-    /// The flags back on the host.
-    pub fn read_row_flags(&self, flags: &DevVec<u32, D>) -> Result<Vec<u32>> {
-        self.download_vec(flags)
+    /// `Backend::sample_children`: one launch, one block per parent.
+    pub(super) fn launch_sample_children(&self, probs: &GpuBuf<D>, words: &DevVec<u32, D>, draws: ChildDraws, tokens: &mut DevVec<u32, D>) -> Result<()> {
+        check_parts("sample_children", words.len(), &[(draws.rows_at, draws.parents), (draws.first_at, draws.parents), (draws.uniforms_at, draws.parents * draws.width)])?;
+        if draws.vocab == 0 || !probs.len().is_multiple_of(draws.vocab) || draws.width > i32::MAX as usize {
+            return Err(Error::Backend(format!("sample_children: {} probabilities of vocab {}", probs.len(), draws.vocab)));
+        }
+        let launch = LaunchBuilder::new(&self.driver, (draws.parents, 1), ACCEPT_THREADS)?
+            .input(probs)
+            .i32(probs.len() / draws.vocab)?
+            .i32(draws.vocab)?
+            .input_at(words, draws.rows_at)
+            .input_at(words, draws.first_at)
+            .input_at(words, draws.uniforms_at)
+            .i32(draws.width)?
+            .i32(tokens.len())?
+            .output(tokens)
+            .build();
+        // kernels/accept.cu: sample_children(const float* probs, int probs_rows, int vocab,
+        // const unsigned* rows, const unsigned* first, const float* uniforms, int width,
+        // int tokens_len, unsigned* tokens); offsets checked above, indices by the kernel.
+        self.run(Kernel::SampleChildren, &launch)
     }
 }

@@ -62,6 +62,17 @@ impl TreeShape {
         d.checked_sub(1).and_then(|i| self.widths.get(i)).copied().unwrap_or(0)
     }
 
+    /// Every node of the full tree in BFS order, with token 0: the static layout of a
+    /// verification block (node `i` of a drafted tree is node `i` of its layout, and a
+    /// sequence drafting `d < depth()` levels drafts the BFS prefix of depths `<= d`).
+    pub fn layout(&self) -> Vec<DraftNode> {
+        let mut tree = DraftTree::default();
+        for d in 1..=self.depth() {
+            tree.grow(|_| vec![0; self.width(d)]);
+        }
+        tree.into_nodes()
+    }
+
     /// Total drafted nodes.
     pub fn num_nodes(&self) -> usize {
         self.widths

@@ -1,68 +1,90 @@
 //! Drafting with an independent small AR model (same architecture and vocabulary as the target).
 
-use crate::backend::Backend;
+use super::sequence::SequenceState;
+use super::{CatchUpRow, Committed, Drafter, Slots};
+use crate::backend::{Backend, ForwardPlan};
 use crate::decode::guided::GuidedSeqs;
-use crate::decode::speculative::tree::DraftNode;
-use crate::decode::DecodeContext;
 use crate::error::Result;
 use crate::kv::PagedKvCache;
-use crate::model::{Gpt, StepOutput, StepRow};
-use super::sequence::{tree_rows, SequenceState};
-use super::Drafter;
+use crate::model::{place_rows, ForwardOutput, Gpt, StepRow};
 
-/// A small LlamaGen GPT drafting with its own paged KV cache (and CFG pair when the target
-/// uses CFG).
-pub struct ModelDrafter<'a, B: Backend> {
-    gpt: &'a Gpt<B>,
-    cache: &'a mut PagedKvCache<B>,
+/// One image's draft sequences.
+#[derive(Debug)]
+struct ModelSlot {
     seqs: GuidedSeqs,
     /// Positions `< valid` of the draft cache hold the committed sequence.
     valid: usize,
-    /// The current tree's nodes that have been fed to the drafter.
-    fed: Vec<DraftNode>,
+}
+
+/// A small LlamaGen GPT drafting with its own paged KV cache (and CFG pair when the target
+/// uses CFG). The KV of accepted tree nodes it has seen is kept (moved onto consecutive
+/// positions); the rest is rolled back.
+pub struct ModelDrafter<'a, B: Backend> {
+    gpt: &'a Gpt<B>,
+    cache: &'a mut PagedKvCache<B>,
+    slots: Slots<ModelSlot>,
 }
 
 impl<'a, B: Backend> ModelDrafter<'a, B> {
     /// A drafter using `gpt` with the (empty) cache `cache`, which the caller owns (and may reuse).
-    pub fn new(gpt: &'a Gpt<B>, cache: &'a mut PagedKvCache<B>, cfg: bool) -> Self {
-        let seqs = GuidedSeqs::open(cache, cfg, gpt.config().num_classes);
-        Self { gpt, cache, seqs, valid: 0, fed: Vec::new() }
-    }
-
-    fn run(&mut self, ctx: &mut DecodeContext<'_, B>, rows: Vec<StepRow>, context: &str) -> Result<Vec<Vec<f32>>> {
-        let n = rows.len();
-        let out = self.gpt.forward(ctx.backend, self.cache, &self.seqs.mirror(rows))?;
-        ctx.stats.draft_forwards += 1;
-        self.seqs.distributions(&out, n, &ctx.params, context)
+    pub fn new(gpt: &'a Gpt<B>, cache: &'a mut PagedKvCache<B>) -> Self {
+        Self { gpt, cache, slots: Slots::default() }
     }
 }
 
 impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
-    fn start(&mut self, ctx: &mut DecodeContext<'_, B>, state: &SequenceState) -> Result<Vec<f32>> {
+    fn open(&mut self, cfg: bool) -> usize {
+        let seqs = GuidedSeqs::open(self.cache, cfg, self.gpt.config().num_classes);
+        self.slots.insert(ModelSlot { seqs, valid: 0 })
+    }
+
+    fn seqs(&self, slot: usize) -> Result<GuidedSeqs> {
+        Ok(self.slots.get(slot)?.seqs)
+    }
+
+    fn close(&mut self, slot: usize) -> Result<()> {
+        self.slots.remove(slot)?.seqs.free(self.cache)
+    }
+
+    fn catch_up(&mut self, slot: usize, state: &SequenceState, drafting: bool) -> Result<Vec<CatchUpRow>> {
+        let s = self.slots.get_mut(slot)?;
+        if !drafting {
+            return Ok(Vec::new());
+        }
         let pending = state.pending_position();
-        let rows = (self.valid..=pending).map(|p| StepRow::causal(self.seqs.cond, state.input_at(p), p)).collect();
-        let mut q = self.run(ctx, rows, "draft model")?;
-        self.valid = pending + 1;
-        self.fed.clear();
-        Ok(q.pop().unwrap_or_default())
+        let rows = (s.valid..=pending).map(|position| CatchUpRow { position, input: state.input_at(position), feature: None }).collect();
+        s.valid = pending + 1;
+        Ok(rows)
     }
 
-    fn expand(&mut self, ctx: &mut DecodeContext<'_, B>, state: &SequenceState, nodes: &[DraftNode]) -> Result<Vec<Vec<f32>>> {
-        self.fed.extend_from_slice(nodes);
-        let rows = tree_rows(self.seqs.cond, state.pending_position(), &self.fed, nodes)?;
-        self.run(ctx, rows, "draft model tree")
+    fn place(&mut self, backend: &B, rows: &[StepRow]) -> Result<ForwardPlan> {
+        let gathers = self.gpt.gathers(rows)?;
+        place_rows(backend, self.cache, rows, self.gpt.config().max_seq_len(), gathers)
     }
 
-    fn commit(&mut self, ctx: &mut DecodeContext<'_, B>, state: &SequenceState, path: &[usize], _target: &StepOutput) -> Result<()> {
-        let base = self.valid;
-        // Accepted nodes that were fed keep their KV, moved onto consecutive positions.
-        let kept: Vec<usize> = path.iter().copied().take_while(|&i| self.fed.iter().any(|n| n.index == i)).collect();
+    fn uses_features(&self) -> bool {
+        false
+    }
+
+    fn pool(&mut self) -> &mut B::KvPool {
+        self.cache.pool_mut()
+    }
+
+    fn forward(&mut self, backend: &B, plan: &B::Plan, rows: usize, tokens: &B::Words, _features: &B::Buf, out: &mut ForwardOutput<B>) -> Result<()> {
+        self.gpt.forward_planned(backend, self.cache.pool_mut(), plan, rows, Some(tokens), out)
+    }
+
+    fn commit(&mut self, slot: usize, state: &SequenceState, committed: &Committed<'_>) -> Result<Vec<(u32, u32)>> {
+        let s = self.slots.get_mut(slot)?;
+        let base = s.valid;
+        // Accepted nodes that were fed keep their KV, moved onto consecutive positions (node i
+        // was written at base + i; path node j has depth j + 1).
+        let kept = &committed.path[..committed.path.len().min(committed.fed_depth)];
         let from: Vec<usize> = kept.iter().map(|&i| base + i).collect();
         let to: Vec<usize> = (0..kept.len()).map(|j| base + j).collect();
-        self.seqs.move_positions(ctx.backend, self.cache, &from, &to)?;
-        self.valid = (base + kept.len()).min(state.pending_position());
-        self.seqs.truncate(self.cache, self.valid)?;
-        self.fed.clear();
-        Ok(())
+        let copies = s.seqs.position_copies(self.cache, &from, &to)?;
+        s.valid = (base + kept.len()).min(state.pending_position());
+        s.seqs.truncate(self.cache, s.valid)?;
+        Ok(copies)
     }
 }

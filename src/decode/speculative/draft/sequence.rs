@@ -37,9 +37,10 @@ impl SequenceState {
 
 /// The forward-pass rows of tree `nodes` (BFS order, `all` holding every node of the tree so far)
 /// drafted below the pending token at sequence position `pending` of `seq`: node `i` sits at RoPE
-/// position `pending + depth`, writes KV position `pending + 1 + i`, and sees the committed prefix
-/// plus its ancestors ([`ancestor_mask`], which rejects nodes out of BFS layout).
-pub fn tree_rows(seq: SeqId, pending: usize, all: &[DraftNode], nodes: &[DraftNode]) -> Result<Vec<StepRow>> {
+/// position `pending + depth`, writes KV position `pending + 1 + i`, sees the committed prefix
+/// plus its ancestors ([`ancestor_mask`], which rejects nodes out of BFS layout), and reads its
+/// token from entry `token_base + i` of the step's device tokens.
+pub fn tree_rows(seq: SeqId, pending: usize, all: &[DraftNode], nodes: &[DraftNode], token_base: usize) -> Result<Vec<StepRow>> {
     let base = pending + 1;
     let n = all.len();
     let mask = ancestor_mask(all)?;
@@ -48,7 +49,7 @@ pub fn tree_rows(seq: SeqId, pending: usize, all: &[DraftNode], nodes: &[DraftNo
     Ok(nodes
         .iter()
         .map(|node| StepRow {
-            input: TokenInput::Image(node.token),
+            input: TokenInput::Drafted((token_base + node.index) as u32),
             position: pending + node.depth,
             kv_pos: base + node.index,
             visibility: QueryVisibility { seq, prefix: base, window_start: base, window: window(node.index) },

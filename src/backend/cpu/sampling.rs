@@ -12,9 +12,9 @@
 //! lands within ~1e-7 of `top_p` or a tie group straddles the top-p cut (the kernel keeps the
 //! earliest indices of the group; the host's `sort_unstable_by` leaves that order unspecified).
 
-use super::geometry::SAMPLING_THREADS;
-use super::sampling::{effective_top_k, LogitRows, ROW_NONFINITE};
-use crate::error::Result;
+use crate::backend::gpu::geometry::SAMPLING_THREADS;
+use crate::backend::ops::{check_parts, LogitsMap, ROW_BAD_INDEX, ROW_NONFINITE};
+use crate::error::{Error, Result};
 use crate::sampling::logits::argmax;
 use crate::sampling::SamplingParams;
 
@@ -154,8 +154,17 @@ fn apply_top_p(p: &mut [f32], top_p: f32) {
     }
 }
 
-/// One output row: its probabilities and its flag.
-fn process_row(cond: &[f32], uncond: Option<&[f32]>, params: &SamplingParams) -> (Vec<f32>, u32) {
+/// The kernel's `top_k` argument: 0 (off) for 0 or `top_k >= vocab`, as on the host.
+pub(crate) fn effective_top_k(params: &SamplingParams, vocab: usize) -> usize {
+    if params.top_k < vocab {
+        params.top_k
+    } else {
+        0
+    }
+}
+
+/// One output row: its probabilities and its flag (0, or [`ROW_NONFINITE`] with a NaN row).
+pub fn process_row(cond: &[f32], uncond: Option<&[f32]>, params: &SamplingParams) -> (Vec<f32>, u32) {
     let vocab = cond.len();
     let greedy = params.temperature == 0.0;
     let mut bad = false;
@@ -195,22 +204,48 @@ fn process_row(cond: &[f32], uncond: Option<&[f32]>, params: &SamplingParams) ->
     (out, 0)
 }
 
-/// What `GpuBackend::process_logits` computes for `logits` (`[rows_in, vocab]`): the
-/// probabilities `[rows_out, vocab]` and the per-row flags `[rows_out]`
-/// ([`super::sampling::ROW_NONFINITE`] for a row of non-finite logits, filled with NaN).
-pub fn process_logits(logits: &[f32], rows: &LogitRows<'_>, params: &SamplingParams) -> Result<(Vec<f32>, Vec<u32>)> {
-    let vocab = rows.vocab;
-    rows.validate(params, logits.len(), rows.rows_out() * vocab, rows.rows_out())?;
-    let row = |r: u32| &logits[r as usize * vocab..][..vocab];
-    let mut probs = Vec::with_capacity(rows.rows_out() * vocab);
-    let mut flags = Vec::with_capacity(rows.rows_out());
-    for (r, &c) in rows.cond.iter().enumerate() {
-        let uncond = rows.uncond.filter(|_| rows.mixes(params)).map(|u| row(u[r]));
-        let (p, flag) = process_row(row(c), uncond, params);
-        probs.extend(p);
-        flags.push(flag);
+/// Check `map` against the buffers (`logits_len` values, `words_len` index words, `probs_len`
+/// probabilities, `flags_len` flags) and the parameters; returns the logits rows.
+pub(crate) fn check_map(map: &LogitsMap, params: &SamplingParams, logits_len: usize, words_len: usize, probs_len: usize, flags_len: usize) -> Result<usize> {
+    params.validate()?;
+    let vocab = map.vocab;
+    let shape_ok = vocab > 0 && vocab <= i32::MAX as usize && logits_len.is_multiple_of(vocab) && probs_len.is_multiple_of(vocab) && map.rows <= i32::MAX as usize;
+    if !shape_ok || flags_len < map.flags_at + probs_len / vocab.max(1) {
+        return Err(Error::Backend(format!(
+            "process_logits: {logits_len} logits and {probs_len} probabilities of vocab {vocab}, {flags_len} flags from {}",
+            map.flags_at
+        )));
     }
-    Ok((probs, flags))
+    check_parts("process_logits", words_len, &[(map.map_at, map.map_len()), (map.dst_at, map.rows)])?;
+    Ok(logits_len / vocab)
+}
+
+/// What the kernel computes for `map` (the CPU backend's `process_logits`): each output row's
+/// probabilities into its destination row of `probs`, its flag into `flags`; a destination
+/// beyond `probs` is skipped, a logits row beyond `logits` gives a NaN row flagged
+/// [`ROW_BAD_INDEX`].
+pub fn process_logits(logits: &[f32], words: &[u32], map: &LogitsMap, params: &SamplingParams, probs: &mut [f32], flags: &mut [u32]) -> Result<()> {
+    let rows_in = check_map(map, params, logits.len(), words.len(), probs.len(), flags.len())?;
+    let vocab = map.vocab;
+    let cfg = map.cfg && params.uses_cfg();
+    let row = |r: u32| (r as usize) < rows_in;
+    for r in 0..map.rows {
+        let dst = words[map.dst_at + r] as usize;
+        if dst >= probs.len() / vocab {
+            continue;
+        }
+        let cond = words[map.map_at + r];
+        let uncond = if cfg { words[map.map_at + map.rows + r] } else { cond };
+        let (p, flag) = if row(cond) && row(uncond) {
+            let at = |r: u32| &logits[r as usize * vocab..][..vocab];
+            process_row(at(cond), cfg.then(|| at(uncond)), params)
+        } else {
+            (vec![f32::NAN; vocab], ROW_BAD_INDEX)
+        };
+        probs[dst * vocab..][..vocab].copy_from_slice(&p);
+        flags[map.flags_at + dst] = flag;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
