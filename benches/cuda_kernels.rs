@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use spire::backend::cuda::has_precompiled;
 use spire::backend::gpu::GpuBuf;
-use spire::backend::{Backend, CudaBackend, DraftBlock, ForwardPlan, KvShape};
+use spire::backend::{Backend, BlockInputs, BlockLayout, ChildDraws, CudaBackend, ForwardPlan, KvShape, LogitsMap, Packed, RowGather};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::normal;
@@ -100,7 +100,14 @@ fn row_kernels(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let out_rows: Vec<u32> = (0..rows as u32).collect();
     let gather = gpu.upload_plan(ForwardPlan::gather(&ids, &out_rows)).expect("plan");
     bench(c, gpu, &format!("embedding/{rows}x{dim}"), Work::Bytes(2 * row_bytes), || {
-        gpu.embedding(&embeddings, &gather, 0, dim, &mut out).expect("embedding")
+        gpu.embedding(&embeddings, &gather, 0, None, dim, &mut out).expect("embedding")
+    });
+
+    let mut packed = Packed::default();
+    let rows_gather = RowGather::pack(&mut packed, &out_rows.iter().rev().copied().collect::<Vec<_>>());
+    let gather_words = words(gpu, packed.words());
+    bench(c, gpu, &format!("gather_rows/{rows}x{dim}"), Work::Bytes(2 * row_bytes), || {
+        gpu.gather_rows(&x, dim, &gather_words, rows_gather, &mut out).expect("gather_rows")
     });
 }
 
@@ -157,12 +164,42 @@ fn accept(c: &mut Criterion, gpu: &CudaBackend, batch: usize, nodes: usize) {
     let tokens: Vec<u32> = (0..(batch * nodes) as u32).map(|i| i * 7919 % vocab as u32).collect();
     let parents: Vec<i32> = (0..batch).flat_map(|_| -1..nodes as i32 - 1).collect();
     let (omega, u_accept, u_sample) = (vec![1.0; nodes], uniform(18, batch * nodes), uniform(19, batch));
-    let block = DraftBlock { batch, nodes, vocab, tokens: &tokens, parents: &parents, omega: &omega, u_accept: &u_accept, u_sample: &u_sample };
+    let inputs = BlockInputs { batch, nodes, vocab, parents: &parents, omega: &omega, u_accept: &u_accept, u_sample: &u_sample };
+    let mut packed = Packed::default();
+    let block = BlockLayout::pack(&mut packed, &inputs, 0, tokens.len()).expect("layout");
+    let plan = words(gpu, packed.words());
+    let mut state = words(gpu, &[tokens, vec![0; block.state_end() - batch * nodes]].concat());
     // Upper bound: p and q of every slot read once (p = q here, so every draft is accepted).
     let bytes = (2 * batch * (nodes + 1) * vocab * 4) as u64;
     bench(c, gpu, &format!("accept_block/{batch}x{nodes}"), Work::Bytes(bytes), || {
-        gpu.accept_block(&p, &q, &block).expect("accept_block");
+        gpu.accept_block(&p, &q, &plan, &block, &mut state).expect("accept_block");
     });
+}
+
+/// The children of one tree level drawn without replacement: `parents` distributions of vocab
+/// 16384, `width` children each. Bytes: each distribution read once per child (the draw scans
+/// it), tokens written.
+fn children(c: &mut Criterion, gpu: &CudaBackend, parents: usize, width: usize) {
+    let vocab = 16384;
+    let probs = gpu.upload(&vec![1.0 / vocab as f32; parents * vocab]).expect("probs");
+    let rows: Vec<u32> = (0..parents as u32).collect();
+    let first: Vec<u32> = (0..parents as u32).map(|i| i * width as u32).collect();
+    let mut rng = Rng::new(22);
+    let uniforms: Vec<f32> = (0..parents * width).map(|_| rng.uniform() as f32).collect();
+    let mut packed = Packed::default();
+    let draws = ChildDraws::pack(&mut packed, vocab, width, &rows, &first, &uniforms).expect("draws");
+    let (plan, mut tokens) = (words(gpu, packed.words()), gpu.words(parents * width).expect("tokens"));
+    let bytes = (parents * width * vocab * 4) as u64;
+    bench(c, gpu, &format!("sample_children/{parents}x{width}"), Work::Bytes(bytes), || {
+        gpu.sample_children(&probs, &plan, draws, &mut tokens).expect("sample_children");
+    });
+}
+
+/// `values` uploaded as words.
+fn words(gpu: &CudaBackend, values: &[u32]) -> spire::backend::gpu::GpuWords<spire::backend::cuda::CudaDriver> {
+    let mut words = gpu.words(0).expect("words");
+    gpu.upload_words_into(&mut words, values).expect("upload");
+    words
 }
 
 /// Logits processing for `batch` sequences of a draft block of `slots` positions (GPT-XL:
@@ -171,22 +208,22 @@ fn accept(c: &mut Criterion, gpu: &CudaBackend, batch: usize, nodes: usize) {
 /// more passes over each row, see kernels/sampling.cu). Bytes: logits read once, output written
 /// once (the row re-reads stay in L1/L2).
 fn sampling(c: &mut Criterion, gpu: &CudaBackend, batch: usize, slots: usize) {
-    use spire::backend::gpu::LogitRows;
     use spire::sampling::SamplingParams;
     let (vocab, rows_out) = (16384, batch * slots);
     let logits = gpu.upload(&random(2 * rows_out * vocab, 20).iter().map(|v| 3.0 * v).collect::<Vec<_>>()).expect("logits");
     let (cond, uncond): (Vec<u32>, Vec<u32>) = ((0..rows_out as u32).collect(), (rows_out as u32..2 * rows_out as u32).collect());
-    let rows = LogitRows { vocab, cond: &cond, uncond: Some(&uncond) };
+    let mut packed = Packed::default();
+    let map = LogitsMap::pack(&mut packed, vocab, &cond, Some(&uncond), &cond, 0).expect("map");
+    let plan = words(gpu, packed.words());
     let mut probs = buf(gpu, rows_out * vocab, 21);
-    let mut flags = gpu.row_flags(rows_out).expect("flags");
+    let mut flags = gpu.words(rows_out).expect("flags");
     let bytes = (3 * rows_out * vocab * 4) as u64;
     for (tag, params) in [
         ("cfg", SamplingParams { cfg_scale: 4.0, ..Default::default() }),
         ("cfg_topk_topp", SamplingParams { cfg_scale: 4.0, top_k: 1000, top_p: 0.9, temperature: 1.0 }),
     ] {
-        let map = gpu.upload_row_map(&rows.row_map(&params)).expect("row map");
         bench(c, gpu, &format!("process_logits/{rows_out}x{vocab}_{tag}"), Work::Bytes(bytes), || {
-            gpu.process_logits_mapped(&logits, &map, vocab, true, &params, &mut probs, &mut flags).expect("process_logits");
+            gpu.process_logits(&logits, &plan, map, &params, &mut probs, &mut flags).expect("process_logits");
         });
     }
 }
@@ -207,6 +244,7 @@ fn cuda_kernels(c: &mut Criterion) {
     attention(c, &gpu, 8, 1);
     attention(c, &gpu, 2, 16);
     accept(c, &gpu, 8, 8);
+    children(c, &gpu, 16, 4);
     sampling(c, &gpu, 1, 1 + 8);
 }
 

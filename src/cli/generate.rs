@@ -1,12 +1,12 @@
 //! `spire generate`: images for one or more classes, written as PNG.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use spire::engine::{Engine, Image, Request};
+use spire::engine::{Engine, GenerationStats, Image, Request};
 use spire::sampling::SamplingParams;
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
@@ -23,6 +23,10 @@ pub struct GenerateArgs {
     /// Images per class; more than one image in all makes a grid with one row per class.
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
+    /// Images generated together in shared forward passes (each keeps its own seed: the images
+    /// are the same for any batch size).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Seed of the first image (image i uses seed + i): the same seed gives the same image.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -72,7 +76,19 @@ fn progress_bar(total: usize, label: String) -> ProgressBar {
 
 /// Generate the requested images and write the PNG.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    check_writable(&args.out)?;
     with_engine(&args.model.clone(), args)
+}
+
+/// Fail now, before any generation, if `path` cannot be written.
+fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot write {} (choose another --out)", path.display()))?;
+    if !existed {
+        std::fs::remove_file(path).with_context(|| format!("removing the probe file {}", path.display()))?;
+    }
+    Ok(())
 }
 
 impl EngineTask for GenerateArgs {
@@ -81,31 +97,43 @@ impl EngineTask for GenerateArgs {
     }
 }
 
+/// One line of statistics for a generated image.
+fn report(request: &Request, s: &GenerationStats) {
+    let acceptance = if request.speculative.is_some() {
+        format!(", mean accepted length {:.2}, acceptance {:.2}", s.mean_accepted_length(), s.acceptance_rate())
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "  class {} seed {}: {} tokens, {} target forwards, {:.2} tokens/forward{acceptance}",
+        request.class_id,
+        request.seed,
+        s.tokens,
+        s.target_forwards,
+        s.tokens_per_target_forward()
+    );
+}
+
 fn generate_with<B: spire::backend::Backend>(engine: &Engine<B>, args: &GenerateArgs) -> anyhow::Result<()> {
-    let mut images = Vec::new();
-    let mut seed = args.seed;
-    for &class in &args.class {
-        for _ in 0..args.samples {
-            let request =
-                Request { class_id: class, seed, sampling: args.sampling.params(), speculative: args.spec.config(args.spec.spec) };
-            let bar = progress_bar(engine.config().gpt.block_size, format!("class {class} seed {seed}"));
-            let generation = engine.generate_tokens(&request, &mut |done, _| bar.set_position(done as u64))?;
-            bar.finish();
-            let s = &generation.stats;
-            let acceptance = if request.speculative.is_some() {
-                format!(", mean accepted length {:.2}, acceptance {:.2}", s.mean_accepted_length(), s.acceptance_rate())
-            } else {
-                String::new()
-            };
-            eprintln!(
-                "  {} tokens in {:.2?}: {} target forwards, {:.2} tokens/forward{acceptance}",
-                s.tokens,
-                s.elapsed,
-                s.target_forwards,
-                s.tokens_per_target_forward()
-            );
+    let requests: Vec<Request> = args
+        .class
+        .iter()
+        .flat_map(|&class| std::iter::repeat_n(class, args.samples))
+        .enumerate()
+        .map(|(i, class)| Request { class_id: class, seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(args.spec.spec) })
+        .collect();
+    let mut images = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(args.batch) {
+        let label = match chunk {
+            [one] => format!("class {} seed {}", one.class_id, one.seed),
+            _ => format!("{} images", chunk.len()),
+        };
+        let bar = progress_bar(engine.config().gpt.block_size * chunk.len(), label);
+        let generations = engine.generate_tokens_batch(chunk, &mut |done, _| bar.set_position(done as u64))?;
+        bar.finish();
+        for (request, generation) in chunk.iter().zip(&generations) {
+            report(request, &generation.stats);
             images.push(engine.decode(&generation.tokens)?);
-            seed += 1;
         }
     }
     let image = if images.len() == 1 { images.remove(0) } else { Image::grid(&images, args.samples) };
