@@ -291,13 +291,13 @@ def timestep_embedding(t, dim=FREQ_DIM, max_period=10000):
 
 
 def _adaln_chunks(w, name, y, parts):
-    """adaLN_modulation = [SiLU, Linear] applied to y, split into `parts` equal chunks."""
-    return np.split(linear(w, name + ".adaLN_modulation.1", common.silu(y)), parts, axis=-1)
+    """adaLN_modulation = [SiLU, Linear named name] applied to y, split into `parts` equal chunks."""
+    return np.split(linear(w, name, common.silu(y)), parts, axis=-1)
 
 
 def head_res_block(w, prefix, x, y):
     """ResBlock: (shift, scale, gate) from y; x + gate * mlp(in_ln(x)(1 + scale) + shift)."""
-    shift, scale, gate = _adaln_chunks(w, prefix, y, 3)
+    shift, scale, gate = _adaln_chunks(w, prefix + "adaLN_modulation.1", y, 3)
     h = _ln(w, prefix + "in_ln", x, 1e-6) * (1.0 + scale) + shift
     h = linear(w, prefix + "mlp.2", common.silu(linear(w, prefix + "mlp.0", h)))
     return x + gate * h
@@ -316,7 +316,7 @@ def head_forward(w, cfg, x, t, z):
     h = linear(w, HEAD + "input_proj", x)
     for j in range(cfg["diffloss_d"]):
         h = head_res_block(w, f"{HEAD}res_blocks.{j}.", h, y)
-    shift, scale = _adaln_chunks(w, HEAD + "final_layer", y, 2)
+    shift, scale = _adaln_chunks(w, HEAD + "final_layer.adaLN_modulation.1", y, 2)
     h = layer_norm(h, None, None, 1e-6) * (1.0 + scale) + shift
     return linear(w, HEAD + "final_layer.linear", h)
 
