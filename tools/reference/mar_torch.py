@@ -75,12 +75,16 @@ class TimestepEmbedder(nn.Module):
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
-    def forward(self, t):
+    def timestep_embedding(self, t):
+        """[n, freq_dim] sinusoid, computed in the module's dtype."""
         half = self.freq_dim // 2
         dtype = self.mlp[0].weight.dtype
         freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=dtype) / half)
         args = t[:, None].to(dtype) * freqs[None]
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t):
+        return self.mlp(self.timestep_embedding(t))
 
 
 class ResBlock(nn.Module):
@@ -245,19 +249,20 @@ class Diffusion:
         self.num_timesteps = num_sampling_steps
 
     def p_mean_variance(self, model, x, k, **kw):
+        """(mean, log_variance, pred_xstart) at respaced step k; the model sees timestep_map[k]."""
         out = model(x, torch.full((x.shape[0],), self.timestep_map[k], dtype=x.dtype), **kw)
         eps, v = torch.split(out, x.shape[1], dim=1)
         frac = (v + 1) / 2
         log_var = frac * math.log(self.betas[k]) + (1 - frac) * self.post_log_var[k].item()
         x0 = self.recip[k].item() * x - self.recipm1[k].item() * eps
-        return self.coef1[k].item() * x0 + self.coef2[k].item() * x, log_var
+        return self.coef1[k].item() * x0 + self.coef2[k].item() * x, log_var, x0
 
     def p_sample_loop_with_noise(self, model, noise, inter_noise, temperature=1.0, **kw):
         """Returns (sample, mean_0, std_0 * temperature, sum_{k>=1} log_var_k / 2) as CSpD's
         DistributionManager (inter_noise [K, n, C], step k uses inter_noise[k])."""
         x, log_sigma = noise, 0.0
         for k in reversed(range(self.num_timesteps)):
-            mean, log_var = self.p_mean_variance(model, x, k, **kw)
+            mean, log_var, _ = self.p_mean_variance(model, x, k, **kw)
             std = torch.exp(0.5 * log_var) * temperature
             x = mean + (k != 0) * std * inter_noise[k]
             if k == 0:
