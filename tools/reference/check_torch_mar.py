@@ -14,7 +14,7 @@
    diffusion code plus the sampler that takes its noise from outside; needs timm 0.9.12), the
    official modules themselves are built, loaded with the tiny weights and run in float32 on CPU
    (the official head computes its timestep sinusoid and schedule coefficients in float32, so it
-   cannot run in float64). Reported relative to the golden values; must be within 1e-3.
+   cannot run in float64). Compared with the golden values; must be within 5e-5 relative.
 """
 
 import argparse
@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 import mar_ref as ref  # noqa: E402
 import mar_torch as mt  # noqa: E402
 
-TOL_NUMPY, TOL_GOLDEN, TOL_SCHED, TOL_OFFICIAL = 1e-10, 2e-6, 1e-12, 1e-3
+TOL_NUMPY, TOL_GOLDEN, TOL_SCHED, TOL_OFFICIAL = 1e-10, 2e-6, 1e-12, 5e-5
 MODEL_OUTPUTS = ["encoder_out_cond", "z_cond", "z_uncond", "z_cond_all_masked", "head_out", "head_out_cfg",
                  "pmv_mean", "pmv_log_var", "pmv_x0", "run_x0", "run_mu0", "run_sigma0", "run_sum_log_sigma",
                  "gen_tokens", "vae_pixels"]
@@ -190,6 +190,8 @@ def official_outputs(repo, mcfg, vcfg, mw, vw, g):
                      vae_embed_dim=mcfg["vae_embed_dim"], class_num=mcfg["class_num"],
                      buffer_size=mcfg["buffer_size"], diffloss_d=mcfg["diffloss_d"], diffloss_w=mcfg["diffloss_w"],
                      num_sampling_steps=str(mcfg["num_sampling_steps"])).eval()
+    # CSpD's copy hard-codes nn.Embedding(1000, ...) (fixed in MAR by "fix class num").
+    model.class_emb = torch.nn.Embedding(mcfg["class_num"], mcfg["encoder_embed_dim"])
     model.load_state_dict(mw, strict=True)
     ovae.Normalize = lambda c, num_groups=32: torch.nn.GroupNorm(vcfg["norm_groups"], c, eps=1e-6, affine=True)
     vae = ovae.AutoencoderKL(embed_dim=vcfg["embed_dim"], ch_mult=tuple(vcfg["ch_mult"]))
