@@ -370,17 +370,29 @@ TINY_VQ = {"file": "vq.safetensors", "codebook_size": 64, "codebook_embed_dim": 
            "num_res_blocks": 1, "out_channels": 3, "norm_groups": 4}
 
 
+class SelfTest:
+    """The self-tests' checks: call with (condition, description) to print ok / FAIL; summary()
+    prints the verdict and returns the exit status."""
+
+    def __init__(self):
+        self.failures = []
+
+    def __call__(self, cond, what):
+        print(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            self.failures.append(what)
+
+    def summary(self):
+        print("selftest: " + ("all passed" if not self.failures else f"{len(self.failures)} FAILED"))
+        return 0 if not self.failures else 1
+
+
 def selftest():
     """Build tiny fake official-style checkpoints, convert them, check the results and the errors."""
     import torch
     from safetensors.torch import load_file
 
-    failures = []
-
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            failures.append(what)
+    check = SelfTest()
 
     # 1. the official size table
     for name, want in EXPECTED_FFN_HIDDEN.items():
@@ -486,8 +498,7 @@ def selftest():
         convert(path("pickled.pt"), TINY_GPT, None, None, path("out_p"), allow_pickle=True, quiet=True)
         check(True, "--allow-pickle loads it")
 
-    print("selftest: " + ("all passed" if not failures else f"{len(failures)} FAILED"))
-    return 0 if not failures else 1
+    return check.summary()
 
 
 class _Opaque:

@@ -29,7 +29,7 @@ import os
 import sys
 import tempfile
 
-from convert_llamagen import (DTYPES, ConversionError, load_checkpoint, save_safetensors,
+from convert_llamagen import (DTYPES, ConversionError, SelfTest, load_checkpoint, save_safetensors,
                               select_tensors, unwrap_state_dict)
 
 # name: (depth, width, heads, diffloss_d, diffloss_w), as models/mar.py mar_base/large/huge and
@@ -269,12 +269,7 @@ def selftest():
     import torch
     from safetensors.torch import load_file
 
-    failures = []
-
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            failures.append(what)
+    check = SelfTest()
 
     for name, want in README_PARAMS_M.items():
         n = sum(math.prod(s) for s in expected_mar_shapes(mar_config(name)).values()) / 1e6
@@ -361,8 +356,7 @@ def selftest():
         except ConversionError as e:
             check("llamagen" in str(e), "refuses to mix into a LlamaGen directory")
 
-    print("selftest: " + ("all passed" if not failures else f"{len(failures)} FAILED"))
-    return 0 if not failures else 1
+    return check.summary()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from check_torch import Attn as AttnBlock
+from check_torch import Resnet as ResnetBlock
+from check_torch import Upsample
 
 
 # ------------------------------------------------------------------------------- transformer
@@ -319,57 +322,7 @@ def sample_tokens(model, diffusion, labels, orders, num_iter, cfg, cfg_schedule,
 
 
 # ------------------------------------------------------------------------------- KL VAE decoder
-
-def Normalize(ch, groups):
-    """GroupNorm with eps 1e-6, as LDM's Normalize (which hard-codes 32 groups)."""
-    return nn.GroupNorm(groups, ch, eps=1e-6, affine=True)
-
-
-class ResnetBlock(nn.Module):
-    """LDM ResnetBlock without timestep embedding; nin_shortcut when the width changes."""
-
-    def __init__(self, cin, cout, groups):
-        super().__init__()
-        self.norm1 = Normalize(cin, groups)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = Normalize(cout, groups)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        if cin != cout:
-            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
-
-    def forward(self, x):
-        h = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
-        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
-
-
-class AttnBlock(nn.Module):
-    """LDM single-head spatial attention with 1x1 q, k, v, proj_out."""
-
-    def __init__(self, ch, groups):
-        super().__init__()
-        self.norm = Normalize(ch, groups)
-        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(ch, ch, 1) for _ in range(4))
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        n = self.norm(x)
-        q = self.q(n).reshape(b, c, h * w).permute(0, 2, 1)
-        k = self.k(n).reshape(b, c, h * w)
-        att = torch.softmax(torch.bmm(q, k) * c ** -0.5, dim=2)
-        out = torch.bmm(self.v(n).reshape(b, c, h * w), att.permute(0, 2, 1)).reshape(b, c, h, w)
-        return x + self.proj_out(out)
-
-
-class Upsample(nn.Module):
-    """Nearest x2 then 3x3 conv."""
-
-    def __init__(self, ch):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
+# The LDM ResnetBlock, AttnBlock and Upsample are LlamaGen's VQ decoder blocks (same names and maths).
 
 class Decoder(nn.Module):
     """LDM Decoder with attn_resolutions=() (attention in mid only)."""
@@ -393,7 +346,7 @@ class Decoder(nn.Module):
             if i != 0:
                 up.upsample = Upsample(block_in)
             self.up.insert(0, up)
-        self.norm_out = Normalize(block_in, g)
+        self.norm_out = nn.GroupNorm(g, block_in, eps=1e-6)
         self.conv_out = nn.Conv2d(block_in, cfg["out_ch"], 3, padding=1)
 
     def forward(self, z):
