@@ -509,6 +509,14 @@ class _Opaque:
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+def add_common_args(ap):
+    """The options every converter has: --allow-extra, --allow-pickle, --selftest."""
+    ap.add_argument("--allow-extra", action="store_true", help="drop unexpected tensors instead of failing")
+    ap.add_argument("--allow-pickle", action="store_true",
+                    help="fall back to torch.load(weights_only=False) for trusted files")
+    ap.add_argument("--selftest", action="store_true", help="convert tiny fake checkpoints and check the output")
+
+
 def main(argv=None):
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -524,10 +532,7 @@ def main(argv=None):
     ap.add_argument("--codebook-size", type=int, default=16384)
     ap.add_argument("--codebook-embed-dim", type=int, default=8)
     ap.add_argument("--ckpt-key", help="take the state dict from this top-level key (e.g. ema)")
-    ap.add_argument("--allow-extra", action="store_true", help="drop unexpected tensors instead of failing")
-    ap.add_argument("--allow-pickle", action="store_true",
-                    help="fall back to torch.load(weights_only=False) for trusted files")
-    ap.add_argument("--selftest", action="store_true", help="convert tiny fake checkpoints and check the output")
+    add_common_args(ap)
     args = ap.parse_args(argv)
 
     if args.selftest:

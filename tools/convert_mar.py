@@ -29,8 +29,8 @@ import os
 import sys
 import tempfile
 
-from convert_llamagen import (DTYPES, ConversionError, SelfTest, load_checkpoint, save_safetensors,
-                              select_tensors, unwrap_state_dict)
+from convert_llamagen import (DTYPES, ConversionError, SelfTest, add_common_args, load_checkpoint,
+                              save_safetensors, select_tensors, unwrap_state_dict)
 
 # name: (depth, width, heads, diffloss_d, diffloss_w), as models/mar.py mar_base/large/huge and
 # the diffloss sizes of the released checkpoints (MAR README). Encoder and decoder are alike.
@@ -378,10 +378,7 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=list(DTYPES), default="f32", help="MAR weight dtype (default f32)")
     ap.add_argument("--vae-dtype", choices=list(DTYPES), default="f32", help="VAE weight dtype (default f32)")
     ap.add_argument("--ckpt-key", default="model_ema", help="state dict key of the MAR checkpoint (default model_ema)")
-    ap.add_argument("--allow-extra", action="store_true", help="drop unexpected tensors instead of failing")
-    ap.add_argument("--allow-pickle", action="store_true",
-                    help="fall back to torch.load(weights_only=False) for trusted files")
-    ap.add_argument("--selftest", action="store_true", help="convert tiny fake checkpoints and check the output")
+    add_common_args(ap)
     args = ap.parse_args(argv)
 
     if args.selftest:
