@@ -37,12 +37,12 @@ FREQ_DIM = 256  # TimestepEmbedder frequency_embedding_size
 # ---------------------------------------------------------------------------------------------
 
 def grid_size(cfg):
-    """Token grid side: img_size // vae_stride // patch_size (16 for the released models)."""
+    """Token grid side: img_size // vae_stride // patch_size (16 for the released models; §1.1)."""
     return cfg["img_size"] // cfg["vae_stride"] // cfg["patch_size"]
 
 
 def token_dim(cfg):
-    """Channels of one token: vae_embed_dim * patch_size^2 (16 for the released models)."""
+    """Channels of one token: vae_embed_dim * patch_size^2 (16 for the released models; §1.1)."""
     return cfg["vae_embed_dim"] * cfg["patch_size"] ** 2
 
 
@@ -65,7 +65,7 @@ def unpatchify(tokens, c, h, w, p):
 # ---------------------------------------------------------------------------------------------
 
 def layer_norm(x, weight, bias, eps):
-    """LayerNorm over the last axis with biased variance; weight/bias None means no affine."""
+    """LayerNorm over the last axis with biased variance; weight/bias None means no affine (§1.2, §1.5)."""
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     y = (x - mean) / np.sqrt(var + eps)
@@ -81,12 +81,12 @@ def gelu(x):
 
 
 def linear(w, name, x):
-    """nn.Linear named name: x @ weight.T + bias (weights are [out, in])."""
+    """nn.Linear named name: x @ weight.T + bias (weights are [out, in], §1.6)."""
     return x @ w[name + ".weight"].T + w[name + ".bias"]
 
 
 def _ln(w, name, x, eps):
-    """The affine LayerNorm named name."""
+    """The affine LayerNorm named name (§1.2)."""
     return layer_norm(x, w[name + ".weight"], w[name + ".bias"], eps)
 
 
@@ -169,7 +169,7 @@ def enc_dec(w, cfg, tokens, mask, label):
 # ---------------------------------------------------------------------------------------------
 
 def mask_by_order(mask_len, order):
-    """Boolean mask [len(order)] with the positions order[:mask_len] masked."""
+    """Boolean mask [len(order)] with the positions order[:mask_len] masked (§1.4)."""
     mask = np.zeros(len(order), dtype=bool)
     mask[np.asarray(order[:mask_len], dtype=np.int64)] = True
     return mask
@@ -222,7 +222,7 @@ def cfg_at_step(schedule, cfg, mask_len, seq_len):
 # ---------------------------------------------------------------------------------------------
 
 def cosine_betas(diffusion_steps=1000, max_beta=0.999):
-    """beta_i = min(1 - abar((i+1)/T)/abar(i/T), max_beta), abar(u) = cos((u + 0.008)/1.008 pi/2)^2."""
+    """beta_i = min(1 - abar((i+1)/T)/abar(i/T), max_beta), abar(u) = cos((u + 0.008)/1.008 pi/2)^2 (§1.5)."""
     def abar(u):
         return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
 
@@ -232,7 +232,7 @@ def cosine_betas(diffusion_steps=1000, max_beta=0.999):
 
 def space_timesteps(num_timesteps, section_counts):
     """Sorted original timesteps kept by respacing into sections of section_counts steps each:
-    within a section of size n taking c steps, start + round(j (n - 1)/(c - 1)) (Python round)."""
+    within a section of size n taking c steps, start + round(j (n - 1)/(c - 1)) (Python round; §1.5)."""
     size_per, extra = divmod(num_timesteps, len(section_counts))
     start, steps = 0, []
     for i, count in enumerate(section_counts):
@@ -280,7 +280,7 @@ def respaced_schedule(num_sampling_steps=100, diffusion_steps=1000):
 # ---------------------------------------------------------------------------------------------
 
 def timestep_embedding(t, dim=FREQ_DIM, max_period=10000):
-    """Sinusoid [n, dim] of timesteps t [n]: freqs_k = exp(-ln(max_period) k/half), cos first.
+    """Sinusoid [n, dim] of timesteps t [n]: freqs_k = exp(-ln(max_period) k/half), cos first (§1.5).
 
     (The official code computes freqs and t * freqs in float32; this is float64.)
     """
@@ -291,12 +291,12 @@ def timestep_embedding(t, dim=FREQ_DIM, max_period=10000):
 
 
 def _adaln_chunks(w, name, y, parts):
-    """adaLN_modulation = [SiLU, Linear named name] applied to y, split into `parts` equal chunks."""
+    """adaLN_modulation = [SiLU, Linear named name] applied to y, split into `parts` equal chunks (§1.5)."""
     return np.split(linear(w, name, common.silu(y)), parts, axis=-1)
 
 
 def head_res_block(w, prefix, x, y):
-    """ResBlock: (shift, scale, gate) from y; x + gate * mlp(in_ln(x)(1 + scale) + shift)."""
+    """ResBlock: (shift, scale, gate) from y; x + gate * mlp(in_ln(x)(1 + scale) + shift) (§1.5)."""
     shift, scale, gate = _adaln_chunks(w, prefix + "adaLN_modulation.1", y, 3)
     h = _ln(w, prefix + "in_ln", x, 1e-6) * (1.0 + scale) + shift
     h = linear(w, prefix + "mlp.2", common.silu(linear(w, prefix + "mlp.0", h)))
@@ -405,7 +405,7 @@ def sample_tokens(w, cfg, sched, label, order, num_iter, cfg_scale, cfg_schedule
 # ---------------------------------------------------------------------------------------------
 
 def _conv(w, name, x, padding):
-    """The conv named name (weight and bias)."""
+    """The conv named name (weight and bias; §1.7)."""
     return common.conv2d(x, w[name + ".weight"], w[name + ".bias"], padding)
 
 
@@ -441,6 +441,6 @@ def tokens_to_latent(mar_cfg, vae_cfg, tokens):
 
 def pixels_to_rgb(x):
     """MAR's image mapping: uint8 [H, W, 3] = round(clip((x + 1)/2 * 255, 0, 255)) (NumPy round,
-    half to even) of decoder output x [3, H, W] (engine_mar.py)."""
+    half to even) of decoder output x [3, H, W] (§1.7; engine_mar.py)."""
     y = np.round(np.clip((np.asarray(x, dtype=np.float64) + 1.0) / 2.0 * 255.0, 0.0, 255.0))
     return np.ascontiguousarray(y.astype(np.uint8).transpose(1, 2, 0))
