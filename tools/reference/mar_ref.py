@@ -224,6 +224,7 @@ def cfg_at_step(schedule, cfg, mask_len, seq_len):
 def cosine_betas(diffusion_steps=1000, max_beta=0.999):
     """beta_i = min(1 - abar((i+1)/T)/abar(i/T), max_beta), abar(u) = cos((u + 0.008)/1.008 pi/2)^2 (§1.5)."""
     def abar(u):
+        """The cosine alpha-bar of §1.5."""
         return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
 
     return np.array([min(1 - abar((i + 1) / diffusion_steps) / abar(i / diffusion_steps), max_beta)
@@ -308,7 +309,7 @@ def head_forward(w, cfg, x, t, z):
 
     y = time_embed(t) + cond_embed(z); h = input_proj(x); diffloss_d ResBlocks; final layer:
     LN without affine (eps 1e-6), (1 + scale), + shift, linear. Channels [:C] are eps,
-    [C:] the LEARNED_RANGE variance value v.
+    [C:] the LEARNED_RANGE variance value v (§1.5).
     """
     temb = linear(w, HEAD + "time_embed.mlp.2",
                   common.silu(linear(w, HEAD + "time_embed.mlp.0", timestep_embedding(t))))
@@ -381,7 +382,7 @@ def sample_tokens(w, cfg, sched, label, order, num_iter, cfg_scale, cfg_schedule
     with fake_latent for the unconditional branch), takes the step's masks from step_masks and its
     guidance from cfg_at_step, and runs head_sample on the positions to predict with the noise
     pre-drawn for those positions (noise [seq_len, C] = x_T, inter_noise [seq_len, K, C]), as
-    CSpD's sample_tokens_step does. Initial tokens are zeros.
+    CSpD's sample_tokens_step does (§1.4, §2.6). Initial tokens are zeros.
     """
     seq_len = len(order)
     tokens = np.zeros((seq_len, token_dim(cfg)))
