@@ -77,46 +77,57 @@ def unpatchify(tokens, c, n, p):
     return torch.einsum("nhwcpq->nchpwq", x).reshape(1, c, n * p, n * p)
 
 
-def torch_outputs(mcfg, vcfg, mw, vw, g, dtype):
-    """Every golden quantity from mar_torch.py in dtype (CFG as the doubled [cond; uncond] batch)."""
-    def t(name):
-        return g[name].to(dtype)
-
+def torch_models(mcfg, vcfg, mw, vw, dtype):
+    """mar_torch's MAR and VAE decoder with the tiny weights (strict loading) and the diffusion."""
     model = mt.MAR(mcfg).to(dtype).eval()
     model.load_state_dict({k: v.to(dtype) for k, v in mw.items()}, strict=True)
     vae = mt.VAEDecoder(vcfg).to(dtype).eval()
     vae.load_state_dict({k: v.to(dtype) for k, v in vw.items()}, strict=True)
-    diffusion = mt.Diffusion(mcfg["num_sampling_steps"], mcfg["diffusion_steps"])
-    net = model.diffloss.net
-    labels = g["class_id"]
-    tokens = t("tokens")[None].expand(2, -1, -1)
-    mask = g["mask"].to(dtype)[None].expand(2, -1)
-    emb = model.class_embed_cfg(labels, 2.0)
-    out = {"encoder_out_cond": model.forward_mae_encoder(tokens, mask, emb)[0]}
-    z = model.enc_dec(tokens, mask, emb)
-    out["z_cond"], out["z_uncond"] = z[0], z[1]
-    out["z_cond_all_masked"] = model.enc_dec(tokens[:1], torch.ones_like(mask[:1]), emb[:1])[0]
+    return model, vae, mt.Diffusion(mcfg["num_sampling_steps"], mcfg["diffusion_steps"])
 
-    x, ht, n = t("head_x"), g["head_t"].to(dtype), len(g["head_t"])
-    out["head_out"] = net(x, ht, t("head_z_cond"))
-    out["head_out_cfg"] = net.forward_with_cfg(torch.cat([x, x]), torch.cat([ht, ht]),
-                                               torch.cat([t("head_z_cond"), t("head_z_uncond")]),
-                                               g["head_cfg_scale"].item())[:n]
+
+def torch_transformer(model, g, dtype):
+    """Encoder output and z for [cond; uncond] (one doubled batch) and for the all-masked grid."""
+    tokens = g["tokens"].to(dtype)[None].expand(2, -1, -1)
+    mask = g["mask"].to(dtype)[None].expand(2, -1)
+    emb = model.class_embed_cfg(g["class_id"], 2.0)
+    z = model.enc_dec(tokens, mask, emb)
+    return {"encoder_out_cond": model.forward_mae_encoder(tokens, mask, emb)[0], "z_cond": z[0], "z_uncond": z[1],
+            "z_cond_all_masked": model.enc_dec(tokens[:1], torch.ones_like(mask[:1]), emb[:1])[0]}
+
+
+def torch_head(net, diffusion, g, dtype):
+    """One head call (plain, and forward_with_cfg on the doubled batch), p_mean_variance, the full run."""
+    def t(name):
+        return g[name].to(dtype)
+
+    x, ht, n = t("head_x"), t("head_t"), len(g["head_t"])
+    out = {"head_out": net(x, ht, t("head_z_cond")),
+           "head_out_cfg": net.forward_with_cfg(torch.cat([x, x]), torch.cat([ht, ht]),
+                                                torch.cat([t("head_z_cond"), t("head_z_uncond")]),
+                                                g["head_cfg_scale"].item())[:n]}
     out["pmv_mean"], out["pmv_log_var"], out["pmv_x0"] = diffusion.p_mean_variance(
         lambda *_: out["head_out_cfg"], x, g["pmv_step"].item())
-
     tau, nr = g["temperature"].item(), len(g["run_x_T"])
     noise = t("run_inter_noise").repeat(2, 1, 1).transpose(0, 1)
     sample, mean, std, log_sigma = mt.sample_with_inter_noise(
         net, diffusion, torch.cat([t("run_z_cond"), t("run_z_uncond")]), t("run_x_T").repeat(2, 1), noise, tau,
         g["run_cfg_scale"].item())
     out.update(run_x0=sample[:nr], run_mu0=mean[:nr], run_sigma0=std[:nr] / tau, run_sum_log_sigma=log_sigma[:nr])
-    out["gen_tokens"] = mt.sample_tokens(model, diffusion, labels, g["order"][None], g["gen_num_iter"].item(),
-                                         g["run_cfg_scale"].item(), "linear", tau, t("gen_noise")[None],
-                                         t("gen_inter_noise")[None])[0]
+    return out
+
+
+def torch_outputs(mcfg, vcfg, mw, vw, g, dtype):
+    """Every golden quantity from mar_torch.py in dtype: (model outputs, schedule constants)."""
+    model, vae, diffusion = torch_models(mcfg, vcfg, mw, vw, dtype)
+    net = model.diffloss.net
+    out = {**torch_transformer(model, g, dtype), **torch_head(net, diffusion, g, dtype)}
+    out["gen_tokens"] = mt.sample_tokens(model, diffusion, g["class_id"], g["order"][None], g["gen_num_iter"].item(),
+                                         g["run_cfg_scale"].item(), "linear", g["temperature"].item(),
+                                         g["gen_noise"].to(dtype)[None], g["gen_inter_noise"].to(dtype)[None])[0]
     grid = ref.grid_size(mcfg)
-    latent = unpatchify(t("tokens"), mcfg["vae_embed_dim"], grid, mcfg["patch_size"]) / vcfg["scale_factor"]
-    out["vae_pixels"] = vae.decode(latent)[0]
+    latent = unpatchify(g["tokens"].to(dtype), mcfg["vae_embed_dim"], grid, mcfg["patch_size"])
+    out["vae_pixels"] = vae.decode(latent / vcfg["scale_factor"])[0]
     sched = {"sched_timestep_map": torch.tensor(diffusion.timestep_map), "sched_betas": diffusion.betas,
              "sched_coef1": diffusion.coef1, "sched_coef2": diffusion.coef2,
              "sched_alphas_cumprod": torch.cumprod(1 - diffusion.betas, 0),

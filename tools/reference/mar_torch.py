@@ -281,6 +281,19 @@ def sample_with_inter_noise(head, diffusion, z, noise, inter_noise, temperature,
     return diffusion.p_sample_loop_with_noise(head.forward, noise, inter_noise, temperature, c=z)
 
 
+def generation_masks(mask2, orders, step, num_iter):
+    """(mask_next, to_pred, mask_len) of one step, as CSpD's generate_next_mask and
+    generate_mask_pred (mask2 is the possibly CFG-doubled current mask; mask_len is clamped)."""
+    bsz, seq_len = orders.shape
+    ratio = np.cos(math.pi / 2.0 * (step + 1) / num_iter)
+    mask_len = torch.tensor([np.floor(seq_len * ratio)])
+    mask_len = torch.maximum(torch.tensor([1.0]), torch.minimum(mask2.sum(-1, keepdim=True) - 1, mask_len)).long()
+    mask_next = torch.zeros(bsz, seq_len, dtype=mask2.dtype).scatter(-1, orders[:, :mask_len[0].item()], 1.0)
+    if step >= num_iter - 1:
+        return mask_next, mask2[:bsz].bool(), mask_len[0].item()
+    return mask_next, torch.logical_xor(mask2[:bsz].bool(), mask_next.bool()), mask_len[0].item()
+
+
 def sample_tokens(model, diffusion, labels, orders, num_iter, cfg, cfg_schedule, temperature, noise, inter_noise):
     """CSpD MAR.sample_tokens with sample_tokens_step and shared inter_noise: batch-doubled CFG,
     cosine mask schedule with clamps, Muse linear or constant guidance. Returns tokens [B, L, C]."""
@@ -294,30 +307,14 @@ def sample_tokens(model, diffusion, labels, orders, num_iter, cfg, cfg_schedule,
 
     noise, inter_noise = expand(noise, inter_noise)
     for step in range(num_iter):
-        cur = tokens
         tok2, mask2 = expand(tokens, mask)
         z = model.enc_dec(tok2, mask2, class_embedding)
-        ratio = np.cos(math.pi / 2.0 * (step + 1) / num_iter)
-        mask_len = torch.tensor([np.floor(seq_len * ratio)])
-        mask_len = torch.maximum(torch.tensor([1.0]), torch.minimum(mask2.sum(-1, keepdim=True) - 1, mask_len)).long()
-        mask_next = torch.zeros(bsz, seq_len, dtype=noise.dtype).scatter(
-            -1, orders[:, :mask_len[0].item()], 1.0)
-        if step >= num_iter - 1:
-            to_pred = mask2[:bsz].bool()
-        else:
-            to_pred = torch.logical_xor(mask2[:bsz].bool(), mask_next.bool())
-        to_pred2 = torch.cat([to_pred, to_pred]) if cfg != 1.0 else to_pred
-        idx = to_pred2.nonzero(as_tuple=True)
-        if cfg_schedule == "linear":
-            cfg_iter = 1 + (cfg - 1) * (seq_len - mask_len[0].item()) / seq_len
-        else:
-            cfg_iter = cfg
+        mask, to_pred, mask_len = generation_masks(mask2, orders, step, num_iter)
+        idx = torch.cat(expand(to_pred)).nonzero(as_tuple=True)
+        cfg_iter = 1 + (cfg - 1) * (seq_len - mask_len) / seq_len if cfg_schedule == "linear" else cfg
         sampled, _, _, _ = sample_with_inter_noise(model.diffloss.net, diffusion, z[idx], noise[idx],
                                                    inter_noise[idx].transpose(0, 1), temperature, cfg_iter)
-        if cfg != 1.0:
-            sampled = sampled.chunk(2)[0]
-        cur[to_pred.nonzero(as_tuple=True)] = sampled
-        tokens, mask = cur, mask_next
+        tokens[to_pred.nonzero(as_tuple=True)] = sampled[:len(sampled) // 2] if cfg != 1.0 else sampled
     return tokens
 
 
