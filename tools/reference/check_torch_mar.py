@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import make_mar_golden as make  # noqa: E402
 import mar_ref as ref  # noqa: E402
 import mar_torch as mt  # noqa: E402
 
@@ -137,30 +138,14 @@ def torch_outputs(mcfg, vcfg, mw, vw, g, dtype):
 
 
 def numpy_outputs(mcfg, vcfg, mw, vw, g):
-    """The same quantities recomputed by mar_ref.py (float64)."""
+    """The same quantities recomputed by mar_ref.py (float64) through make_mar_golden's functions,
+    from the golden file's inputs."""
     w = {k: v.double().numpy() for k, v in mw.items()}
-    vw64 = {k: v.double().numpy() for k, v in vw.items()}
-    a = {k: v.double().numpy() if v.is_floating_point() else v.numpy() for k, v in g.items()}
+    inp = {k: v.numpy() for k, v in g.items()}
     sched = ref.respaced_schedule(mcfg["num_sampling_steps"], mcfg["diffusion_steps"])
-    mask = a["mask"].astype(bool)
-    cid = int(a["class_id"][0])
-    out = {"encoder_out_cond": ref.mae_encoder(w, mcfg, a["tokens"], mask, ref.class_embedding(w, cid)),
-           "z_cond": ref.enc_dec(w, mcfg, a["tokens"], mask, cid),
-           "z_uncond": ref.enc_dec(w, mcfg, a["tokens"], mask, None),
-           "z_cond_all_masked": ref.enc_dec(w, mcfg, a["tokens"], np.ones_like(mask), cid),
-           "head_out": ref.head_forward(w, mcfg, a["head_x"], a["head_t"], a["head_z_cond"]),
-           "head_out_cfg": ref.head_forward_cfg(w, mcfg, a["head_x"], a["head_t"], a["head_z_cond"],
-                                                a["head_z_uncond"], a["head_cfg_scale"][0])}
-    out["pmv_mean"], out["pmv_log_var"], out["pmv_x0"] = ref.p_mean_variance(
-        sched, int(a["pmv_step"][0]), a["head_x"], out["head_out_cfg"])
-    run = ref.head_sample(w, mcfg, sched, a["run_z_cond"], a["run_z_uncond"], a["run_cfg_scale"][0], a["run_x_T"],
-                          a["run_inter_noise"], a["temperature"][0])
-    out.update({f"run_{k}": v for k, v in run.items()})
-    out["gen_tokens"] = ref.sample_tokens(w, mcfg, sched, cid, a["order"], int(a["gen_num_iter"][0]),
-                                          a["run_cfg_scale"][0], "linear", a["temperature"][0], a["gen_noise"],
-                                          a["gen_inter_noise"])
-    out["vae_pixels"] = ref.vae_decode(vw64, vcfg, ref.tokens_to_latent(mcfg, vcfg, a["tokens"]))
-    return out
+    return {**make.transformer_outputs(w, inp), **make.head_outputs(w, sched, inp),
+            **make.generation_outputs(w, sched, inp),
+            **make.vae_outputs({k: v.double().numpy() for k, v in vw.items()}, inp)[0]}
 
 
 def check_spec_constants(rep, g):
