@@ -219,6 +219,8 @@ def unwrap_state_dict(ckpt, path, key=None):
         if key not in ckpt:
             raise ConversionError(f"{path}: no key {key!r} (top-level keys: {sorted(ckpt)[:20]})")
         sd = ckpt[key]
+        if not isinstance(sd, dict):
+            raise ConversionError(f"{path}: {key!r} holds a {type(sd).__name__}, not a state dict")
     else:
         for k in ("model", "module", "state_dict"):
             if k in ckpt and isinstance(ckpt[k], dict):
@@ -235,8 +237,10 @@ def unwrap_state_dict(ckpt, path, key=None):
     return tensors
 
 
-def select_tensors(sd, expected, is_junk, what, path, allow_extra=False):
-    """Strip prefixes, drop junk, and check sd against expected {name: shape}; return {name: tensor}."""
+def select_tensors(sd, expected, is_junk, what, path, allow_extra=False, model_opts=("--gpt-model", "--image-size")):
+    """Strip prefixes, drop junk, and check sd against expected {name: shape}; return {name: tensor}.
+
+    model_opts names the options that choose the architecture, for the error messages."""
     out, extra = {}, []
     for raw, t in sd.items():
         name = strip_prefixes(raw)
@@ -253,19 +257,19 @@ def select_tensors(sd, expected, is_junk, what, path, allow_extra=False):
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ConversionError(
             f"{path}: {what} tensor {missing[0]!r} is missing{more}; expected shape "
-            f"{list(expected[missing[0]])}. Wrong --gpt-model / --image-size / checkpoint?")
+            f"{list(expected[missing[0]])}. Wrong {' / '.join(model_opts)} / checkpoint?")
     for name, shape in expected.items():
         got = tuple(out[name].shape)
         if got != tuple(shape):
             raise ConversionError(
                 f"{path}: {what} tensor {name!r} has shape {list(got)}, expected {list(shape)}. "
-                "Wrong --gpt-model / --image-size / checkpoint?")
+                f"Wrong {' / '.join(model_opts)} / checkpoint?")
         if not out[name].is_floating_point():
             raise ConversionError(f"{path}: {what} tensor {name!r} has non-float dtype {out[name].dtype}")
     if extra:
         msg = f"{path}: unexpected {what} tensors {sorted(extra)[:8]}" + (" ..." if len(extra) > 8 else "")
         if not allow_extra:
-            raise ConversionError(msg + " (wrong --gpt-model? pass --allow-extra to drop them)")
+            raise ConversionError(msg + f" (wrong {model_opts[0]}? pass --allow-extra to drop them)")
         print("warning: " + msg + ": dropped", file=sys.stderr)
     return out
 
@@ -286,8 +290,9 @@ def check_rope_table(sd, cfg, path):
 DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
-def save_safetensors(tensors, path, dtype, source):
-    """Write {name: tensor} as contiguous tensors of dtype ("f32", "f16", "bf16")."""
+def save_safetensors(tensors, path, dtype, source, tool="convert_llamagen.py"):
+    """Write {name: tensor} as contiguous tensors of dtype ("f32", "f16", "bf16"); tool names the
+    converter in the file's metadata."""
     import torch
     from safetensors.torch import save_file
 
@@ -295,7 +300,7 @@ def save_safetensors(tensors, path, dtype, source):
     data = {k: v.detach().to(tdt).contiguous() for k, v in sorted(tensors.items())}
     tmp = path + ".tmp"
     save_file(data, tmp, metadata={"format": "pt", "source": os.path.basename(source),
-                                   "converted_by": "spire tools/convert_llamagen.py"})
+                                   "converted_by": f"spire tools/{tool}"})
     os.replace(tmp, path)
     os.chmod(path, 0o644)
 
@@ -365,17 +370,29 @@ TINY_VQ = {"file": "vq.safetensors", "codebook_size": 64, "codebook_embed_dim": 
            "num_res_blocks": 1, "out_channels": 3, "norm_groups": 4}
 
 
+class SelfTest:
+    """The self-tests' checks: call with (condition, description) to print ok / FAIL; summary()
+    prints the verdict and returns the exit status."""
+
+    def __init__(self):
+        self.failures = []
+
+    def __call__(self, cond, what):
+        print(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            self.failures.append(what)
+
+    def summary(self):
+        print("selftest: " + ("all passed" if not self.failures else f"{len(self.failures)} FAILED"))
+        return 0 if not self.failures else 1
+
+
 def selftest():
     """Build tiny fake official-style checkpoints, convert them, check the results and the errors."""
     import torch
     from safetensors.torch import load_file
 
-    failures = []
-
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what)
-        if not cond:
-            failures.append(what)
+    check = SelfTest()
 
     # 1. the official size table
     for name, want in EXPECTED_FFN_HIDDEN.items():
@@ -481,8 +498,7 @@ def selftest():
         convert(path("pickled.pt"), TINY_GPT, None, None, path("out_p"), allow_pickle=True, quiet=True)
         check(True, "--allow-pickle loads it")
 
-    print("selftest: " + ("all passed" if not failures else f"{len(failures)} FAILED"))
-    return 0 if not failures else 1
+    return check.summary()
 
 
 class _Opaque:
@@ -492,6 +508,14 @@ class _Opaque:
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
+
+def add_common_args(ap):
+    """The options every converter has: --allow-extra, --allow-pickle, --selftest."""
+    ap.add_argument("--allow-extra", action="store_true", help="drop unexpected tensors instead of failing")
+    ap.add_argument("--allow-pickle", action="store_true",
+                    help="fall back to torch.load(weights_only=False) for trusted files")
+    ap.add_argument("--selftest", action="store_true", help="convert tiny fake checkpoints and check the output")
+
 
 def main(argv=None):
     """Command-line entry point."""
@@ -508,10 +532,7 @@ def main(argv=None):
     ap.add_argument("--codebook-size", type=int, default=16384)
     ap.add_argument("--codebook-embed-dim", type=int, default=8)
     ap.add_argument("--ckpt-key", help="take the state dict from this top-level key (e.g. ema)")
-    ap.add_argument("--allow-extra", action="store_true", help="drop unexpected tensors instead of failing")
-    ap.add_argument("--allow-pickle", action="store_true",
-                    help="fall back to torch.load(weights_only=False) for trusted files")
-    ap.add_argument("--selftest", action="store_true", help="convert tiny fake checkpoints and check the output")
+    add_common_args(ap)
     args = ap.parse_args(argv)
 
     if args.selftest:
