@@ -2,7 +2,7 @@
 // draft block and batch in one launch; the result is the distribution tokens are drawn from and
 // that speculative verification compares (kernels/accept.cu takes it as p and q). It computes
 // what `SamplingParams::distribution` (src/sampling/logits.rs) computes, in LlamaGen's order.
-// Exact CPU twin, bit for bit on every device: src/backend/gpu/sampling_reference.rs.
+// Exact CPU twin, bit for bit on every device: src/backend/cpu/sampling.rs.
 //
 // Output row r reads the conditional logits row cond = rows[r] and, with CFG (use_cfg != 0),
 // the unconditional row uncond = rows[rows_out + r] of logits [rows_in, vocab] (index arrays, so

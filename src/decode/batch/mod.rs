@@ -219,3 +219,65 @@ impl<B: Backend> Batch<'_, '_, B> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::decode::speculative::draft::ModelDrafter;
+    use crate::decode::speculative::rules::UniformRsd;
+    use crate::model::gpt_tensor_shapes;
+    use crate::weights::synthetic::{random_tensors, write_safetensors};
+    use crate::weights::{DType, GptConfig, WeightFile};
+
+    /// A random 1-layer GPT over 16 tokens with 9 image tokens per image.
+    fn tiny_gpt() -> Gpt<CpuBackend> {
+        let config = GptConfig {
+            file: "gpt.safetensors".into(),
+            dim: 16,
+            n_layer: 1,
+            n_head: 2,
+            vocab_size: 16,
+            num_classes: 2,
+            cls_token_num: 1,
+            block_size: 9,
+            rope_base: 10000.0,
+            norm_eps: 1e-5,
+            multiple_of: 16,
+            ffn_dim_multiplier: None,
+        };
+        let dir = std::env::temp_dir().join(format!("spire-batch-tiny-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(&config.file);
+        write_safetensors(&path, &random_tensors(&gpt_tensor_shapes(&config), 3), DType::F32).unwrap();
+        let gpt = Gpt::load(&CpuBackend, &Arc::new(WeightFile::open(&path).unwrap()), &config).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        gpt
+    }
+
+    /// Every image of a ragged batch counts every tree node it drafted, and its own steps: with
+    /// a rule that accepts every first child (omega = f32::MAX), 9 tokens and trees of widths
+    /// [2, 2]: a plain target step at position 0 (1 token), full trees at positions 1 and 4
+    /// (6 nodes, 2 accepted + 1 token each), one level at position 7 (2 nodes, 1 + 1).
+    #[test]
+    fn each_image_counts_every_node_it_drafted() {
+        let (target, draft) = (tiny_gpt(), tiny_gpt());
+        let (mut cache, mut draft_cache) = (target.new_cache(&CpuBackend, 8, 16).unwrap(), draft.new_cache(&CpuBackend, 8, 16).unwrap());
+        let mut drafter = ModelDrafter::new(&draft, &mut draft_cache);
+        let rule = UniformRsd { omega: f32::MAX };
+        let speculative = Speculative { drafter: &mut drafter, rule: &rule, shape: TreeShape::from_widths(&[2, 2]).unwrap() };
+        let decoding = Decoding { speculative: Some(speculative), params: SamplingParams::default() };
+        let images = [ImageRequest { class: 0, seed: 1 }, ImageRequest { class: 1, seed: 2 }];
+        let mut buffers = DecodeBuffers::new(&CpuBackend).unwrap();
+        let out = generate_batch(&CpuBackend, &target, &mut cache, &mut buffers, decoding, &images, &mut |_, _| {}).unwrap();
+        for image in &out {
+            let stats = &image.stats;
+            assert_eq!(image.tokens.len(), 9);
+            assert_eq!((stats.target_forwards, stats.verify_steps), (4, 3));
+            assert_eq!((stats.drafted, stats.accepted), (6 + 6 + 2, 2 + 2 + 1));
+        }
+        assert_eq!(cache.free_blocks(), 8, "finished images return their KV blocks");
+    }
+}

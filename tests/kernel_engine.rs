@@ -1,12 +1,12 @@
-//! The whole engine on the emulated kernels: the shipped demo model through the CUDA emulator
-//! (the real `kernels/*.cu` and the real launch code, a CPU GEMM in place of cuBLAS) gives logits
-//! within 1e-4 (relative to the largest) of the CPU backend's and, for the same seed, the same
-//! tokens in plain AR and in speculative decoding (draft-model chain and tree, draft-head tree,
-//! vanilla and COOL-SD, with CFG), alone or in a batch, with one upload and one download per
-//! decoding step.
-#![cfg(feature = "emulator")]
+//! The whole engine on the kernel backends: the shipped demo model through the CUDA emulator
+//! (the real `kernels/*.cu` and the real launch code, a CPU GEMM in place of cuBLAS) and, in a
+//! `cuda` build on a machine with a GPU, through the GPU, gives logits within 1e-4 (relative to
+//! the largest) of the CPU backend's and, for the same seed, the same tokens in plain AR and in
+//! speculative decoding (draft-model chain and tree, draft-head tree, vanilla and COOL-SD, with
+//! CFG), alone or in a batch, with one upload and one download per decoding step.
+#![cfg(any(feature = "emulator", feature = "cuda"))]
 
-use spire::backend::{Backend, CpuBackend, EmuBackend};
+use spire::backend::{Backend, CpuBackend};
 use spire::engine::{Engine, Request};
 use spire::model::{StepRow, TokenInput};
 use spire::sampling::SamplingParams;
@@ -14,9 +14,22 @@ use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/demo");
 
-fn engines() -> (Engine<CpuBackend>, Engine<EmuBackend>) {
-    let emu = EmuBackend::new().unwrap_or_else(|e| panic!("{e} (install g++ or clang++ and rebuild)"));
-    (Engine::load(DIR).unwrap(), Engine::load_on(emu, DIR).unwrap())
+/// Run `$case(&Engine<CpuBackend>, &Engine<kernel backend>)` with the demo model on the emulator
+/// and, in a `cuda` build, on the GPU (or print why not).
+macro_rules! on_kernel_backends {
+    ($case:ident) => {{
+        let cpu = Engine::load(DIR).unwrap();
+        #[cfg(feature = "emulator")]
+        {
+            let emu = spire::backend::EmuBackend::new().unwrap_or_else(|e| panic!("{e} (install g++ or clang++ and rebuild)"));
+            $case(&cpu, &Engine::load_on(emu, DIR).unwrap());
+        }
+        #[cfg(feature = "cuda")]
+        match spire::backend::CudaBackend::new(0) {
+            Ok(gpu) => $case(&cpu, &Engine::load_on(gpu, DIR).unwrap()),
+            Err(e) => println!("skipped: {e}"),
+        }
+    }};
 }
 
 /// Target logits over `[class, tokens...]` for the conditional and the null class.
@@ -36,18 +49,24 @@ fn logits<B: Backend>(engine: &Engine<B>, class: u32, tokens: &[u32]) -> Vec<f32
 
 #[test]
 fn demo_model_logits_match_the_cpu_backend() {
-    let (cpu, emu) = engines();
+    on_kernel_backends!(logits_match);
+}
+
+fn logits_match<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 1000).collect();
-    let (want, got) = (logits(&cpu, 3, &tokens), logits(&emu, 3, &tokens));
+    let (want, got) = (logits(cpu, 3, &tokens), logits(emu, 3, &tokens));
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-    println!("emulated vs CPU logits: max error {err:e} of the largest |logit| {scale}");
-    assert!(err < 1e-4, "emulated logits differ from the CPU's by {err:e} (relative)");
+    println!("{} vs CPU logits: max error {err:e} of the largest |logit| {scale}", emu.backend().name());
+    assert!(err < 1e-4, "{} logits differ from the CPU's by {err:e} (relative)", emu.backend().name());
 }
 
 #[test]
-fn demo_model_generates_the_same_tokens_on_the_emulator() {
-    let (cpu, emu) = engines();
+fn demo_model_generates_the_same_tokens_on_the_kernel_backends() {
+    on_kernel_backends!(same_tokens);
+}
+
+fn same_tokens<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
     let cool = RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 };
     let modes: [(&str, Option<SpecConfig>); 6] = [
         ("AR", None),
@@ -61,8 +80,8 @@ fn demo_model_generates_the_same_tokens_on_the_emulator() {
         let request = Request { class_id: seed as u32, seed: seed as u64, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: spec };
         let want = cpu.generate_tokens(&request, &mut |_, _| {}).unwrap();
         let got = emu.generate_tokens(&request, &mut |_, _| {}).unwrap();
-        println!("{mode}: {} tokens, {} target forwards on the emulator", got.tokens.len(), got.stats.target_forwards);
-        assert_eq!(got.tokens, want.tokens, "{mode}: the emulated kernels chose other tokens than the CPU backend");
+        println!("{mode}: {} tokens, {} target forwards on {}", got.tokens.len(), got.stats.target_forwards, emu.backend().name());
+        assert_eq!(got.tokens, want.tokens, "{mode}: the kernels chose other tokens than the CPU backend");
         assert_eq!(got.stats.target_forwards, want.stats.target_forwards, "{mode}: different acceptance");
     }
 }
@@ -74,7 +93,10 @@ fn demo_model_generates_the_same_tokens_on_the_emulator() {
 /// LANTERN.
 #[test]
 fn a_decoding_step_makes_one_upload_and_one_download() {
-    let (_, emu) = engines();
+    on_kernel_backends!(step_budget);
+}
+
+fn step_budget<B: Backend>(_: &Engine<CpuBackend>, emu: &Engine<B>) {
     let be = emu.backend();
     let cfg = SamplingParams { cfg_scale: 2.0, ..Default::default() };
     let modes: [(&str, Option<SpecConfig>, u64); 4] = [
@@ -96,11 +118,14 @@ fn a_decoding_step_makes_one_upload_and_one_download() {
     }
 }
 
-/// Three requests generated in one batch on the emulator give each the tokens the CPU backend
-/// gives it alone (ragged acceptance, one CFG pair each, different classes and seeds).
+/// Three requests generated in one batch on a kernel backend give each the tokens the CPU
+/// backend gives it alone (ragged acceptance, one CFG pair each, different classes and seeds).
 #[test]
-fn a_batch_on_the_emulator_gives_each_image_its_tokens_alone_on_the_cpu() {
-    let (cpu, emu) = engines();
+fn a_batch_gives_each_image_its_tokens_alone_on_the_cpu() {
+    on_kernel_backends!(batch_alone);
+}
+
+fn batch_alone<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
     let spec = SpecConfig { rule: RuleConfig::Vanilla, drafter: DrafterChoice::Head, widths: vec![2, 1, 1] };
     let requests: Vec<Request> =
         (0..3).map(|i| Request { class_id: 3 * i, seed: 40 + u64::from(i), sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec.clone()) }).collect();
