@@ -556,3 +556,64 @@ fn child_draws_match_their_twin_exactly_on<D: Driver>(gpu: &GpuBackend<D>) {
         }
     }
 }
+
+/// A graphed region (`Backend::graphed`) gives the results of running its work directly: the
+/// first sighting runs directly, the second is captured and replayed, the third replays; new
+/// inputs in the same buffers give new results; a buffer that must grow inside the region runs
+/// the work recorded before it first; graphs turned off run everything directly.
+#[test]
+fn graphed_regions_replay_the_same_work() {
+    // Backends of its own: the test reads the device counters and turns graphs off.
+    #[cfg(feature = "emulator")]
+    graphed_regions_replay_the_same_work_on(&spire::backend::EmuBackend::new().unwrap());
+    #[cfg(feature = "cuda")]
+    match spire::backend::CudaBackend::new(0) {
+        Ok(gpu) => graphed_regions_replay_the_same_work_on(&gpu),
+        Err(e) => println!("skipped: {e}"),
+    }
+}
+
+fn graphed_regions_replay_the_same_work_on<D: Driver>(gpu: &GpuBackend<D>) {
+    let (rows, dim) = (3, 64);
+    let weight = gpu.weight_from_host(&random(dim * dim, 50)).unwrap();
+    let norm = gpu.weight_from_host(&random(dim, 51)).unwrap();
+    let (mut x, mut hidden, mut out) = (gpu.upload(&random(rows * dim, 52)).unwrap(), gpu.zeros(rows * dim).unwrap(), gpu.zeros(rows * dim).unwrap());
+    let region = |x: &GpuBuf<D>, hidden: &mut GpuBuf<D>, out: &mut GpuBuf<D>| {
+        gpu.rms_norm(x, &norm, 1e-5, dim, hidden)?;
+        gpu.linear(hidden, &weight, rows, dim, dim, out)?;
+        gpu.add_assign(out, x)
+    };
+    gpu.take_device_counts();
+    for round in 0..3u64 {
+        let input = random(rows * dim, 60 + round);
+        gpu.upload_into(&mut x, &input).unwrap();
+        region(&x, &mut hidden, &mut out).unwrap();
+        let want = gpu.download(&out).unwrap();
+        gpu.upload_into(&mut out, &vec![f32::NAN; rows * dim]).unwrap();
+        gpu.graphed(&mut || region(&x, &mut hidden, &mut out)).unwrap();
+        assert_eq!(gpu.download(&out).unwrap(), want, "round {round}");
+    }
+    let counts = gpu.take_device_counts().unwrap();
+    assert_eq!((counts.graph_launches, counts.graphed), (2, 6), "{counts:?}");
+    assert_eq!(gpu.graph_status(), None);
+
+    // A buffer that grows inside the region: the work before it runs first, nothing is lost.
+    let mut want = gpu.zeros(rows * dim).unwrap();
+    gpu.rms_norm(&x, &norm, 1e-5, dim, &mut want).unwrap();
+    let mut grown = gpu.zeros(0).unwrap();
+    gpu.graphed(&mut || {
+        gpu.rms_norm(&x, &norm, 1e-5, dim, &mut hidden)?;
+        gpu.resize(&mut grown, rows * dim)?;
+        gpu.add_assign(&mut grown, &hidden)
+    })
+    .unwrap();
+    assert_eq!(gpu.download(&grown).unwrap(), gpu.download(&want).unwrap(), "grown inside a region");
+
+    gpu.set_graphs(false).unwrap();
+    gpu.take_device_counts();
+    for _ in 0..3 {
+        gpu.graphed(&mut || region(&x, &mut hidden, &mut out)).unwrap();
+    }
+    assert_eq!(gpu.take_device_counts().unwrap().graph_launches, 0);
+    assert!(gpu.graph_status().is_some());
+}

@@ -51,16 +51,28 @@ use crate::weights::WeightFile;
 
 /// What the backend has asked of its device since it was created (or since the last
 /// [`Backend::take_device_counts`]): the numbers the decode-step budget is checked against.
+/// Host launch calls are `launches - graphed + graph_launches` ([`DeviceCounts::host_launches`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounts {
-    /// Kernel launches (GEMMs included).
+    /// Kernels run (GEMMs included), launched one by one or inside a replayed graph.
     pub launches: u64,
+    /// Graph replays (one host launch each).
+    pub graph_launches: u64,
+    /// Of `launches`, those run inside replayed graphs.
+    pub graphed: u64,
     /// Host-to-device copies.
     pub uploads: u64,
     /// Device-to-host copies.
     pub downloads: u64,
     /// Device allocations.
     pub allocations: u64,
+}
+
+impl DeviceCounts {
+    /// Launch calls the host made: kernels launched one by one plus graph replays.
+    pub fn host_launches(&self) -> u64 {
+        self.launches - self.graphed + self.graph_launches
+    }
 }
 
 /// Geometry of a paged KV pool.
@@ -235,6 +247,12 @@ pub trait Backend: Send + Sync {
     /// CPU): inputs from `plan` and the drafted tokens of `state`, decisions written into
     /// `state` ([`BlockLayout`]).
     fn accept_block(&self, p: &Self::Buf, q: &Self::Buf, plan: &Self::Words, block: &BlockLayout, state: &mut Self::Words) -> Result<()>;
+    /// Run `work` (a fixed-shape region of device work, such as one pass of a decoding step) as
+    /// a graph where the device has them: kernel backends replay a region seen before as one
+    /// captured graph (see `backend::gpu` `graphs.rs`); the default runs it as is.
+    fn graphed(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        work()
+    }
     /// The device operations since the last call (or since creation), resetting the counts:
     /// kernel backends count launches, copies and allocations; the CPU backend has none (`None`).
     fn take_device_counts(&self) -> Option<DeviceCounts> {

@@ -68,7 +68,10 @@ struct BenchRow {
 /// Kernel launches and copies per decoding step, counted by the backend.
 #[derive(Debug, Serialize)]
 struct DevicePerStep {
+    /// Kernels run (GEMMs included).
     launches: f64,
+    /// Launch calls of the host: kernels launched one by one plus graph replays.
+    host_launches: f64,
     uploads: f64,
     downloads: f64,
     allocations: f64,
@@ -77,7 +80,13 @@ struct DevicePerStep {
 impl DevicePerStep {
     fn new(counts: DeviceCounts, steps: usize) -> Self {
         let per = |n: u64| n as f64 / steps.max(1) as f64;
-        Self { launches: per(counts.launches), uploads: per(counts.uploads), downloads: per(counts.downloads), allocations: per(counts.allocations) }
+        Self {
+            launches: per(counts.launches),
+            host_launches: per(counts.host_launches()),
+            uploads: per(counts.uploads),
+            downloads: per(counts.downloads),
+            allocations: per(counts.allocations),
+        }
     }
 }
 
@@ -189,9 +198,9 @@ fn bench_with<B: Backend>(engine: &Engine<B>, args: &BenchArgs) -> anyhow::Resul
     }
     if !device.is_empty() {
         println!("\ndevice operations per decoding step (one target forward for the batch, drafting included):");
-        println!("{:<11} {:>5} {:>9} {:>8} {:>10} {:>12}", "mode", "batch", "launches", "uploads", "downloads", "allocations");
+        println!("{:<11} {:>5} {:>8} {:>13} {:>8} {:>10} {:>12}", "mode", "batch", "kernels", "host launches", "uploads", "downloads", "allocations");
         for (mode, batch, d) in device {
-            println!("{mode:<11} {batch:>5} {:>9.1} {:>8.1} {:>10.1} {:>12.1}", d.launches, d.uploads, d.downloads, d.allocations);
+            println!("{mode:<11} {batch:>5} {:>8.1} {:>13.1} {:>8.1} {:>10.1} {:>12.1}", d.launches, d.host_launches, d.uploads, d.downloads, d.allocations);
         }
     }
     Ok(())

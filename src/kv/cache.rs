@@ -192,6 +192,12 @@ impl<B: Backend> PagedKvCache<B> {
 
     /// Build the attention layout for query rows with the given visibility.
     pub fn layout(&self, queries: &[QueryVisibility]) -> Result<AttentionLayout> {
+        self.layout_padded(queries, 0)
+    }
+
+    /// [`Self::layout`] with block tables at least `min_blocks` wide (padded with block 0, never
+    /// read), so that the layout's geometry stays the same as sequences grow (graph replays).
+    pub fn layout_padded(&self, queries: &[QueryVisibility], min_blocks: usize) -> Result<AttentionLayout> {
         let mut seqs: Vec<SeqId> = Vec::new();
         let mut query_seq = Vec::with_capacity(queries.len());
         for q in queries {
@@ -205,7 +211,7 @@ impl<B: Backend> PagedKvCache<B> {
             query_seq.push(index as u32);
         }
         let tables = seqs.iter().map(|&s| self.table(s)).collect::<Result<Vec<_>>>()?;
-        let max_blocks = tables.iter().map(|t| t.blocks.len()).max().unwrap_or(0).max(1);
+        let max_blocks = tables.iter().map(|t| t.blocks.len()).max().unwrap_or(0).max(min_blocks).max(1);
         let mut block_tables = vec![0u32; seqs.len() * max_blocks];
         for (i, t) in tables.iter().enumerate() {
             block_tables[i * max_blocks..i * max_blocks + t.blocks.len()].copy_from_slice(&t.blocks);

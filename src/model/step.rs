@@ -68,7 +68,8 @@ impl StepOutput {
 }
 
 /// Grow each row's sequence to cover its KV position and compute where the rows go: the pass's
-/// [`ForwardPlan`] (RoPE rows, KV slots, attention layout), with its embedding `gathers`.
+/// [`ForwardPlan`] (RoPE rows, KV slots, attention layout with block tables padded to
+/// `max_position` tokens), with its embedding `gathers`.
 pub fn place_rows<B: Backend>(backend: &B, cache: &mut PagedKvCache<B>, rows: &[StepRow], max_position: usize, gathers: Vec<Gather>) -> Result<ForwardPlan> {
     if rows.is_empty() {
         return Err(Error::InvalidRequest("a forward pass needs at least one row".into()));
@@ -87,5 +88,8 @@ pub fn place_rows<B: Backend>(backend: &B, cache: &mut PagedKvCache<B>, rows: &[
     }
     let slots = rows.iter().map(|r| cache.slot(r.seq(), r.kv_pos)).collect::<Result<Vec<_>>>()?;
     let visibility: Vec<QueryVisibility> = rows.iter().map(|r| r.visibility.clone()).collect();
-    Ok(ForwardPlan { gathers, slots, positions: rows.iter().map(|r| r.position as u32).collect(), layout: cache.layout(&visibility)? })
+    // Block tables as wide as a whole sequence needs, whatever the sequences' lengths now: the
+    // pass's geometry then repeats from step to step.
+    let layout = cache.layout_padded(&visibility, max_position.div_ceil(cache.shape().block_size))?;
+    Ok(ForwardPlan { gathers, slots, positions: rows.iter().map(|r| r.position as u32).collect(), layout })
 }

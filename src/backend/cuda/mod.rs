@@ -7,6 +7,7 @@
 //! nvcc was found, else NVRTC at start-up, see [`modules`]).
 
 mod gemm;
+mod graph;
 mod modules;
 
 use std::sync::Arc;
@@ -14,9 +15,11 @@ use std::sync::Arc;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
+pub use graph::CudaGraphExec;
+
 pub use modules::{arch_for, compile_with_nvrtc, has_precompiled, nvrtc_available, MODULES};
 
-use crate::backend::gpu::{Driver, GemmInputs, GemmShape, GpuBackend, Kernel, Launch};
+use crate::backend::gpu::{Driver, GemmWork, GpuBackend, Kernel, Launch, Work};
 use crate::error::{Error, Result};
 
 /// The kernel backend on an NVIDIA GPU.
@@ -27,14 +30,20 @@ pub(crate) fn cuda_error<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Er
     move |e| Error::Backend(format!("cuda {what}: {e:?}"))
 }
 
-/// One GPU: a context, one stream all work is queued on, a cuBLAS handle and the loaded kernels
-/// (indexed like [`Kernel::ALL`]).
+/// One GPU: a context, one stream all work is queued on (its own, not the legacy default
+/// stream, which cannot be captured into graphs), a cuBLAS handle with a fixed workspace (so
+/// GEMMs can be captured) and the loaded kernels (indexed like [`Kernel::ALL`]).
 pub struct CudaDriver {
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// cuBLAS's workspace, owned here for the handle's lifetime.
+    _blas_workspace: CudaSlice<u8>,
     functions: Vec<CudaFunction>,
     name: String,
 }
+
+/// Bytes of cuBLAS workspace (NVIDIA's recommendation for Hopper).
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 impl GpuBackend<CudaDriver> {
     /// Open GPU `ordinal`, load cuBLAS and the kernels. Errors (never panics) with
@@ -53,7 +62,7 @@ impl CudaDriver {
             return Err(Error::Backend("no CUDA device: the NVIDIA driver library (libcuda.so) cannot be loaded".into()));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| Error::Backend(format!("no CUDA device: cannot open GPU {ordinal}: {e:?}")))?;
-        // SAFETY: all work goes to the one default stream, which orders every use of every
+        // SAFETY: all work goes to the driver's one stream, which orders every use of every
         // allocation, so cudarc's per-allocation cross-stream events are pure overhead; turned off
         // before anything is allocated.
         unsafe { ctx.disable_event_tracking() };
@@ -63,8 +72,15 @@ impl CudaDriver {
         }
         let capability = ctx.compute_capability().map_err(cuda_error("compute capability"))?;
         let arch = modules::arch_for(capability)?;
-        let stream = ctx.default_stream();
+        let stream = ctx.new_stream().map_err(cuda_error("stream"))?;
         let blas = CudaBlas::new(Arc::clone(&stream)).map_err(cuda_error("cuBLAS init"))?;
+        let mut blas_workspace = stream.alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES).map_err(cuda_error("cuBLAS workspace"))?;
+        let workspace = blas_workspace.device_ptr_mut(&stream).0;
+        // SAFETY: the handle is valid and the workspace is a live device allocation of the given
+        // size, kept as long as the handle (both owned by the driver).
+        unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*blas.handle(), workspace as *mut _, BLAS_WORKSPACE_BYTES) }
+            .result()
+            .map_err(cuda_error("cuBLAS workspace"))?;
         let mut loaded = Vec::new();
         let mut functions = Vec::with_capacity(Kernel::ALL.len());
         for kernel in Kernel::ALL {
@@ -82,12 +98,13 @@ impl CudaDriver {
             functions.push(function);
         }
         let device = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        Ok(Self { stream, blas, functions, name: format!("cuda:{ordinal} ({device}, sm_{}{})", capability.0, capability.1) })
+        Ok(Self { stream, blas, _blas_workspace: blas_workspace, functions, name: format!("cuda:{ordinal} ({device}, sm_{}{})", capability.0, capability.1) })
     }
 }
 
 impl Driver for CudaDriver {
     type Mem = CudaSlice<u8>;
+    type Graph = CudaGraphExec;
 
     fn describe(&self) -> String {
         self.name.clone()
@@ -137,9 +154,17 @@ impl Driver for CudaDriver {
         .map_err(|e| Error::Backend(format!("cuda {}: launch failed: {e:?}", kernel.name())))
     }
 
-    fn gemm(&self, inputs: GemmInputs, shape: GemmShape, x: &CudaSlice<u8>, w: &CudaSlice<u8>, out: &mut CudaSlice<u8>) -> Result<()> {
-        let (x, w, out) = (self.address(x), self.address(w), self.address_mut(out));
-        gemm::gemm(&self.blas, inputs, shape, x, w, out)
+    unsafe fn gemm(&self, work: &GemmWork) -> Result<()> {
+        gemm::gemm(&self.blas, work.inputs, work.shape, work.x, work.w, work.out)
+    }
+
+    unsafe fn capture(&self, work: &[Work]) -> Result<CudaGraphExec> {
+        // SAFETY: forwarded from the caller.
+        CudaGraphExec::capture(&self.stream, || work.iter().try_for_each(|w| unsafe { self.execute(w) }))
+    }
+
+    unsafe fn replay(&self, graph: &CudaGraphExec) -> Result<()> {
+        graph.launch()
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_void};
 use half::bf16;
 
 use crate::backend::cpu::kernels::linear;
-use crate::backend::gpu::{Driver, GemmInputs, GemmShape, GpuBackend, Kernel, Launch};
+use crate::backend::gpu::{Driver, GemmInputs, GemmShape, GemmWork, GpuBackend, Kernel, Launch, Work};
 use crate::error::{Error, Result};
 
 mod ffi {
@@ -119,18 +119,24 @@ impl EmuMem {
     }
 }
 
-/// The first `len` values of `mem` as f32: in place, or converted from bf16 bit patterns.
-fn gemm_operand(mem: &EmuMem, inputs: GemmInputs, len: usize) -> Result<Cow<'_, [f32]>> {
-    let bytes = mem.bytes();
-    match inputs {
-        GemmInputs::F32 => bytes.get(..len * 4).map(|b| Cow::Borrowed(bytemuck::cast_slice::<u8, f32>(b))),
-        GemmInputs::Bf16 => bytes.get(..len * 2).map(|b| Cow::Owned(bytemuck::cast_slice::<u8, u16>(b).iter().map(|&v| bf16::from_bits(v).to_f32()).collect())),
+/// The `len` values at `address` as f32: in place, or converted from bf16 bit patterns.
+///
+/// # Safety
+/// `address` must point at `len` live elements of the `inputs` type.
+unsafe fn gemm_operand<'a>(address: u64, inputs: GemmInputs, len: usize) -> Cow<'a, [f32]> {
+    // SAFETY: forwarded from the caller (emulated device memory is 16-byte-aligned host memory).
+    unsafe {
+        match inputs {
+            GemmInputs::F32 => Cow::Borrowed(std::slice::from_raw_parts(address as *const f32, len)),
+            GemmInputs::Bf16 => Cow::Owned(std::slice::from_raw_parts(address as *const u16, len).iter().map(|&v| bf16::from_bits(v).to_f32()).collect()),
+        }
     }
-    .ok_or_else(|| Error::Backend("emulated linear: operand smaller than its shape".into()))
 }
 
 impl Driver for EmuDriver {
     type Mem = EmuMem;
+    /// The emulator's graph: the captured work, run again piece by piece.
+    type Graph = Vec<Work>;
 
     fn describe(&self) -> String {
         "cuda emulator (kernels on the CPU)".into()
@@ -165,12 +171,23 @@ impl Driver for EmuDriver {
         unsafe { run(self.launchers[kernel as usize], kernel.name(), launch) }
     }
 
-    fn gemm(&self, inputs: GemmInputs, shape: GemmShape, x: &EmuMem, w: &EmuMem, out: &mut EmuMem) -> Result<()> {
-        let GemmShape { rows, k, n } = shape;
-        let (x, w) = (gemm_operand(x, inputs, rows * k)?, gemm_operand(w, inputs, n * k)?);
-        let out = out.bytes_mut().get_mut(..rows * n * 4).ok_or_else(|| Error::Backend("emulated linear: output smaller than its shape".into()))?;
-        linear(&x, &w, rows, k, n, bytemuck::cast_slice_mut(out));
+    unsafe fn gemm(&self, gemm: &GemmWork) -> Result<()> {
+        let GemmShape { rows, k, n } = gemm.shape;
+        // SAFETY: the caller guarantees live operands of the shape; `out` does not overlap them.
+        let (x, w, out) = unsafe {
+            (gemm_operand(gemm.x, gemm.inputs, rows * k), gemm_operand(gemm.w, gemm.inputs, n * k), std::slice::from_raw_parts_mut(gemm.out as *mut f32, rows * n))
+        };
+        linear(&x, &w, rows, k, n, out);
         Ok(())
+    }
+
+    unsafe fn capture(&self, work: &[Work]) -> Result<Vec<Work>> {
+        Ok(work.to_vec())
+    }
+
+    unsafe fn replay(&self, graph: &Vec<Work>) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        graph.iter().try_for_each(|work| unsafe { self.execute(work) })
     }
 
     fn synchronize(&self) -> Result<()> {

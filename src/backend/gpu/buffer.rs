@@ -24,6 +24,11 @@ impl<T: Pod, D: Driver> DevVec<T, D> {
         Ok(Self { mem: driver.alloc_zeroed(bytes)?, len, capacity: len, _elem: PhantomData })
     }
 
+    /// Whether `len` elements fit without reallocating.
+    pub(crate) fn fits(&self, len: usize) -> bool {
+        len <= self.capacity
+    }
+
     /// Hold `len` elements; reallocates (zeroed) only beyond the capacity. Returns whether it did.
     pub(crate) fn resize(&mut self, driver: &D, len: usize) -> Result<bool> {
         if len <= self.capacity {

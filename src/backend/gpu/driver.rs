@@ -142,7 +142,7 @@ impl Launch {
 }
 
 /// The precision of a GEMM's inputs (the output and accumulation are always f32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmInputs {
     /// f32 `x` and weight, f32 math (no TF32).
     F32,
@@ -151,7 +151,7 @@ pub enum GemmInputs {
 }
 
 /// A row-major GEMM `out[rows, n] = x[rows, k] · wᵀ` for a PyTorch-layout weight `w[n, k]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemmShape {
     /// Rows of `x` and `out`.
     pub rows: usize,
@@ -161,11 +161,58 @@ pub struct GemmShape {
     pub n: usize,
 }
 
+/// A GEMM on device addresses: `out = x · wᵀ` with `x`, `w` of `inputs` type and an f32 `out`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmWork {
+    /// The inputs' precision.
+    pub inputs: GemmInputs,
+    /// The shape.
+    pub shape: GemmShape,
+    /// Address of `x`.
+    pub x: u64,
+    /// Address of `w`.
+    pub w: u64,
+    /// Address of `out`.
+    pub out: u64,
+}
+
+/// One piece of device work, as a graph holds it: a kernel launch or a GEMM.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Work {
+    /// A kernel launch.
+    Launch(Kernel, Launch),
+    /// A GEMM.
+    Gemm(GemmWork),
+}
+
+impl Work {
+    /// Append the words that identify this work exactly (every parameter) to `key`.
+    pub fn key_into(&self, key: &mut Vec<u64>) {
+        match self {
+            Work::Launch(kernel, launch) => {
+                key.extend([0, *kernel as u64, u64::from(launch.shared_bytes), launch.args.len() as u64]);
+                key.extend(launch.grid.iter().chain(&launch.block).map(|&d| u64::from(d)));
+                key.extend(launch.args.iter().map(|a| a.slot()));
+            }
+            Work::Gemm(g) => {
+                let inputs = match g.inputs {
+                    GemmInputs::F32 => 0,
+                    GemmInputs::Bf16 => 1,
+                };
+                key.extend([1, inputs, g.shape.rows as u64, g.shape.k as u64, g.shape.n as u64, g.x, g.w, g.out]);
+            }
+        }
+    }
+}
+
 /// A device that runs spire's kernels. Memory is untyped bytes ([`Driver::Mem`]); the typed
-/// views live in [`super::DevVec`].
+/// views live in [`super::DevVec`]. Work can also be captured once into a graph and replayed
+/// ([`Driver::capture`], [`Driver::replay`]: a CUDA graph on a GPU).
 pub trait Driver: Send + Sync + Sized + 'static {
     /// One device allocation.
     type Mem: Send + Sync;
+    /// Captured work, replayable as one unit.
+    type Graph: Send + Sync;
 
     /// A short description of the device ("cuda:0 (NVIDIA H100 ...)").
     fn describe(&self) -> String;
@@ -185,8 +232,34 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// The parameters must match the kernel's C signature, and every address must stay valid and
     /// cover what the kernel reads or writes with this geometry.
     unsafe fn launch(&self, kernel: Kernel, launch: &Launch) -> Result<()>;
-    /// `out = x · wᵀ` with f32 output; `x` and `w` hold `inputs`-typed elements.
-    fn gemm(&self, inputs: GemmInputs, shape: GemmShape, x: &Self::Mem, w: &Self::Mem, out: &mut Self::Mem) -> Result<()>;
+    /// Queue (or run) the GEMM `gemm`.
+    ///
+    /// # Safety
+    /// The addresses must be live allocations holding the shape's operands.
+    unsafe fn gemm(&self, gemm: &GemmWork) -> Result<()>;
+    /// Capture `work`, in order, as one graph; nothing runs.
+    ///
+    /// # Safety
+    /// As [`Driver::launch`] and [`Driver::gemm`] for every piece, at every replay.
+    unsafe fn capture(&self, work: &[Work]) -> Result<Self::Graph>;
+    /// Queue (or run) a captured graph.
+    ///
+    /// # Safety
+    /// Every address the graph captured must still be a live allocation covering its use.
+    unsafe fn replay(&self, graph: &Self::Graph) -> Result<()>;
+    /// Queue (or run) one piece of work.
+    ///
+    /// # Safety
+    /// As [`Driver::launch`] or [`Driver::gemm`].
+    unsafe fn execute(&self, work: &Work) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match work {
+                Work::Launch(kernel, launch) => self.launch(*kernel, launch),
+                Work::Gemm(gemm) => self.gemm(gemm),
+            }
+        }
+    }
     /// Wait until all queued work is done.
     fn synchronize(&self) -> Result<()>;
 }

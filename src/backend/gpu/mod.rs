@@ -15,6 +15,7 @@ mod accept;
 mod buffer;
 mod driver;
 pub mod geometry;
+mod graphs;
 mod paged;
 mod rows;
 mod sampling;
@@ -23,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight, GpuWords};
-pub use driver::{Driver, GemmInputs, GemmShape, Kernel, KernelArg, Launch};
+pub use driver::{Driver, GemmInputs, GemmShape, GemmWork, Kernel, KernelArg, Launch, Work};
+pub use graphs::MAX_GRAPHS;
 pub use paged::GpuPlan;
 
 use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvShape, LogitsMap, PlanOffsets, RowGather};
@@ -34,6 +36,8 @@ use crate::weights::{DType, WeightFile};
 #[derive(Default)]
 struct Counters {
     launches: AtomicU64,
+    graph_launches: AtomicU64,
+    graphed: AtomicU64,
     uploads: AtomicU64,
     downloads: AtomicU64,
     allocations: AtomicU64,
@@ -47,12 +51,14 @@ pub struct GpuBackend<D: Driver> {
     bf16_inputs: Mutex<Option<DevVec<u16, D>>>,
     /// The acceptance walk's scratch, grown as needed and reused.
     accept_work: Mutex<Option<GpuBuf<D>>>,
+    /// Recorded work and captured graphs (`graphs.rs`).
+    graphs: Mutex<graphs::Graphs<D>>,
 }
 
 impl<D: Driver> GpuBackend<D> {
     /// A backend on `driver`.
     pub fn with_driver(driver: D) -> Self {
-        Self { driver, counters: Counters::default(), bf16_inputs: Mutex::new(None), accept_work: Mutex::new(None) }
+        Self { driver, counters: Counters::default(), bf16_inputs: Mutex::new(None), accept_work: Mutex::new(None), graphs: Mutex::default() }
     }
 
     fn count(counter: &AtomicU64) {
@@ -61,12 +67,14 @@ impl<D: Driver> GpuBackend<D> {
 
     /// `len` zeroed elements on the device.
     fn alloc<T: bytemuck::Pod>(&self, len: usize) -> Result<DevVec<T, D>> {
+        self.flush_recording()?;
         Self::count(&self.counters.allocations);
         DevVec::zeros(&self.driver, len)
     }
 
     /// A device copy of `values` (one allocation, one copy unless empty).
     fn upload_vec<T: bytemuck::Pod>(&self, values: &[T]) -> Result<DevVec<T, D>> {
+        self.flush_recording()?;
         Self::count(&self.counters.allocations);
         if !values.is_empty() {
             Self::count(&self.counters.uploads);
@@ -76,10 +84,31 @@ impl<D: Driver> GpuBackend<D> {
 
     /// A host copy of `buf` (one copy unless empty).
     fn download_vec<T: bytemuck::Pod>(&self, buf: &DevVec<T, D>) -> Result<Vec<T>> {
+        self.flush_recording()?;
         if !buf.is_empty() {
             Self::count(&self.counters.downloads);
         }
         buf.to_host(&self.driver)
+    }
+
+    /// Copy `values` into `buf`, resized to hold them (one copy unless empty).
+    fn upload_into_vec<T: bytemuck::Pod>(&self, buf: &mut DevVec<T, D>, values: &[T]) -> Result<()> {
+        self.resize_vec(buf, values.len())?;
+        if !values.is_empty() {
+            self.flush_recording()?;
+            Self::count(&self.counters.uploads);
+            self.driver.write(&mut buf.mem, bytemuck::cast_slice(values))?;
+        }
+        Ok(())
+    }
+
+    /// Make `buf` hold `len` elements, reallocating (and counting it) only beyond its capacity.
+    fn resize_vec<T: bytemuck::Pod>(&self, buf: &mut DevVec<T, D>, len: usize) -> Result<()> {
+        if !buf.fits(len) {
+            self.flush_recording()?;
+            Self::count(&self.counters.allocations);
+        }
+        buf.resize(&self.driver, len).map(drop)
     }
 
     /// The buffer in `slot`, (re)allocated to hold at least `len` elements; an allocation is
@@ -87,9 +116,7 @@ impl<D: Driver> GpuBackend<D> {
     fn scratch<'s, T: bytemuck::Pod>(&self, slot: &'s mut Option<DevVec<T, D>>, len: usize) -> Result<&'s mut DevVec<T, D>> {
         match slot {
             Some(buf) => {
-                if buf.resize(&self.driver, len)? {
-                    Self::count(&self.counters.allocations);
-                }
+                self.resize_vec(buf, len)?;
                 Ok(buf)
             }
             None => Ok(slot.insert(self.alloc::<T>(len)?)),
@@ -112,35 +139,58 @@ impl<D: Driver> GpuBackend<D> {
         self.driver.synchronize()
     }
 
-    /// Launch `kernel` as `launch` describes.
+    /// Launch `kernel` as `launch` describes (or record it inside a graphed region).
     fn run(&self, kernel: Kernel, launch: &Launch) -> Result<()> {
         if launch.is_empty() {
             return Ok(());
         }
-        Self::count(&self.counters.launches);
-        // SAFETY: every launch in this module is built by a `launch_*` method that pushes the
-        // parameters of the kernel's C signature (documented next to it) from buffers whose sizes
-        // `checks` (or the method itself) validated against the launch geometry.
-        unsafe { self.driver.launch(kernel, launch) }
+        self.issue(Work::Launch(kernel, launch.clone()))
     }
 
-    /// `out = x · weightᵀ` (shapes checked by the caller): f32 weights directly, bf16 weights after
+    /// Record `work` inside this thread's graphed region, else run it.
+    fn issue(&self, work: Work) -> Result<()> {
+        if self.record(&work)? {
+            return Ok(());
+        }
+        self.execute_now(&work)
+    }
+
+    /// Run `work` now, counting it.
+    fn execute_now(&self, work: &Work) -> Result<()> {
+        Self::count(&self.counters.launches);
+        // SAFETY: every piece of work is built by a `launch_*` method (or `gemm`) of this module
+        // that pushes the parameters of the kernel's C signature (documented next to it) from
+        // live buffers whose sizes `checks` (or the method itself) validated against the launch
+        // geometry; recorded work runs before any buffer it uses can be reallocated
+        // (`flush_recording`).
+        unsafe { self.driver.execute(work) }
+    }
+
+    /// Count a graph replay of `pieces` pieces of work.
+    fn count_graph(&self, pieces: usize) {
+        Self::count(&self.counters.graph_launches);
+        self.counters.graphed.fetch_add(pieces as u64, Ordering::Relaxed);
+        self.counters.launches.fetch_add(pieces as u64, Ordering::Relaxed);
+    }
+
+    /// `out = x · wᵀ` (shapes checked by the caller): f32 weights directly, bf16 weights after
     /// casting `x` to bf16 (kernels/elementwise.cu `f32_to_bf16`).
     fn gemm(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
         if shape.rows == 0 || shape.n == 0 {
             return Ok(());
         }
-        Self::count(&self.counters.launches);
-        match weight {
-            GpuWeight::F32(w) => self.driver.gemm(GemmInputs::F32, shape, &x.mem, &w.mem, &mut out.mem),
+        let out_address = self.driver.address_mut(&mut out.mem);
+        let (inputs, x, w) = match weight {
+            GpuWeight::F32(w) => (GemmInputs::F32, self.driver.address(&x.mem), self.driver.address(&w.mem)),
             GpuWeight::Bf16(w) => {
                 let len = shape.rows * shape.k;
                 let mut scratch = self.bf16_inputs.lock().map_err(|_| Error::Backend("linear: the bf16 scratch buffer is poisoned".into()))?;
                 let x16 = self.scratch(&mut scratch, len)?;
                 self.launch_f32_to_bf16(x, len, x16)?;
-                self.driver.gemm(GemmInputs::Bf16, shape, &x16.mem, &w.mem, &mut out.mem)
+                (GemmInputs::Bf16, self.driver.address(&x16.mem), self.driver.address(&w.mem))
             }
-        }
+        };
+        self.issue(Work::Gemm(GemmWork { inputs, shape, x, w, out: out_address }))
     }
 }
 
@@ -185,12 +235,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
     }
 
     fn upload_into(&self, buf: &mut GpuBuf<D>, values: &[f32]) -> Result<()> {
-        self.resize(buf, values.len())?;
-        if !values.is_empty() {
-            Self::count(&self.counters.uploads);
-            self.driver.write(&mut buf.mem, bytemuck::cast_slice(values))?;
-        }
-        Ok(())
+        self.upload_into_vec(buf, values)
     }
 
     fn download(&self, buf: &GpuBuf<D>) -> Result<Vec<f32>> {
@@ -198,10 +243,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
     }
 
     fn resize(&self, buf: &mut GpuBuf<D>, len: usize) -> Result<()> {
-        if buf.resize(&self.driver, len)? {
-            Self::count(&self.counters.allocations);
-        }
-        Ok(())
+        self.resize_vec(buf, len)
     }
 
     fn words(&self, len: usize) -> Result<GpuWords<D>> {
@@ -209,12 +251,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
     }
 
     fn upload_words_into(&self, buf: &mut GpuWords<D>, values: &[u32]) -> Result<()> {
-        self.resize_words(buf, values.len())?;
-        if !values.is_empty() {
-            Self::count(&self.counters.uploads);
-            self.driver.write(&mut buf.mem, bytemuck::cast_slice(values))?;
-        }
-        Ok(())
+        self.upload_into_vec(buf, values)
     }
 
     fn download_words(&self, buf: &GpuWords<D>) -> Result<Vec<u32>> {
@@ -222,10 +259,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
     }
 
     fn resize_words(&self, buf: &mut GpuWords<D>, len: usize) -> Result<()> {
-        if buf.resize(&self.driver, len)? {
-            Self::count(&self.counters.allocations);
-        }
-        Ok(())
+        self.resize_vec(buf, len)
     }
 
     fn plan_in(&self, words: &Arc<GpuWords<D>>, plan: ForwardPlan, at: PlanOffsets) -> Result<GpuPlan<D>> {
@@ -326,9 +360,20 @@ impl<D: Driver> Backend for GpuBackend<D> {
         self.launch_accept_block(p, q, plan, block, state)
     }
 
+    fn graphed(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.run_graphed(work)
+    }
+
     fn take_device_counts(&self) -> Option<DeviceCounts> {
         let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
         let c = &self.counters;
-        Some(DeviceCounts { launches: take(&c.launches), uploads: take(&c.uploads), downloads: take(&c.downloads), allocations: take(&c.allocations) })
+        Some(DeviceCounts {
+            launches: take(&c.launches),
+            graph_launches: take(&c.graph_launches),
+            graphed: take(&c.graphed),
+            uploads: take(&c.uploads),
+            downloads: take(&c.downloads),
+            allocations: take(&c.allocations),
+        })
     }
 }

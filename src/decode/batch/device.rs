@@ -85,34 +85,38 @@ impl<B: Backend> Batch<'_, '_, B> {
             }
             for (k, pass) in plan.drafts.iter().enumerate() {
                 let view = backend.plan_in(&words, pass.plan.clone(), pass.at.clone())?;
-                let (previous, current) = match k % 2 {
-                    0 => {
-                        let [a, b] = &mut buffers.draft;
-                        (&*b, a)
+                let [even, odd] = &mut buffers.draft;
+                let (previous, current) = if k % 2 == 0 { (&*odd, even) } else { (&*even, odd) };
+                let source = if k == 0 { &buffers.target.hidden } else { &previous.hidden };
+                let dim = self.target.config().dim;
+                let (features, state, q, params) = (&mut buffers.features, &mut buffers.state, &mut buffers.q, &self.decoding.params);
+                let drafter = &mut *spec.drafter;
+                backend.graphed(&mut || {
+                    if let Some(gather) = pass.features {
+                        backend.resize(features, gather.rows * dim)?;
+                        backend.gather_rows(source, dim, &words, gather, features)?;
                     }
-                    _ => {
-                        let [a, b] = &mut buffers.draft;
-                        (&*a, b)
-                    }
-                };
-                if let Some(gather) = pass.features {
-                    let source = if k == 0 { &buffers.target.hidden } else { &previous.hidden };
-                    backend.resize(&mut buffers.features, gather.rows * self.target.config().dim)?;
-                    backend.gather_rows(source, self.target.config().dim, &words, gather, &mut buffers.features)?;
-                }
-                spec.drafter.forward(backend, &view, pass.rows, &buffers.state, &buffers.features, current)?;
-                finish_pass(backend, pass, &current.logits, &words, &self.decoding.params, &mut buffers.q, &mut buffers.state)?;
+                    drafter.forward(backend, &view, pass.rows, state, features, current)?;
+                    finish_pass(backend, pass, &current.logits, &words, params, q, state)
+                })?;
             }
         }
         let view = backend.plan_in(&words, plan.verify.plan.clone(), plan.verify.at.clone())?;
-        self.target.forward_planned(backend, self.cache.pool_mut(), &view, plan.verify.rows, Some(&buffers.state), &mut buffers.target)?;
-        finish_pass(backend, &plan.verify, &buffers.target.logits, &words, &self.decoding.params, &mut buffers.p, &mut buffers.state)?;
+        let (target, pool, params) = (self.target, self.cache.pool_mut(), &self.decoding.params);
+        let DecodeBuffers { state, p, q, target: out, .. } = &mut *buffers;
+        // The verification pass and the fused acceptance: one fixed-shape region per tree shape
+        // and batch.
+        backend.graphed(&mut || {
+            target.forward_planned(backend, pool, &view, plan.verify.rows, Some(state), out)?;
+            finish_pass(backend, &plan.verify, &out.logits, &words, params, p, state)?;
+            match &plan.accept {
+                Some(block) => backend.accept_block(p, q, &words, block, state),
+                None => Ok(()),
+            }
+        })?;
         drop(view);
         let distributions = match &plan.accept {
-            Some(block) => {
-                backend.accept_block(&buffers.p, &buffers.q, &words, block, &mut buffers.state)?;
-                None
-            }
+            Some(_) => None,
             None => Some((backend.download(&buffers.p)?, backend.download(&buffers.q)?)),
         };
         drop(words);

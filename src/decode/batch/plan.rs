@@ -168,9 +168,10 @@ impl<B: Backend> Batch<'_, '_, B> {
         let slots = n + 1;
         let vocab = self.target.config().vocab_size;
         let batch = active.len();
+        // Packed in the order that keeps each fixed-shape region at the same offsets step after
+        // step (graph replays): the verification and acceptance, the tree levels, then what
+        // varies (the catch-up pass, the KV moves).
         let mut packed = Packed::default();
-        let target_copies = pack_copies(&mut packed, &std::mem::take(&mut self.target_copies));
-        let draft_copies = pack_copies(&mut packed, &std::mem::take(&mut self.draft_copies));
         // State: drafted tokens, the acceptance's outputs, then the q and p flags.
         let accept_at = batch * n;
         let mut images: Vec<ImagePlan> = Vec::with_capacity(batch);
@@ -197,7 +198,6 @@ impl<B: Backend> Batch<'_, '_, B> {
         let block_len = if omega.is_some() { 2 * batch + 2 * batch * n } else { 0 };
         let q_flags_at = accept_at + block_len;
         let p_flags_at = q_flags_at + batch * slots;
-        let drafts = self.plan_drafts(&mut packed, active, &mut images, &draw_u, vocab, q_flags_at)?;
         let verify = self.plan_verify(&mut packed, active, &mut images, vocab, p_flags_at)?;
         let accept = match &omega {
             Some(omega) => {
@@ -212,6 +212,9 @@ impl<B: Backend> Batch<'_, '_, B> {
             }
             None => None,
         };
+        let drafts = self.plan_drafts(&mut packed, active, &mut images, &draw_u, vocab, q_flags_at)?;
+        let target_copies = pack_copies(&mut packed, &std::mem::take(&mut self.target_copies));
+        let draft_copies = pack_copies(&mut packed, &std::mem::take(&mut self.draft_copies));
         Ok(StepPlan { packed, target_copies, draft_copies, drafts, verify, accept, state_len: p_flags_at + batch * slots, nodes: n, q_flags_at, p_flags_at, images })
     }
 
@@ -252,8 +255,11 @@ impl<B: Backend> Batch<'_, '_, B> {
         if rows.cond.is_empty() {
             return Ok(passes);
         }
-        let draws = tree.level_draws(packed, images, 1, draw_u, vocab)?;
-        passes.push(pack_draft_pass(backend, drafter, packed, &rows, &q, draws, vocab, flags_at)?);
+        // The catch-up pass is packed after the levels (its length varies, theirs repeat).
+        let catch_up_plan = drafter.place(backend, &rows.all())?;
+        let (catch_up_rows, catch_up_q) = (rows, q);
+        let mut rows = &catch_up_rows;
+        let mut level_passes: Vec<PassRows> = Vec::new();
         // One pass per level d whose nodes have children: the nodes of depth d of the images
         // drafting deeper than d.
         for d in 1..tree.depth() {
@@ -280,11 +286,15 @@ impl<B: Backend> Batch<'_, '_, B> {
             if level.cond.is_empty() {
                 break; // no image drafts this deep this step
             }
+            let plan = drafter.place(backend, &level.all())?;
             let draws = tree.level_draws(packed, images, d + 1, draw_u, vocab)?;
-            passes.push(pack_draft_pass(backend, drafter, packed, &level, &q, draws, vocab, flags_at)?);
-            rows = level;
+            passes.push(pack_draft_pass(drafter, packed, plan, &level, &q, draws, vocab, flags_at)?);
+            level_passes.push(level);
+            rows = level_passes.last().expect("just pushed");
             parent_rows = level_rows;
         }
+        let draws = tree.level_draws(packed, images, 1, draw_u, vocab)?;
+        passes.insert(0, pack_draft_pass(drafter, packed, catch_up_plan, &catch_up_rows, &catch_up_q, draws, vocab, flags_at)?);
         Ok(passes)
     }
 
@@ -344,24 +354,22 @@ impl TreeLayout {
     }
 }
 
-/// Pack one draft pass: its rows placed in the drafter's cache, its feature gather (a draft
-/// head's: from the target's last verification for the catch-up pass, else from the previous
-/// pass), its q map and the level drawn after it.
+/// Pack one draft pass: its plan (its rows already placed in the drafter's cache), its feature
+/// gather (a draft head's: from the target's last verification for the catch-up pass, else from
+/// the previous pass), its q map and the level drawn after it.
 #[allow(clippy::too_many_arguments)]
 fn pack_draft_pass<B: Backend>(
-    backend: &B,
-    drafter: &mut dyn Drafter<B>,
+    drafter: &dyn Drafter<B>,
     packed: &mut Packed,
+    plan: ForwardPlan,
     rows: &PassRows,
     q: &SlotRows,
     children: Option<ChildDraws>,
     vocab: usize,
     flags_at: usize,
 ) -> Result<Pass> {
-    let all = rows.all();
-    let plan = drafter.place(backend, &all)?;
     let at = plan.pack(packed);
     let features = drafter.uses_features().then(|| RowGather::pack(packed, &rows.feature_rows()));
     let logits = q.pack(packed, rows, vocab, flags_at)?;
-    Ok(Pass { plan, at, rows: all.len(), features, logits, children })
+    Ok(Pass { rows: plan.rows(), plan, at, features, logits, children })
 }
