@@ -1,11 +1,13 @@
-//! End-to-end decoding of one 256-token image with a GPT-XL-shaped target (36 layers, 1280 wide,
+//! End-to-end decoding of 256-token images with a GPT-XL-shaped target (36 layers, 1280 wide,
 //! random bf16 weights) on the GPU: plain AR against COOL-SD with a small random draft model, CFG
-//! on. Random weights make acceptance meaningless; this measures per-step engine cost at the
-//! real model size. Needs `--features cuda` and a GPU; prints why and skips otherwise.
+//! on, one image and batches of 8. Random weights make acceptance meaningless; this measures
+//! per-step engine cost at the real model size. Before criterion it prints, per mode, the time
+//! per decoding step and the device operations per step (kernels, host launches with graph
+//! replays, copies). Needs `--features cuda` and a GPU; prints why and skips otherwise.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use spire::backend::CudaBackend;
+use spire::backend::{Backend, CudaBackend};
 use spire::engine::{Engine, Request};
 use spire::model::gpt_tensor_shapes;
 use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
@@ -40,16 +42,47 @@ fn decode(c: &mut Criterion) {
             return;
         }
     };
-    let mut group = c.benchmark_group("gpt_xl_image_256_tokens");
+    let mut group = c.benchmark_group("gpt_xl_256_tokens");
     group.sample_size(10);
     let cool = SpecConfig::chain(RuleConfig::Cool { delta: 2.0, nu: 0.7, mu: 0.0 }, DrafterChoice::Model, 4);
-    for (name, speculative) in [("ar", None), ("cool_chain4", Some(cool))] {
-        let mut request = Request::new(207, 0);
-        request.sampling.cfg_scale = 1.75;
-        request.speculative = speculative;
-        group.bench_function(name, |b| b.iter(|| engine.generate_tokens(&request, &mut |_, _| {}).expect("generation")));
+    for (mode, speculative) in [("ar", None), ("cool_chain4", Some(cool))] {
+        for batch in [1u32, 8] {
+            let requests: Vec<Request> = (0..batch)
+                .map(|i| {
+                    let mut request = Request::new(207, u64::from(i));
+                    request.sampling.cfg_scale = 1.75;
+                    request.speculative = speculative.clone();
+                    request
+                })
+                .collect();
+            let name = format!("{mode}_batch{batch}");
+            report_steps(&engine, &name, &requests);
+            group.bench_function(name, |b| b.iter(|| engine.generate_tokens_batch(&requests, &mut |_, _| {}).expect("generation")));
+        }
     }
     group.finish();
+}
+
+/// One warm run of `requests`, then one measured: time and device operations per step.
+fn report_steps(engine: &Engine<CudaBackend>, name: &str, requests: &[Request]) {
+    engine.generate_tokens_batch(requests, &mut |_, _| {}).expect("warm-up");
+    engine.backend().take_device_counts();
+    let start = std::time::Instant::now();
+    let out = engine.generate_tokens_batch(requests, &mut |_, _| {}).expect("generation");
+    let secs = start.elapsed().as_secs_f64();
+    let steps = out.iter().map(|g| g.stats.target_forwards).max().unwrap_or(1) as f64;
+    let c = engine.backend().take_device_counts().unwrap_or_default();
+    let per = |n: u64| n as f64 / steps;
+    println!(
+        "{name:<18} {steps:>4} steps {:>8.3} ms/step  kernels {:>6.1}  host launches {:>6.1}  uploads {:.1}  downloads {:.1}  allocations {:.1} (graphs: {})",
+        1e3 * secs / steps,
+        per(c.launches),
+        per(c.host_launches()),
+        per(c.uploads),
+        per(c.downloads),
+        per(c.allocations),
+        engine.backend().graph_status().unwrap_or_else(|| "on".into())
+    );
 }
 
 criterion_group!(benches, decode);
