@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use spire::backend::cuda::has_precompiled;
 use spire::backend::gpu::GpuBuf;
-use spire::backend::{Backend, BlockInputs, BlockLayout, ChildDraws, CudaBackend, ForwardPlan, KvShape, LogitsMap, Packed, RowGather};
+use spire::backend::{Backend, BlockInputs, BlockLayout, ChildDraws, CudaBackend, ForwardPlan, KvDtype, KvShape, LogitsMap, Packed, RowGather};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::normal;
@@ -127,7 +127,7 @@ fn attention(c: &mut Criterion, gpu: &CudaBackend, seqs: usize, nodes: usize) {
     let (n_head, head_dim, ctx) = (20, 64, 576);
     let width = n_head * head_dim;
     let blocks_per_seq = (ctx + nodes).div_ceil(16);
-    let shape = KvShape { n_layer: 1, num_blocks: seqs * blocks_per_seq, block_size: 16, n_head, head_dim };
+    let shape = KvShape { n_layer: 1, num_blocks: seqs * blocks_per_seq, block_size: 16, n_head, head_dim, dtype: KvDtype::Bf16 };
     let mut cache: PagedKvCache<CudaBackend> = PagedKvCache::new(gpu, shape).expect("cache");
     let mut queries = Vec::new();
     let mut all_slots = Vec::new();

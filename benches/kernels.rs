@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use spire::backend::{Backend, CpuBackend, ForwardPlan, KvShape};
+use spire::backend::{Backend, CpuBackend, ForwardPlan, KvDtype, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::normal;
@@ -55,7 +55,7 @@ fn attention(c: &mut Criterion) {
     let width = n_head * head_dim;
     let mut group = c.benchmark_group("attention");
     for &nodes in &[1usize, 16] {
-        let shape = KvShape { n_layer: 1, num_blocks: 32, block_size: 16, n_head, head_dim };
+        let shape = KvShape { n_layer: 1, num_blocks: 32, block_size: 16, n_head, head_dim, dtype: KvDtype::F32 };
         let mut cache: PagedKvCache<CpuBackend> = PagedKvCache::new(&be, shape).unwrap();
         let seq = cache.add_sequence();
         let slots = cache.extend(&be, seq, ctx_len + nodes).unwrap();

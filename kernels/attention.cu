@@ -15,16 +15,17 @@
 // A row that sees no key gets zeros, as on the CPU. NaN and infinity propagate as on the CPU: a
 // warp's state is merged whenever the warp saw a key (counted, not inferred from its sum, which
 // a NaN score makes NaN), so a NaN key or an infinite query gives a NaN output, never a
-// silently finite one.
+// silently finite one. Keys and values are f32 or bf16 (the `_f32` and `_bf16` entry points);
+// the arithmetic is f32 either way.
 #include "common.cuh"
 
 #define PER_LANE (MAX_HEAD_DIM / WARP)
 
-extern "C" __global__ void paged_attention(const float* qkv, const float* keys, const float* values, float* out,
-                                           int n_head, int head_dim, int block_size, int max_blocks,
-                                           const unsigned int* block_tables, const unsigned int* query_seq,
-                                           const unsigned int* query_prefix, const unsigned int* window_start,
-                                           int window_len, const unsigned char* window_mask, float scale) {
+template <typename T>
+__device__ void attend(const float* qkv, const T* keys, const T* values, float* out, int n_head, int head_dim, int block_size,
+                       int max_blocks, const unsigned int* block_tables, const unsigned int* query_seq,
+                       const unsigned int* query_prefix, const unsigned int* window_start, int window_len,
+                       const unsigned char* window_mask, float scale) {
     const int row = blockIdx.x;
     const int head = blockIdx.y;
     const int warp = threadIdx.x / WARP;
@@ -57,13 +58,13 @@ extern "C" __global__ void paged_attention(const float* qkv, const float* keys, 
             pos = window_start[row] + (j - prefix);
         }
         const size_t slot = (size_t)table[pos / block_size] * block_size + pos % block_size;
-        const float* k = keys + slot * width + head_offset;
-        const float* v = values + slot * width + head_offset;
+        const T* k = keys + slot * width + head_offset;
+        const T* v = values + slot * width + head_offset;
         float dot = 0.0f;
 #pragma unroll
         for (int i = 0; i < PER_LANE; ++i) {
             const int d = lane + i * WARP;
-            dot += d < head_dim ? q[i] * k[d] : 0.0f;
+            dot += d < head_dim ? q[i] * load_weight(k, d) : 0.0f;
         }
         const float score = warp_sum(dot) * scale;
         // Not fmaxf, which drops a NaN score: a NaN must reach the output.
@@ -74,7 +75,7 @@ extern "C" __global__ void paged_attention(const float* qkv, const float* keys, 
 #pragma unroll
         for (int i = 0; i < PER_LANE; ++i) {
             const int d = lane + i * WARP;
-            acc[i] = acc[i] * correction + (d < head_dim ? weight * v[d] : 0.0f);
+            acc[i] = acc[i] * correction + (d < head_dim ? weight * load_weight(v, d) : 0.0f);
         }
         m = m_new;
         ++seen;
@@ -119,4 +120,22 @@ extern "C" __global__ void paged_attention(const float* qkv, const float* keys, 
         }
         out_head[d] = seen_all > 0 ? value / total : 0.0f;
     }
+}
+
+extern "C" __global__ void paged_attention_f32(const float* qkv, const float* keys, const float* values, float* out, int n_head,
+                                               int head_dim, int block_size, int max_blocks, const unsigned int* block_tables,
+                                               const unsigned int* query_seq, const unsigned int* query_prefix,
+                                               const unsigned int* window_start, int window_len,
+                                               const unsigned char* window_mask, float scale) {
+    attend(qkv, keys, values, out, n_head, head_dim, block_size, max_blocks, block_tables, query_seq, query_prefix, window_start,
+           window_len, window_mask, scale);
+}
+
+extern "C" __global__ void paged_attention_bf16(const float* qkv, const unsigned short* keys, const unsigned short* values,
+                                                float* out, int n_head, int head_dim, int block_size, int max_blocks,
+                                                const unsigned int* block_tables, const unsigned int* query_seq,
+                                                const unsigned int* query_prefix, const unsigned int* window_start,
+                                                int window_len, const unsigned char* window_mask, float scale) {
+    attend(qkv, keys, values, out, n_head, head_dim, block_size, max_blocks, block_tables, query_seq, query_prefix, window_start,
+           window_len, window_mask, scale);
 }

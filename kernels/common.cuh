@@ -53,6 +53,20 @@ __device__ __forceinline__ float bf16_bits_to_f32(unsigned short bits) {
     return __uint_as_float(((unsigned int)bits) << 16);
 }
 
+// f32 to bfloat16 bits, round to nearest even (a NaN stays a quiet NaN); the half crate's
+// `bf16::from_f32` (CPU twins) rounds the same way.
+__device__ __forceinline__ unsigned short f32_to_bf16_bits(float x) {
+    const unsigned int bits = __float_as_uint(x);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        return (unsigned short)((bits >> 16) | 0x40u);
+    }
+    return (unsigned short)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// Element stores: one overload per storage type (bf16 rounds to nearest even).
+__device__ __forceinline__ void store_element(float* p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_element(unsigned short* p, size_t i, float v) { p[i] = f32_to_bf16_bits(v); }
+
 // Weight element loaders: one overload per storage type, so a kernel template reads either.
 __device__ __forceinline__ float load_weight(const float* w, size_t i) { return w[i]; }
 __device__ __forceinline__ float load_weight(const unsigned short* w, size_t i) { return bf16_bits_to_f32(w[i]); }

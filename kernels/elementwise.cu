@@ -36,9 +36,6 @@ extern "C" __global__ void gather_rows(const float* src, int src_rows, int width
 extern "C" __global__ void f32_to_bf16(const float* x, unsigned short* out, unsigned long long n) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
-        const unsigned int bits = __float_as_uint(x[i]);
-        const bool is_nan = (bits & 0x7fffffffu) > 0x7f800000u;
-        const unsigned int rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
-        out[i] = is_nan ? (unsigned short)((bits >> 16) | 0x40u) : (unsigned short)(rounded >> 16);
+        out[i] = f32_to_bf16_bits(x[i]);
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::devices::on_every_device;
 use spire::backend::cpu::accept as accept_twin;
 use spire::backend::gpu::{Driver, GpuBackend, GpuBuf};
-use spire::backend::{accept_on_host, AttentionLayout, Backend, ChildDraws, CpuBackend, DraftBlock, ForwardPlan, Gather, KvShape, LogitsMap, Packed, RowGather, NO_TOKEN};
+use spire::backend::{accept_on_host, AttentionLayout, Backend, ChildDraws, CpuBackend, DraftBlock, ForwardPlan, Gather, KvDtype, KvShape, LogitsMap, Packed, RowGather, NO_TOKEN};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::{normal, write_safetensors, HostTensor};
@@ -205,13 +205,13 @@ fn linear_f32_and_bf16_on<D: Driver>(gpu: &GpuBackend<D>) {
     }
 }
 
-/// Three sequences in one pool: two decoding one token each (plain causal), one verifying a
-/// 5-node draft tree; KV written with `kv_write`, one sequence forked (shared blocks,
-/// copy-on-write through `kv_copy`) and a tree path compacted with `move_positions`.
-fn attention_case<B: Backend>(be: &B, poison: impl Fn(usize) -> B::Buf) -> Vec<f32> {
+/// Three sequences in one pool of `dtype` elements: two decoding one token each (plain causal),
+/// one verifying a 5-node draft tree; KV written with `kv_write`, one sequence forked (shared
+/// blocks, copy-on-write through `kv_copy`) and a tree path compacted with `move_positions`.
+fn attention_case<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> B::Buf) -> Vec<f32> {
     let (n_head, head_dim) = (4, 64);
     let width = n_head * head_dim;
-    let shape = KvShape { n_layer: 2, num_blocks: 24, block_size: 16, n_head, head_dim };
+    let shape = KvShape { n_layer: 2, num_blocks: 24, block_size: 16, n_head, head_dim, dtype };
     let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
     let a = cache.add_sequence();
     let slots = cache.extend(be, a, 37).unwrap();
@@ -247,9 +247,14 @@ fn paged_attention_decode_and_tree_verification() {
 }
 
 fn paged_attention_decode_and_tree_verification_on<D: Driver>(gpu: &GpuBackend<D>) {
-    let want = attention_case(&CpuBackend, |len| vec![f32::NAN; len]);
-    let got = attention_case(gpu, |len| poisoned(gpu, len));
-    assert_close("attention", &got, &want, 1e-4);
+    for dtype in [KvDtype::F32, KvDtype::Bf16] {
+        let want = attention_case(&CpuBackend, dtype, |len| vec![f32::NAN; len]);
+        let got = attention_case(gpu, dtype, |len| poisoned(gpu, len));
+        assert_close(&format!("attention over {dtype:?} KV"), &got, &want, 1e-4);
+    }
+    // bf16 keys and values move the output by about their rounding (2^-9 relative).
+    let (f32_kv, bf16_kv) = (attention_case(&CpuBackend, KvDtype::F32, |len| vec![0.0; len]), attention_case(&CpuBackend, KvDtype::Bf16, |len| vec![0.0; len]));
+    assert_close("bf16 against f32 KV", &bf16_kv, &f32_kv, 1e-2);
 }
 
 /// Where a non-finite value enters attention (regression: the kernel once dropped a warp whose
@@ -266,7 +271,7 @@ enum NonFinite {
 fn nonfinite_attention<B: Backend>(be: &B, case: NonFinite, poison: impl Fn(usize) -> B::Buf) -> Vec<f32> {
     let (n_head, head_dim, keys) = (4, 64, 40);
     let width = n_head * head_dim;
-    let shape = KvShape { n_layer: 1, num_blocks: 4, block_size: 16, n_head, head_dim };
+    let shape = KvShape { n_layer: 1, num_blocks: 4, block_size: 16, n_head, head_dim, dtype: KvDtype::F32 };
     let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
     let seq = cache.add_sequence();
     let slots = cache.extend(be, seq, keys).unwrap();

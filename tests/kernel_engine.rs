@@ -6,7 +6,7 @@
 //! CFG), alone or in a batch, with one upload and one download per decoding step.
 #![cfg(any(feature = "emulator", feature = "cuda"))]
 
-use spire::backend::{Backend, CpuBackend};
+use spire::backend::{Backend, CpuBackend, KvDtype};
 use spire::engine::{Engine, Request};
 use spire::model::{StepRow, TokenInput};
 use spire::sampling::SamplingParams;
@@ -15,28 +15,30 @@ use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/demo");
 
 /// Run `$case(&Engine<CpuBackend>, &Engine<kernel backend>)` with the demo model on the emulator
-/// and, in a `cuda` build, on the GPU (or print why not).
+/// and, in a `cuda` build, on the GPU (or print why not); `; method(args)` configures every
+/// engine (e.g. `; with_kv_dtype(KvDtype::Bf16)`).
 macro_rules! on_kernel_backends {
-    ($case:ident) => {{
-        let cpu = Engine::load(DIR).unwrap();
+    ($case:ident $(; $method:ident($($arg:expr),*))?) => {{
+        let cpu = Engine::load(DIR).unwrap()$(.$method($($arg),*))?;
         #[cfg(feature = "emulator")]
         {
             let emu = spire::backend::EmuBackend::new().unwrap_or_else(|e| panic!("{e} (install g++ or clang++ and rebuild)"));
-            $case(&cpu, &Engine::load_on(emu, DIR).unwrap());
+            $case(&cpu, &Engine::load_on(emu, DIR).unwrap()$(.$method($($arg),*))?);
         }
         #[cfg(feature = "cuda")]
         match spire::backend::CudaBackend::new(0) {
-            Ok(gpu) => $case(&cpu, &Engine::load_on(gpu, DIR).unwrap()),
+            Ok(gpu) => $case(&cpu, &Engine::load_on(gpu, DIR).unwrap()$(.$method($($arg),*))?),
             Err(e) => println!("skipped: {e}"),
         }
     }};
 }
 
-/// Target logits over `[class, tokens...]` for the conditional and the null class.
+/// Target logits over `[class, tokens...]` for the conditional and the null class (KV cache in
+/// the engine's dtype).
 fn logits<B: Backend>(engine: &Engine<B>, class: u32, tokens: &[u32]) -> Vec<f32> {
     let gpt = engine.target();
     let be = engine.backend();
-    let mut cache = gpt.new_cache(be, 16, 16).unwrap();
+    let mut cache = engine.new_cache(gpt, 0).unwrap();
     let null = gpt.config().num_classes as u32;
     let mut rows = Vec::new();
     for c in [class, null] {
@@ -120,6 +122,32 @@ fn step_budget<B: Backend>(_: &Engine<CpuBackend>, emu: &Engine<B>) {
         // step (the KV moves and an odd-length catch-up pass run directly).
         assert!(counts.host_launches() <= 16 * steps, "{mode}: {} host launches in {steps} steps", counts.host_launches());
     }
+}
+
+/// With a bf16 KV cache the kernel backends compute the CPU backend's logits (which rounds its
+/// keys and values to bf16 the same way) to 1e-3 of the largest, and generate with the same
+/// step budget. Tokens are not compared: bf16 rounding turns the backends' 1e-6 differences in
+/// an element near a rounding boundary into a 2^-8 one, so long generations may part ways.
+#[test]
+fn bf16_kv_matches_the_cpu_backend() {
+    on_kernel_backends!(bf16_kv; with_kv_dtype(KvDtype::Bf16));
+}
+
+fn bf16_kv<B: Backend>(cpu: &Engine<CpuBackend>, kernels: &Engine<B>) {
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 1000).collect();
+    let (want, got) = (logits(cpu, 3, &tokens), logits(kernels, 3, &tokens));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    println!("bf16 KV: {} vs CPU logits: max error {err:e} of the largest |logit| {scale}", kernels.backend().name());
+    assert!(err < 1e-3, "bf16 KV logits differ from the CPU's by {err:e} (relative)");
+    let spec = SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] };
+    let request = Request { class_id: 4, seed: 9, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec) };
+    kernels.backend().take_device_counts();
+    let generation = kernels.generate_tokens(&request, &mut |_, _| {}).unwrap();
+    let counts = kernels.backend().take_device_counts().unwrap();
+    let steps = generation.stats.target_forwards as u64;
+    assert_eq!(generation.tokens.len(), 64);
+    assert_eq!((counts.uploads, counts.downloads), (steps, steps), "bf16 KV: one upload and one download per step");
 }
 
 /// Three requests generated in one batch on a kernel backend give each the tokens the CPU

@@ -1,10 +1,10 @@
 //! The paged KV cache: append across blocks, rollback, fork with copy-on-write, exhaustion.
 
-use spire::backend::{Backend, CpuBackend, ForwardPlan, KvShape};
+use spire::backend::{Backend, CpuBackend, ForwardPlan, KvDtype, KvShape};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::Error;
 
-const SHAPE: KvShape = KvShape { n_layer: 2, num_blocks: 6, block_size: 4, n_head: 1, head_dim: 2 };
+const SHAPE: KvShape = KvShape { n_layer: 2, num_blocks: 6, block_size: 4, n_head: 1, head_dim: 2, dtype: KvDtype::F32 };
 
 /// Write a recognisable key/value (`value`) at the given slots of every layer.
 fn write(cache: &mut PagedKvCache<CpuBackend>, slots: &[u32], value: f32) {

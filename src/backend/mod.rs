@@ -75,6 +75,29 @@ impl DeviceCounts {
     }
 }
 
+/// The element type of a KV pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvDtype {
+    /// f32 (the CPU reference's, and the default).
+    #[default]
+    F32,
+    /// bfloat16, rounded to nearest even on append: half the bytes attention reads; on the CPU
+    /// the values are rounded the same way and kept in f32, so both backends compute alike.
+    Bf16,
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(KvDtype::F32),
+            "bf16" => Ok(KvDtype::Bf16),
+            other => Err(crate::error::Error::InvalidRequest(format!("unknown KV dtype `{other}`: use f32 or bf16"))),
+        }
+    }
+}
+
 /// Geometry of a paged KV pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvShape {
@@ -88,6 +111,8 @@ pub struct KvShape {
     pub n_head: usize,
     /// Width of one head.
     pub head_dim: usize,
+    /// Element type.
+    pub dtype: KvDtype,
 }
 
 impl KvShape {

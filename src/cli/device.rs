@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use spire::backend::{Backend, CpuBackend};
+use spire::backend::{Backend, CpuBackend, KvDtype};
 use spire::engine::random_tiny;
 use spire::engine::Engine;
 
@@ -37,9 +37,31 @@ pub struct ModelArgs {
     /// CUDA device ordinal (with --device cuda).
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
-    /// KV cache blocks (of 16 tokens) per model; default: just enough for one image.
+    /// KV cache blocks (of 16 tokens) per model; default: just enough for the images of a batch.
     #[arg(long)]
     pub kv_blocks: Option<usize>,
+    /// KV cache element type: f32, or bf16 (half the bytes attention reads; on the CPU the
+    /// values are rounded to bf16 and kept in f32, to compute what the GPU computes).
+    #[arg(long, value_enum, default_value_t = KvType::F32)]
+    pub kv_dtype: KvType,
+}
+
+/// `--kv-dtype` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KvType {
+    /// f32.
+    F32,
+    /// bfloat16.
+    Bf16,
+}
+
+impl From<KvType> for KvDtype {
+    fn from(t: KvType) -> Self {
+        match t {
+            KvType::F32 => KvDtype::F32,
+            KvType::Bf16 => KvDtype::Bf16,
+        }
+    }
 }
 
 /// A command that runs on an engine of any backend.
@@ -61,7 +83,7 @@ fn weights_dir(args: &ModelArgs) -> anyhow::Result<PathBuf> {
 }
 
 fn load_on<B: Backend>(backend: B, dir: &Path, args: &ModelArgs) -> anyhow::Result<Engine<B>> {
-    let engine = Engine::load_on(backend, dir).with_context(|| format!("loading weights from {}", dir.display()))?;
+    let engine = Engine::load_on(backend, dir).with_context(|| format!("loading weights from {}", dir.display()))?.with_kv_dtype(args.kv_dtype.into());
     Ok(match args.kv_blocks {
         Some(blocks) => engine.with_kv_blocks(blocks),
         None => engine,

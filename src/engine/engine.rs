@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::backend::{Backend, CpuBackend, KvShape};
+use crate::backend::{Backend, CpuBackend, KvDtype, KvShape};
 use crate::decode::speculative::config::{DrafterChoice, SpecConfig};
 use crate::decode::speculative::draft::{Drafter, HeadDrafter, ModelDrafter};
 use crate::decode::speculative::rules::LatentNeighbours;
@@ -36,6 +36,8 @@ pub struct Engine<B: Backend = CpuBackend> {
     /// takes seconds, so it is done once, not per image.
     neighbours: Mutex<Option<(usize, Arc<LatentNeighbours>)>>,
     kv_blocks: Option<usize>,
+    /// Element type of every KV cache.
+    kv_dtype: KvDtype,
     /// KV caches of finished requests, cleared, reused by the next requests of the same shape.
     idle_caches: Mutex<Vec<PagedKvCache<B>>>,
     /// The decoding loop's device buffers of finished batches, reused by the next ones.
@@ -78,7 +80,7 @@ impl<B: Backend> Engine<B> {
             }
             None => (None, None),
         };
-        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, neighbours: Mutex::new(None), kv_blocks: None, idle_caches: Mutex::new(Vec::new()), idle_buffers: Mutex::new(Vec::new()) })
+        Ok(Self { backend, dir, config, target, draft, draft_head, vq, codebook, neighbours: Mutex::new(None), kv_blocks: None, kv_dtype: KvDtype::F32, idle_caches: Mutex::new(Vec::new()), idle_buffers: Mutex::new(Vec::new()) })
     }
 
     /// Use a KV pool of exactly `blocks` blocks of [`KV_BLOCK_SIZE`] slots per model (default:
@@ -89,14 +91,23 @@ impl<B: Backend> Engine<B> {
         self
     }
 
+    /// Keep keys and values in `dtype` (default f32; see [`KvDtype`]).
+    pub fn with_kv_dtype(mut self, dtype: KvDtype) -> Self {
+        self.kv_dtype = dtype;
+        self.idle_caches = Mutex::new(Vec::new());
+        self
+    }
+
     /// Idle KV caches the engine keeps for its next requests (each request takes the ones it
     /// needs and gives them back, cleared, when it finishes).
     pub fn idle_kv_caches(&self) -> usize {
         self.idle_caches.lock().map_or(0, |idle| idle.len())
     }
 
-    /// A cleared cache of `shape`'s geometry with at least its blocks: an idle one, or a new one.
+    /// A cleared cache of `shape`'s geometry (in the engine's KV dtype) with at least its blocks:
+    /// an idle one, or a new one.
     fn checkout_cache(&self, shape: KvShape) -> Result<PagedKvCache<B>> {
+        let shape = KvShape { dtype: self.kv_dtype, ..shape };
         let mut idle = self.idle_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let fits = |c: &PagedKvCache<B>| c.shape() == KvShape { num_blocks: c.shape().num_blocks, ..shape } && c.shape().num_blocks >= shape.num_blocks;
         match idle.iter().position(fits) {
@@ -153,7 +164,8 @@ impl<B: Backend> Engine<B> {
     /// A fresh KV cache for `gpt` (see [`Engine::with_kv_blocks`]) with room for one image and a
     /// speculative window of `window` tokens.
     pub fn new_cache(&self, gpt: &Gpt<B>, window: usize) -> Result<PagedKvCache<B>> {
-        gpt.new_cache(&self.backend, self.kv_blocks_for(1, window), KV_BLOCK_SIZE)
+        let shape = gpt.kv_shape(self.kv_blocks_for(1, window), KV_BLOCK_SIZE);
+        PagedKvCache::new(&self.backend, KvShape { dtype: self.kv_dtype, ..shape })
     }
 
     fn check_request(&self, request: &Request) -> Result<()> {

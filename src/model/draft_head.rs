@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::backend::{Backend, KvShape};
+use crate::backend::{Backend, KvDtype, KvShape};
 use crate::error::{Error, Result};
 use crate::kv::{PagedKvCache, QueryVisibility};
 use crate::model::gpt::{ForwardOutput, Gpt};
@@ -67,7 +67,7 @@ impl<B: Backend> DraftHead<B> {
 
     /// The geometry of a KV pool of `num_blocks` blocks for the head's single layer.
     pub fn kv_shape(&self, num_blocks: usize, block_size: usize) -> KvShape {
-        KvShape { n_layer: 1, num_blocks, block_size, n_head: self.dims.n_head, head_dim: self.dims.head_dim() }
+        KvShape { n_layer: 1, num_blocks, block_size, n_head: self.dims.n_head, head_dim: self.dims.head_dim(), dtype: KvDtype::F32 }
     }
 
     /// An empty paged KV cache for the head's single layer.

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::{Backend, Gather, KvShape};
+use crate::backend::{Backend, Gather, KvDtype, KvShape};
 use crate::error::{Error, Result};
 use crate::kv::PagedKvCache;
 use crate::model::layer::{DecoderLayer, LayerDims, LayerScratch};
@@ -109,7 +109,7 @@ impl<B: Backend> Gpt<B> {
 
     /// The geometry of a KV pool of `num_blocks` blocks for this model.
     pub fn kv_shape(&self, num_blocks: usize, block_size: usize) -> KvShape {
-        KvShape { n_layer: self.config.n_layer, num_blocks, block_size, n_head: self.config.n_head, head_dim: self.config.head_dim() }
+        KvShape { n_layer: self.config.n_layer, num_blocks, block_size, n_head: self.config.n_head, head_dim: self.config.head_dim(), dtype: KvDtype::F32 }
     }
 
     /// An empty paged KV cache for this model.

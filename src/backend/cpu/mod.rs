@@ -14,7 +14,9 @@ use std::sync::Arc;
 pub use weight::CpuWeight;
 
 use super::ops::check_parts;
-use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, ForwardPlan, KvShape, LogitsMap, PlanOffsets, RowGather, NO_TOKEN};
+use half::bf16;
+
+use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather, NO_TOKEN};
 use crate::error::Result;
 use crate::sampling::SamplingParams;
 use crate::weights::{DType, WeightFile};
@@ -23,7 +25,8 @@ use crate::weights::{DType, WeightFile};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
-/// Keys and values of every layer, `[layer][slot, n_head * head_dim]`.
+/// Keys and values of every layer, `[layer][slot, n_head * head_dim]`, in f32 (a bf16 pool holds
+/// bf16-rounded values, as the kernels store them).
 #[derive(Debug)]
 pub struct CpuKvPool {
     shape: KvShape,
@@ -214,10 +217,14 @@ impl Backend for CpuBackend {
     fn kv_write(&self, pool: &mut CpuKvPool, layer: usize, qkv: &Vec<f32>, plan: &ForwardPlan) -> Result<()> {
         checks::kv_write(&pool.shape, layer, qkv.len(), &plan.slots)?;
         let width = pool.shape.row_width();
+        let store = |dst: &mut [f32], src: &[f32]| match pool.shape.dtype {
+            KvDtype::F32 => dst.copy_from_slice(src),
+            KvDtype::Bf16 => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = bf16::from_f32(v).to_f32()),
+        };
         for (row, &slot) in qkv.chunks(3 * width).zip(&plan.slots) {
             let dst = slot as usize * width..(slot as usize + 1) * width;
-            pool.keys[layer][dst.clone()].copy_from_slice(&row[width..2 * width]);
-            pool.values[layer][dst].copy_from_slice(&row[2 * width..]);
+            store(&mut pool.keys[layer][dst.clone()], &row[width..2 * width]);
+            store(&mut pool.values[layer][dst], &row[2 * width..]);
         }
         Ok(())
     }

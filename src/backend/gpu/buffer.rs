@@ -107,10 +107,19 @@ impl<D: Driver> GpuWeight<D> {
 }
 
 /// Keys and values of every layer in one allocation of `2 * n_layer` planes of
-/// `[num_slots, n_head * head_dim]`: keys of layers `0..n_layer`, then values.
+/// `[num_slots, n_head * head_dim]`: keys of layers `0..n_layer`, then values; f32 or bf16
+/// elements as the shape's dtype says.
 pub struct GpuKvPool<D: Driver> {
     pub(crate) shape: KvShape,
-    pub(crate) data: GpuBuf<D>,
+    pub(crate) data: KvData<D>,
+}
+
+/// The elements of a KV pool.
+pub enum KvData<D: Driver> {
+    /// f32 elements.
+    F32(GpuBuf<D>),
+    /// bf16 bit patterns.
+    Bf16(DevVec<u16, D>),
 }
 
 impl<D: Driver> GpuKvPool<D> {
@@ -153,6 +162,22 @@ impl<'d, D: Driver> LaunchBuilder<'d, D> {
     pub(crate) fn input<T>(self, buf: &DevVec<T, D>) -> Self {
         let address = self.driver.address(&buf.mem);
         self.arg(KernelArg::Ptr(address))
+    }
+
+    /// The KV pool's elements, which the kernel reads, from element `offset` on.
+    pub(crate) fn kv_input_at(self, data: &KvData<D>, offset: usize) -> Self {
+        match data {
+            KvData::F32(buf) => self.input_at(buf, offset),
+            KvData::Bf16(buf) => self.input_at(buf, offset),
+        }
+    }
+
+    /// The KV pool's elements, which the kernel writes.
+    pub(crate) fn kv_output(self, data: &mut KvData<D>) -> Self {
+        match data {
+            KvData::F32(buf) => self.output(buf),
+            KvData::Bf16(buf) => self.output(buf),
+        }
     }
 
     /// A buffer the kernel reads, from element `offset` on.

@@ -15,12 +15,18 @@ pub enum Kernel {
     AddRmsNorm,
     /// `rope.cu` `rope`.
     Rope,
-    /// `kv_cache.cu` `kv_write`.
-    KvWrite,
-    /// `kv_cache.cu` `kv_copy`.
-    KvCopy,
-    /// `attention.cu` `paged_attention`.
-    PagedAttention,
+    /// `kv_cache.cu` `kv_write_f32`.
+    KvWriteF32,
+    /// `kv_cache.cu` `kv_write_bf16`.
+    KvWriteBf16,
+    /// `kv_cache.cu` `kv_copy_f32`.
+    KvCopyF32,
+    /// `kv_cache.cu` `kv_copy_bf16`.
+    KvCopyBf16,
+    /// `attention.cu` `paged_attention_f32`.
+    PagedAttentionF32,
+    /// `attention.cu` `paged_attention_bf16`.
+    PagedAttentionBf16,
     /// `swiglu.cu` `swiglu`.
     Swiglu,
     /// `elementwise.cu` `add_assign`.
@@ -45,13 +51,16 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in a fixed order (`Kernel as usize` indexes it).
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
-        Kernel::KvWrite,
-        Kernel::KvCopy,
-        Kernel::PagedAttention,
+        Kernel::KvWriteF32,
+        Kernel::KvWriteBf16,
+        Kernel::KvCopyF32,
+        Kernel::KvCopyBf16,
+        Kernel::PagedAttentionF32,
+        Kernel::PagedAttentionBf16,
         Kernel::Swiglu,
         Kernel::AddAssign,
         Kernel::ConcatRows,
@@ -79,9 +88,12 @@ impl Kernel {
             Kernel::RmsNorm => ("norm", "rms_norm"),
             Kernel::AddRmsNorm => ("norm", "add_rms_norm"),
             Kernel::Rope => ("rope", "rope"),
-            Kernel::KvWrite => ("kv_cache", "kv_write"),
-            Kernel::KvCopy => ("kv_cache", "kv_copy"),
-            Kernel::PagedAttention => ("attention", "paged_attention"),
+            Kernel::KvWriteF32 => ("kv_cache", "kv_write_f32"),
+            Kernel::KvWriteBf16 => ("kv_cache", "kv_write_bf16"),
+            Kernel::KvCopyF32 => ("kv_cache", "kv_copy_f32"),
+            Kernel::KvCopyBf16 => ("kv_cache", "kv_copy_bf16"),
+            Kernel::PagedAttentionF32 => ("attention", "paged_attention_f32"),
+            Kernel::PagedAttentionBf16 => ("attention", "paged_attention_bf16"),
             Kernel::Swiglu => ("swiglu", "swiglu"),
             Kernel::AddAssign => ("elementwise", "add_assign"),
             Kernel::ConcatRows => ("elementwise", "concat_rows"),

@@ -23,12 +23,12 @@ mod sampling;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight, GpuWords};
+pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight, GpuWords, KvData};
 pub use driver::{Driver, GemmInputs, GemmShape, GemmWork, Kernel, KernelArg, Launch, Work};
 pub use graphs::MAX_GRAPHS;
 pub use paged::GpuPlan;
 
-use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvShape, LogitsMap, PlanOffsets, RowGather};
+use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather};
 use crate::error::{Error, Result};
 use crate::sampling::SamplingParams;
 use crate::weights::{DType, WeightFile};
@@ -268,7 +268,11 @@ impl<D: Driver> Backend for GpuBackend<D> {
 
     fn kv_pool(&self, shape: KvShape) -> Result<GpuKvPool<D>> {
         let len = 2 * shape.n_layer * shape.num_slots() * shape.row_width();
-        Ok(GpuKvPool { shape, data: self.zeros(len)? })
+        let data = match shape.dtype {
+            KvDtype::F32 => KvData::F32(self.alloc(len)?),
+            KvDtype::Bf16 => KvData::Bf16(self.alloc(len)?),
+        };
+        Ok(GpuKvPool { shape, data })
     }
 
     fn embedding(&self, table: &GpuWeight<D>, plan: &GpuPlan<D>, gather: usize, tokens: Option<&GpuWords<D>>, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::buffer::{GpuBuf, GpuKvPool, GpuWords, LaunchBuilder};
+use super::buffer::{GpuBuf, GpuKvPool, GpuWords, KvData, LaunchBuilder};
 use super::driver::{Driver, Kernel};
 use super::geometry::{ATTN_WARPS, ROW_THREADS};
 use super::GpuBackend;
@@ -90,11 +90,11 @@ impl<D: Driver> GpuBackend<D> {
             .input(qkv)
             .i32(pool.shape.row_width())?
             .input_at(plan.words(), plan.at.slots)
-            .output(&mut pool.data)
+            .kv_output(&mut pool.data)
             .u64(key_plane)
             .u64(value_plane)
             .build();
-        self.run(Kernel::KvWrite, &launch)
+        self.run(kv_kernel(&pool.data, Kernel::KvWriteF32, Kernel::KvWriteBf16), &launch)
     }
 
     /// `kv_copy(pool, plane_len, width, num_slots, src, dst)`: one block per (pair, plane), the
@@ -102,15 +102,16 @@ impl<D: Driver> GpuBackend<D> {
     pub(super) fn launch_kv_copy(&self, pool: &mut GpuKvPool<D>, words: &GpuWords<D>, copies: CopyList) -> Result<()> {
         check_parts("kv_copy", words.len(), &[(copies.src_at, copies.pairs), (copies.dst_at, copies.pairs)])?;
         let (plane_len, width, planes) = (pool.plane_len(), pool.shape.row_width(), 2 * pool.shape.n_layer);
+        let kernel = kv_kernel(&pool.data, Kernel::KvCopyF32, Kernel::KvCopyBf16);
         let launch = LaunchBuilder::new(&self.driver, (copies.pairs, planes), ROW_THREADS)?
-            .output(&mut pool.data)
+            .kv_output(&mut pool.data)
             .u64(plane_len)
             .i32(width)?
             .i32(pool.shape.num_slots())?
             .input_at(words, copies.src_at)
             .input_at(words, copies.dst_at)
             .build();
-        self.run(Kernel::KvCopy, &launch)
+        self.run(kernel, &launch)
     }
 
     /// `paged_attention(...)` (argument order of kernels/attention.cu): one block per
@@ -120,8 +121,8 @@ impl<D: Driver> GpuBackend<D> {
         let scale = 1.0 / (layout.head_dim as f32).sqrt();
         let launch = LaunchBuilder::new(&self.driver, (layout.rows(), layout.n_head), ATTN_WARPS * 32)?
             .input(qkv)
-            .input_at(&pool.data, pool.plane_offset(layer, false))
-            .input_at(&pool.data, pool.plane_offset(layer, true))
+            .kv_input_at(&pool.data, pool.plane_offset(layer, false))
+            .kv_input_at(&pool.data, pool.plane_offset(layer, true))
             .output(out)
             .i32(layout.n_head)?
             .i32(layout.head_dim)?
@@ -135,6 +136,14 @@ impl<D: Driver> GpuBackend<D> {
             .input_at(words, at[4])
             .f32(scale)
             .build();
-        self.run(Kernel::PagedAttention, &launch)
+        self.run(kv_kernel(&pool.data, Kernel::PagedAttentionF32, Kernel::PagedAttentionBf16), &launch)
+    }
+}
+
+/// The variant of a KV kernel for the pool's element type.
+fn kv_kernel<D: Driver>(data: &KvData<D>, f32: Kernel, bf16: Kernel) -> Kernel {
+    match data {
+        KvData::F32(_) => f32,
+        KvData::Bf16(_) => bf16,
     }
 }
