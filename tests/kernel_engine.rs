@@ -54,11 +54,17 @@ fn demo_model_logits_match_the_cpu_backend() {
     on_kernel_backends!(logits_match);
 }
 
-fn logits_match<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
+/// The largest difference between the two engines' logits over a 40-token context, relative to
+/// the largest |logit|, and that largest |logit|.
+fn logits_error<B: Backend>(cpu: &Engine<CpuBackend>, other: &Engine<B>) -> (f32, f32) {
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 1000).collect();
-    let (want, got) = (logits(cpu, 3, &tokens), logits(emu, 3, &tokens));
+    let (want, got) = (logits(cpu, 3, &tokens), logits(other, 3, &tokens));
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    (got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale, scale)
+}
+
+fn logits_match<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
+    let (err, scale) = logits_error(cpu, emu);
     println!("{} vs CPU logits: max error {err:e} of the largest |logit| {scale}", emu.backend().name());
     assert!(err < 1e-4, "{} logits differ from the CPU's by {err:e} (relative)", emu.backend().name());
 }
@@ -134,10 +140,7 @@ fn bf16_kv_matches_the_cpu_backend() {
 }
 
 fn bf16_kv<B: Backend>(cpu: &Engine<CpuBackend>, kernels: &Engine<B>) {
-    let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 1000).collect();
-    let (want, got) = (logits(cpu, 3, &tokens), logits(kernels, 3, &tokens));
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    let (err, scale) = logits_error(cpu, kernels);
     println!("bf16 KV: {} vs CPU logits: max error {err:e} of the largest |logit| {scale}", kernels.backend().name());
     assert!(err < 1e-3, "bf16 KV logits differ from the CPU's by {err:e} (relative)");
     let spec = SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] };

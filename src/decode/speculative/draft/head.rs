@@ -1,7 +1,7 @@
 //! Drafting with an EAGLE/LANTERN-style draft head on the target's features.
 
 use super::sequence::SequenceState;
-use super::{CatchUpRow, Committed, Drafter, Slots};
+use super::{CatchUpRow, Committed, Drafter, SlotSeqs, Slots};
 use crate::backend::{Backend, ForwardPlan};
 use crate::decode::guided::GuidedSeqs;
 use crate::error::{Error, Result};
@@ -16,6 +16,12 @@ struct HeadSlot {
     valid: usize,
     /// Committed rows not yet fed, with the target rows of their input features.
     pending: Vec<CatchUpRow>,
+}
+
+impl SlotSeqs for HeadSlot {
+    fn seqs(&self) -> GuidedSeqs {
+        self.seqs
+    }
 }
 
 /// The draft head with its one-layer paged KV cache.
@@ -46,11 +52,11 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
     }
 
     fn seqs(&self, slot: usize) -> Result<GuidedSeqs> {
-        Ok(self.slots.get(slot)?.seqs)
+        self.slots.seqs(slot)
     }
 
     fn close(&mut self, slot: usize) -> Result<()> {
-        self.slots.remove(slot)?.seqs.free(self.cache)
+        self.slots.release(slot, self.cache)
     }
 
     fn catch_up(&mut self, slot: usize, state: &SequenceState, drafting: bool) -> Result<Vec<CatchUpRow>> {

@@ -71,6 +71,24 @@ pub trait Drafter<B: Backend> {
     fn commit(&mut self, slot: usize, state: &SequenceState, committed: &Committed<'_>) -> Result<Vec<(u32, u32)>>;
 }
 
+/// Per-image state of a drafter that holds the image's draft KV sequences.
+pub(crate) trait SlotSeqs {
+    /// The image's draft KV sequences.
+    fn seqs(&self) -> GuidedSeqs;
+}
+
+impl<T: SlotSeqs> Slots<T> {
+    /// The draft KV sequences of `slot`.
+    pub(crate) fn seqs(&self, slot: usize) -> Result<GuidedSeqs> {
+        Ok(self.get(slot)?.seqs())
+    }
+
+    /// Empty `slot` and free its sequences' blocks in `cache`.
+    pub(crate) fn release<B: Backend>(&mut self, slot: usize, cache: &mut crate::kv::PagedKvCache<B>) -> Result<()> {
+        self.remove(slot)?.seqs().free(cache)
+    }
+}
+
 /// Per-image state of a drafter, in slots reused after [`Drafter::close`].
 #[derive(Debug)]
 pub(crate) struct Slots<T> {

@@ -1,7 +1,7 @@
 //! Drafting with an independent small AR model (same architecture and vocabulary as the target).
 
 use super::sequence::SequenceState;
-use super::{CatchUpRow, Committed, Drafter, Slots};
+use super::{CatchUpRow, Committed, Drafter, SlotSeqs, Slots};
 use crate::backend::{Backend, ForwardPlan};
 use crate::decode::guided::GuidedSeqs;
 use crate::error::Result;
@@ -14,6 +14,12 @@ struct ModelSlot {
     seqs: GuidedSeqs,
     /// Positions `< valid` of the draft cache hold the committed sequence.
     valid: usize,
+}
+
+impl SlotSeqs for ModelSlot {
+    fn seqs(&self) -> GuidedSeqs {
+        self.seqs
+    }
 }
 
 /// A small LlamaGen GPT drafting with its own paged KV cache (and CFG pair when the target
@@ -39,11 +45,11 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
     }
 
     fn seqs(&self, slot: usize) -> Result<GuidedSeqs> {
-        Ok(self.slots.get(slot)?.seqs)
+        self.slots.seqs(slot)
     }
 
     fn close(&mut self, slot: usize) -> Result<()> {
-        self.slots.remove(slot)?.seqs.free(self.cache)
+        self.slots.release(slot, self.cache)
     }
 
     fn catch_up(&mut self, slot: usize, state: &SequenceState, drafting: bool) -> Result<Vec<CatchUpRow>> {
