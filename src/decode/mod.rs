@@ -9,5 +9,5 @@ pub(crate) mod guided;
 pub mod speculative;
 mod stats;
 
-pub use batch::{generate_batch, DecodeBuffers, Decoding, ImageRequest, ImageTokens, Speculative};
+pub use batch::{generate_batch, Batch, BatchEvent, DecodeBuffers, Decoding, ImageId, ImageRequest, ImageTokens, Speculative};
 pub use stats::GenerationStats;

@@ -5,17 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::backend::{Backend, CpuBackend, KvDtype, KvShape};
-use crate::decode::speculative::config::{DrafterChoice, SpecConfig};
+use crate::decode::speculative::config::DrafterChoice;
 use crate::decode::speculative::draft::{Drafter, HeadDrafter, ModelDrafter};
 use crate::decode::speculative::rules::LatentNeighbours;
-use crate::decode::{generate_batch, DecodeBuffers, Decoding, ImageRequest, ImageTokens, Speculative};
+use crate::decode::{generate_batch, Batch, DecodeBuffers, Decoding, ImageRequest, ImageTokens, Speculative};
 use crate::engine::request::{Generation, Request};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::kv::PagedKvCache;
 use crate::model::vq::VqDecoder;
 use crate::model::{DraftHead, Gpt};
-use crate::sampling::SamplingParams;
 use crate::weights::{ModelConfig, WeightFile};
 
 /// Token slots per KV block.
@@ -116,18 +115,6 @@ impl<B: Backend> Engine<B> {
         }
     }
 
-    /// Run `decode` with idle decoding buffers (or new ones), keeping them for later batches.
-    fn with_buffers<T>(&self, decode: impl FnOnce(&mut DecodeBuffers<B>) -> Result<T>) -> Result<T> {
-        let idle = self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
-        let mut buffers = match idle {
-            Some(buffers) => buffers,
-            None => DecodeBuffers::new(&self.backend)?,
-        };
-        let result = decode(&mut buffers);
-        self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(buffers);
-        result
-    }
-
     /// Keep `cache`, cleared, for a later request.
     fn give_back(&self, mut cache: PagedKvCache<B>) {
         cache.clear();
@@ -214,15 +201,64 @@ impl<B: Backend> Engine<B> {
 
     /// Generate `images` with the settings of `settings` in one batch.
     fn generate_group(&self, settings: &Request, images: &[ImageRequest], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<ImageTokens>> {
-        let params = settings.sampling;
-        let Some(spec) = &settings.speculative else {
-            let mut cache = self.checkout_cache(self.target.kv_shape(self.kv_blocks_for(images.len(), 0), KV_BLOCK_SIZE))?;
-            let tokens = self.with_buffers(|buffers| generate_batch(&self.backend, &self.target, &mut cache, buffers, Decoding { speculative: None, params }, images, progress));
-            self.give_back(cache);
-            return tokens;
-        };
-        self.generate_speculative(spec, params, images, progress)
+        let batch = self.new_batch(settings, images.len())?;
+        let (result, batch) = generate_batch(batch, images, progress);
+        self.recycle(batch)?;
+        result
     }
+
+    /// An empty [`Batch`] decoding with `settings`' sampling and speculative settings (its class
+    /// and seed are not used), with room for `images` images; its KV caches and buffers come from
+    /// the engine's idle ones (give them back with [`Engine::recycle`]).
+    pub fn new_batch(&self, settings: &Request, images: usize) -> Result<Batch<'_, B>> {
+        self.check_request(settings)?;
+        let params = settings.sampling;
+        let (speculative, window) = match &settings.speculative {
+            None => (None, 0),
+            Some(spec) => {
+                let shape = spec.shape()?;
+                let window = shape.num_nodes() + 1;
+                let rule = spec.build_rule(&|k| self.latent_neighbours(k))?;
+                (Some(Speculative { drafter: self.drafter(spec.drafter, self.kv_blocks_for(images, window))?, rule, shape }), window)
+            }
+        };
+        let cache = self.checkout_cache(self.target.kv_shape(self.kv_blocks_for(images, window), KV_BLOCK_SIZE))?;
+        let buffers = self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let buffers = match buffers {
+            Some(buffers) => buffers,
+            None => DecodeBuffers::new(&self.backend)?,
+        };
+        Batch::new(&self.backend, &self.target, cache, buffers, Decoding { speculative, params })
+    }
+
+    /// The drafter `choice` names, with a KV cache of `blocks` blocks.
+    fn drafter(&self, choice: DrafterChoice, blocks: usize) -> Result<Box<dyn Drafter<B> + Send + '_>> {
+        let missing = |section: &str| {
+            Error::InvalidRequest(format!("{} has no \"{section}\" section in config.json: pick another drafter", self.dir.display()))
+        };
+        Ok(match choice {
+            DrafterChoice::Model => {
+                let gpt = self.draft.as_ref().ok_or_else(|| missing("draft"))?;
+                Box::new(ModelDrafter::new(gpt, self.checkout_cache(gpt.kv_shape(blocks, KV_BLOCK_SIZE))?))
+            }
+            DrafterChoice::Head => {
+                let head = self.draft_head.as_ref().ok_or_else(|| missing("draft_head"))?;
+                Box::new(HeadDrafter::new(head, &self.target, self.checkout_cache(head.kv_shape(blocks, KV_BLOCK_SIZE))?))
+            }
+        })
+    }
+
+    /// Keep a finished batch's KV caches and buffers for later batches.
+    pub fn recycle(&self, batch: Batch<'_, B>) -> Result<()> {
+        let (cache, buffers, draft_cache) = batch.into_parts()?;
+        self.give_back(cache);
+        if let Some(cache) = draft_cache {
+            self.give_back(cache);
+        }
+        self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(buffers);
+        Ok(())
+    }
+
     /// The `k` nearest codebook neighbours of every token (cached).
     fn latent_neighbours(&self, k: usize) -> Result<Arc<LatentNeighbours>> {
         let (codebook, dim) = self.codebook.as_ref().ok_or_else(|| {
@@ -235,35 +271,6 @@ impl<B: Backend> Engine<B> {
         let built = Arc::new(LatentNeighbours::from_codebook(codebook, *dim, k)?);
         *cache = Some((k, Arc::clone(&built)));
         Ok(built)
-    }
-
-    /// Run speculative decoding with the drafter and rule `spec` selects.
-    fn generate_speculative(&self, spec: &SpecConfig, params: SamplingParams, images: &[ImageRequest], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<ImageTokens>> {
-        let shape = spec.shape()?;
-        let rule = spec.build_rule(&|k| self.latent_neighbours(k))?;
-        let window = shape.num_nodes() + 1;
-        let missing = |section: &str| {
-            Error::InvalidRequest(format!("{} has no \"{section}\" section in config.json: pick another drafter", self.dir.display()))
-        };
-        let draft_model = || self.draft.as_ref().ok_or_else(|| missing("draft"));
-        let draft_head = || self.draft_head.as_ref().ok_or_else(|| missing("draft_head"));
-        let blocks = self.kv_blocks_for(images.len(), window);
-        let mut draft_cache = self.checkout_cache(match spec.drafter {
-            DrafterChoice::Model => draft_model()?.kv_shape(blocks, KV_BLOCK_SIZE),
-            DrafterChoice::Head => draft_head()?.kv_shape(blocks, KV_BLOCK_SIZE),
-        })?;
-        let mut cache = self.checkout_cache(self.target.kv_shape(blocks, KV_BLOCK_SIZE))?;
-        let tokens = {
-            let mut drafter: Box<dyn Drafter<B> + '_> = match spec.drafter {
-                DrafterChoice::Model => Box::new(ModelDrafter::new(draft_model()?, &mut draft_cache)),
-                DrafterChoice::Head => Box::new(HeadDrafter::new(draft_head()?, &self.target, &mut draft_cache)),
-            };
-            let speculative = Speculative { drafter: drafter.as_mut(), rule: rule.as_ref(), shape };
-            self.with_buffers(|buffers| generate_batch(&self.backend, &self.target, &mut cache, buffers, Decoding { speculative: Some(speculative), params }, images, progress))
-        };
-        self.give_back(draft_cache);
-        self.give_back(cache);
-        tokens
     }
 
     /// Decode image tokens into an RGB image with the VQ decoder.

@@ -63,13 +63,13 @@ impl<B: Backend> DecodeBuffers<B> {
     }
 }
 
-impl<B: Backend> Batch<'_, '_, B> {
+impl<B: Backend> Batch<'_, B> {
     /// Run `plan` (see the parent module's docs for the order of the ops).
     pub(super) fn run_step(&mut self, plan: &StepPlan) -> Result<StepOutcome> {
         let backend = self.backend;
         let vocab = self.target.config().vocab_size;
         let images = plan.images.len();
-        let buffers = &mut *self.buffers;
+        let buffers = &mut self.buffers;
         buffers.upload_plan(backend, plan.packed.words())?;
         backend.resize_words(&mut buffers.state, plan.state_len)?;
         let dist_len = images * (plan.nodes + 1) * vocab;

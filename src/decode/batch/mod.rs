@@ -67,9 +67,9 @@ pub struct Decoding<'a, B: Backend> {
 /// The speculative part of [`Decoding`].
 pub struct Speculative<'a, B: Backend> {
     /// The drafter (it owns its KV cache).
-    pub drafter: &'a mut dyn Drafter<B>,
+    pub drafter: Box<dyn Drafter<B> + Send + 'a>,
     /// The acceptance rule.
-    pub rule: &'a dyn AcceptanceRule,
+    pub rule: Box<dyn AcceptanceRule>,
     /// The draft tree (a chain is widths `[1; L]`).
     pub shape: TreeShape,
 }
@@ -84,14 +84,42 @@ pub struct ImageTokens {
     pub stats: GenerationStats,
 }
 
+/// Identifies an image inside a [`Batch`].
+pub type ImageId = u64;
+
+/// What a step of a [`Batch`] produced for one image.
+#[derive(Debug)]
+pub enum BatchEvent {
+    /// New tokens were committed.
+    Progress {
+        /// The image.
+        id: ImageId,
+        /// The tokens committed this step.
+        tokens: Vec<u32>,
+        /// Tokens committed so far.
+        done: usize,
+    },
+    /// The image is complete, or failed (its KV blocks are free either way).
+    Finished {
+        /// The image.
+        id: ImageId,
+        /// Its tokens, or why it failed (non-finite logits).
+        result: Result<ImageTokens>,
+    },
+}
+
 /// An image in flight.
 struct Image {
+    id: ImageId,
     state: SequenceState,
     rng: Rng,
     stats: GenerationStats,
     target: GuidedSeqs,
     draft: Option<usize>,
-    done: bool,
+    /// Slot copies in the target's and the drafter's pools, in order, to run before the next
+    /// step's passes (the compaction of the last accepted path).
+    target_copies: Vec<(u32, u32)>,
+    draft_copies: Vec<(u32, u32)>,
 }
 
 /// The static layout of the draft tree: nodes in BFS order and each slot's first child.
@@ -126,98 +154,157 @@ impl TreeLayout {
     }
 }
 
-/// Generate `images` together on `backend` (see the module docs). `cache` must hold every
-/// image's sequences (two per image with CFG) plus a verification window each; `buffers` are
-/// the loop's device buffers (kept by the caller so later batches allocate nothing).
-pub fn generate_batch<'a, B: Backend>(
+/// A batch of images decoding together (see the module docs): images are admitted and
+/// cancelled between steps, each step advances every image by one verification (or one token),
+/// and a finished image leaves with its KV blocks returned to the pool. It owns the target's KV
+/// cache, the decoding buffers and the drafter (with its cache) until [`Batch::into_parts`].
+pub struct Batch<'a, B: Backend> {
     backend: &'a B,
     target: &'a Gpt<B>,
-    cache: &mut PagedKvCache<B>,
-    buffers: &mut DecodeBuffers<B>,
-    mut decoding: Decoding<'a, B>,
-    images: &[ImageRequest],
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<ImageTokens>> {
-    decoding.params.validate()?;
-    let classes = target.config().num_classes;
-    if let Some(bad) = images.iter().find(|r| r.class as usize >= classes) {
-        return Err(Error::InvalidRequest(format!("class id {} out of range: this model has {classes} classes (0..={})", bad.class, classes - 1)));
-    }
-    let cfg = decoding.params.uses_cfg();
-    let mut batch = Batch {
-        backend,
-        target,
-        tree: TreeLayout::new(decoding.speculative.as_ref().map(|s| &s.shape)),
-        images: images
-            .iter()
-            .map(|r| Image {
-                state: SequenceState::new(r.class),
-                rng: Rng::new(r.seed),
-                stats: GenerationStats::default(),
-                target: GuidedSeqs::open(cache, cfg, classes),
-                draft: decoding.speculative.as_mut().map(|s| s.drafter.open(cfg)),
-                done: false,
-            })
-            .collect(),
-        cache,
-        decoding,
-        target_copies: Vec::new(),
-        draft_copies: Vec::new(),
-        buffers,
-    };
-    let total = batch.target.config().block_size * images.len();
-    let outcome = batch.run(total, progress);
-    let released = batch.release_all();
-    outcome?;
-    released?;
-    Ok(batch.images.into_iter().map(|image| ImageTokens { tokens: image.state.tokens, stats: image.stats }).collect())
-}
-
-/// The loop's state: the models, the images in flight, the KV moves pending for the next step,
-/// and the device buffers every step reuses.
-struct Batch<'a, 'c, B: Backend> {
-    backend: &'a B,
-    target: &'a Gpt<B>,
-    cache: &'c mut PagedKvCache<B>,
+    cache: PagedKvCache<B>,
     decoding: Decoding<'a, B>,
     tree: TreeLayout,
     images: Vec<Image>,
-    /// Slot copies in the target's pool, in order, to run before the next pass.
-    target_copies: Vec<(u32, u32)>,
-    /// Slot copies in the drafter's pool, in order, to run before its next pass.
-    draft_copies: Vec<(u32, u32)>,
-    buffers: &'c mut DecodeBuffers<B>,
+    next_id: ImageId,
+    buffers: DecodeBuffers<B>,
 }
 
-impl<B: Backend> Batch<'_, '_, B> {
-    /// Step until every image is done.
-    fn run(&mut self, total: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
-        let mut done = 0;
-        loop {
-            let active: Vec<usize> = (0..self.images.len()).filter(|&i| !self.images[i].done).collect();
-            if active.is_empty() {
-                return Ok(());
+impl<'a, B: Backend> Batch<'a, B> {
+    /// An empty batch decoding with `target` on `backend` as `decoding` says, in `cache` (empty)
+    /// with the device `buffers`.
+    pub fn new(backend: &'a B, target: &'a Gpt<B>, cache: PagedKvCache<B>, buffers: DecodeBuffers<B>, decoding: Decoding<'a, B>) -> Result<Self> {
+        decoding.params.validate()?;
+        let tree = TreeLayout::new(decoding.speculative.as_ref().map(|s| &s.shape));
+        Ok(Self { backend, target, cache, decoding, tree, images: Vec::new(), next_id: 0, buffers })
+    }
+
+    /// KV blocks one image may need at most: two sequences (CFG) of the model's length plus a
+    /// verification window each.
+    pub fn blocks_per_image(&self) -> usize {
+        let seqs = if self.decoding.params.uses_cfg() { 2 } else { 1 };
+        let window = self.tree.nodes.len() + 1;
+        seqs * (self.target.config().max_seq_len() + window).div_ceil(self.cache.shape().block_size)
+    }
+
+    /// Whether one more image fits in the KV pool with every admitted image at its largest.
+    pub fn can_admit(&self) -> bool {
+        (self.images.len() + 1) * self.blocks_per_image() <= self.cache.shape().num_blocks
+    }
+
+    /// Images in flight.
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    /// True when no image is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Free KV blocks of the target's cache (every block is free once the batch is empty).
+    pub fn free_blocks(&self) -> usize {
+        self.cache.free_blocks()
+    }
+
+    /// Start decoding `request` at the next step; an error if its class is out of range or the
+    /// KV pool cannot hold one more image ([`Error::KvCacheExhausted`]).
+    pub fn admit(&mut self, request: ImageRequest) -> Result<ImageId> {
+        let classes = self.target.config().num_classes;
+        if request.class as usize >= classes {
+            return Err(Error::InvalidRequest(format!("class id {} out of range: this model has {classes} classes (0..={})", request.class, classes - 1)));
+        }
+        if !self.can_admit() {
+            let needed = self.blocks_per_image();
+            return Err(Error::KvCacheExhausted { needed, free: self.cache.shape().num_blocks.saturating_sub(self.images.len() * needed), total: self.cache.shape().num_blocks });
+        }
+        let cfg = self.decoding.params.uses_cfg();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.images.push(Image {
+            id,
+            state: SequenceState::new(request.class),
+            rng: Rng::new(request.seed),
+            stats: GenerationStats::default(),
+            target: GuidedSeqs::open(&mut self.cache, cfg, classes),
+            draft: self.decoding.speculative.as_mut().map(|s| s.drafter.open(cfg)),
+            target_copies: Vec::new(),
+            draft_copies: Vec::new(),
+        });
+        Ok(id)
+    }
+
+    /// Stop decoding image `id` and free its KV blocks; false if no such image is in flight.
+    pub fn cancel(&mut self, id: ImageId) -> Result<bool> {
+        match self.images.iter().position(|image| image.id == id) {
+            Some(i) => {
+                let image = self.images.remove(i);
+                self.release(&image)?;
+                Ok(true)
             }
-            let plan = self.plan_step(&active)?;
-            let outcome = self.run_step(&plan)?;
-            done += self.commit_step(&active, &plan, &outcome)?;
-            progress(done, total);
+            None => Ok(false),
         }
     }
 
-    /// Release every image's KV sequences (done or not).
-    fn release_all(&mut self) -> Result<()> {
-        for image in &mut self.images {
-            if !image.done {
-                image.target.free(self.cache)?;
-                if let (Some(spec), Some(slot)) = (self.decoding.speculative.as_mut(), image.draft.take()) {
-                    spec.drafter.close(slot)?;
+    /// Free `image`'s sequences in both caches.
+    fn release(&mut self, image: &Image) -> Result<()> {
+        image.target.free(&mut self.cache)?;
+        match (self.decoding.speculative.as_mut(), image.draft) {
+            (Some(spec), Some(slot)) => spec.drafter.close(slot),
+            _ => Ok(()),
+        }
+    }
+
+    /// Advance every image by one step: what each committed, and the images that finished.
+    pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
+        if self.images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plan = self.plan_step()?;
+        let outcome = self.run_step(&plan)?;
+        self.commit_step(&plan, &outcome)
+    }
+
+    /// Cancel every image and give back the target's KV cache, the buffers and the drafter's
+    /// cache (all for reuse).
+    pub fn into_parts(mut self) -> Result<(PagedKvCache<B>, DecodeBuffers<B>, Option<PagedKvCache<B>>)> {
+        while let Some(image) = self.images.pop() {
+            self.release(&image)?;
+        }
+        let draft_cache = self.decoding.speculative.map(|s| s.drafter.into_cache());
+        Ok((self.cache, self.buffers, draft_cache))
+    }
+}
+
+/// Generate `images` together in one [`Batch`] until all are done, reporting (tokens done,
+/// tokens total) to `progress`; the first failure fails the call. Returns the results in the
+/// order of `images` and the batch's parts for reuse ([`Batch::into_parts`]).
+pub fn generate_batch<'a, B: Backend>(
+    mut batch: Batch<'a, B>,
+    images: &[ImageRequest],
+    progress: &mut dyn FnMut(usize, usize),
+) -> (Result<Vec<ImageTokens>>, Batch<'a, B>) {
+    let result = run_to_completion(&mut batch, images, progress);
+    (result, batch)
+}
+
+fn run_to_completion<B: Backend>(batch: &mut Batch<'_, B>, images: &[ImageRequest], progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<ImageTokens>> {
+    let ids = images.iter().map(|&r| batch.admit(r)).collect::<Result<Vec<_>>>()?;
+    let total = batch.target.config().block_size * images.len();
+    let mut results: Vec<Option<ImageTokens>> = vec![None; images.len()];
+    let mut done = 0;
+    while !batch.is_empty() {
+        for event in batch.step()? {
+            match event {
+                BatchEvent::Progress { tokens, .. } => done += tokens.len(),
+                BatchEvent::Finished { id, result } => {
+                    let index = ids.iter().position(|&i| i == id).ok_or_else(|| Error::Internal(format!("unknown image {id} finished")))?;
+                    results[index] = Some(result?);
                 }
-                image.done = true;
             }
         }
-        Ok(())
+        progress(done, total);
     }
+    results.into_iter().map(|r| r.ok_or_else(|| Error::Internal("an image of the batch did not finish".into()))).collect()
 }
 
 #[cfg(test)]
@@ -264,20 +351,50 @@ mod tests {
     #[test]
     fn each_image_counts_every_node_it_drafted() {
         let (target, draft) = (tiny_gpt(), tiny_gpt());
-        let (mut cache, mut draft_cache) = (target.new_cache(&CpuBackend, 8, 16).unwrap(), draft.new_cache(&CpuBackend, 8, 16).unwrap());
-        let mut drafter = ModelDrafter::new(&draft, &mut draft_cache);
-        let rule = UniformRsd { omega: f32::MAX };
-        let speculative = Speculative { drafter: &mut drafter, rule: &rule, shape: TreeShape::from_widths(&[2, 2]).unwrap() };
+        let (cache, draft_cache) = (target.new_cache(&CpuBackend, 8, 16).unwrap(), draft.new_cache(&CpuBackend, 8, 16).unwrap());
+        let speculative = Speculative { drafter: Box::new(ModelDrafter::new(&draft, draft_cache)), rule: Box::new(UniformRsd { omega: f32::MAX }), shape: TreeShape::from_widths(&[2, 2]).unwrap() };
         let decoding = Decoding { speculative: Some(speculative), params: SamplingParams::default() };
+        let batch = Batch::new(&CpuBackend, &target, cache, DecodeBuffers::new(&CpuBackend).unwrap(), decoding).unwrap();
         let images = [ImageRequest { class: 0, seed: 1 }, ImageRequest { class: 1, seed: 2 }];
-        let mut buffers = DecodeBuffers::new(&CpuBackend).unwrap();
-        let out = generate_batch(&CpuBackend, &target, &mut cache, &mut buffers, decoding, &images, &mut |_, _| {}).unwrap();
-        for image in &out {
+        let (out, batch) = generate_batch(batch, &images, &mut |_, _| {});
+        for image in &out.unwrap() {
             let stats = &image.stats;
             assert_eq!(image.tokens.len(), 9);
             assert_eq!((stats.target_forwards, stats.verify_steps), (4, 3));
             assert_eq!((stats.drafted, stats.accepted), (6 + 6 + 2, 2 + 2 + 1));
         }
-        assert_eq!(cache.free_blocks(), 8, "finished images return their KV blocks");
+        assert_eq!(batch.free_blocks(), 8, "finished images return their KV blocks");
+    }
+
+    /// Images join a running batch and are cancelled midway; each finished image has the tokens
+    /// it gets alone, and every KV block is back at the end.
+    #[test]
+    fn images_join_and_leave_between_steps_with_their_tokens_alone() {
+        let target = tiny_gpt();
+        let new_batch = || Batch::new(&CpuBackend, &target, target.new_cache(&CpuBackend, 8, 16).unwrap(), DecodeBuffers::new(&CpuBackend).unwrap(), Decoding { speculative: None, params: SamplingParams::default() }).unwrap();
+        let alone = |seed: u64| generate_batch(new_batch(), &[ImageRequest { class: 1, seed }], &mut |_, _| {}).0.unwrap().remove(0).tokens;
+        let mut batch = new_batch();
+        let first = batch.admit(ImageRequest { class: 1, seed: 10 }).unwrap();
+        let doomed = batch.admit(ImageRequest { class: 1, seed: 11 }).unwrap();
+        let mut finished = std::collections::HashMap::new();
+        let mut late = None;
+        for step in 0.. {
+            if step == 3 {
+                late = Some(batch.admit(ImageRequest { class: 1, seed: 12 }).unwrap());
+                assert!(batch.cancel(doomed).unwrap());
+            }
+            for event in batch.step().unwrap() {
+                if let BatchEvent::Finished { id, result } = event {
+                    finished.insert(id, result.unwrap().tokens);
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(finished.len(), 2);
+        assert_eq!(finished[&first], alone(10));
+        assert_eq!(finished[&late.unwrap()], alone(12));
+        assert_eq!(batch.free_blocks(), 8);
     }
 }

@@ -138,7 +138,7 @@ fn pack_copies(packed: &mut Packed, copies: &[(u32, u32)]) -> Vec<CopyList> {
     independent_batches(&src, &dst).iter().map(|(s, d)| CopyList::pack(packed, s, d)).collect()
 }
 
-impl<B: Backend> Batch<'_, '_, B> {
+impl<B: Backend> Batch<'_, B> {
     /// Levels image `image` drafts this step: none at its first step (a draft head needs the
     /// target's features first) or without a drafter, else the tree's depth, cut so no drafted
     /// token falls past the image's last one.
@@ -162,8 +162,10 @@ impl<B: Backend> Batch<'_, '_, B> {
         }
     }
 
-    /// Plan one step for the `active` images (indices into `self.images`).
-    pub(super) fn plan_step(&mut self, active: &[usize]) -> Result<StepPlan> {
+    /// Plan one step for every image in flight.
+    pub(super) fn plan_step(&mut self) -> Result<StepPlan> {
+        let active: Vec<usize> = (0..self.images.len()).collect();
+        let active = &active[..];
         let n = self.tree.nodes.len();
         let slots = n + 1;
         let vocab = self.target.config().vocab_size;
@@ -213,8 +215,10 @@ impl<B: Backend> Batch<'_, '_, B> {
             None => None,
         };
         let drafts = self.plan_drafts(&mut packed, active, &mut images, &draw_u, vocab, q_flags_at)?;
-        let target_copies = pack_copies(&mut packed, &std::mem::take(&mut self.target_copies));
-        let draft_copies = pack_copies(&mut packed, &std::mem::take(&mut self.draft_copies));
+        let (target_moves, draft_moves): (Vec<_>, Vec<_>) =
+            self.images.iter_mut().map(|image| (std::mem::take(&mut image.target_copies), std::mem::take(&mut image.draft_copies))).unzip();
+        let target_copies = pack_copies(&mut packed, &target_moves.concat());
+        let draft_copies = pack_copies(&mut packed, &draft_moves.concat());
         Ok(StepPlan { packed, target_copies, draft_copies, drafts, verify, accept, state_len: p_flags_at + batch * slots, nodes: n, q_flags_at, p_flags_at, images })
     }
 
@@ -320,7 +324,7 @@ impl<B: Backend> Batch<'_, '_, B> {
             image.verify_rows = (first..first + count).map(|r| rows.pair(r)).collect();
         }
         let all = rows.all();
-        let plan = place_rows(self.backend, self.cache, &all, self.target.config().max_seq_len(), self.target.gathers(&all)?)?;
+        let plan = place_rows(self.backend, &mut self.cache, &all, self.target.config().max_seq_len(), self.target.gathers(&all)?)?;
         let at = plan.pack(packed);
         let logits = p.pack(packed, &rows, vocab, flags_at)?;
         Ok(Pass { plan, at, rows: all.len(), features: None, logits, children: None })

@@ -33,21 +33,21 @@ impl SlotSeqs for HeadSlot {
 pub struct HeadDrafter<'a, B: Backend> {
     head: &'a DraftHead<B>,
     target: &'a Gpt<B>,
-    cache: &'a mut PagedKvCache<B>,
+    cache: PagedKvCache<B>,
     slots: Slots<HeadSlot>,
 }
 
 impl<'a, B: Backend> HeadDrafter<'a, B> {
-    /// A drafter using `head` on top of `target`, with the (empty) cache `cache`, which the
-    /// caller owns (and may reuse).
-    pub fn new(head: &'a DraftHead<B>, target: &'a Gpt<B>, cache: &'a mut PagedKvCache<B>) -> Self {
+    /// A drafter using `head` on top of `target`, with the (empty) cache `cache` (given back by
+    /// [`Drafter::into_cache`]).
+    pub fn new(head: &'a DraftHead<B>, target: &'a Gpt<B>, cache: PagedKvCache<B>) -> Self {
         Self { head, target, cache, slots: Slots::default() }
     }
 }
 
 impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
     fn open(&mut self, cfg: bool) -> usize {
-        let seqs = GuidedSeqs::open(self.cache, cfg, self.target.config().num_classes);
+        let seqs = GuidedSeqs::open(&mut self.cache, cfg, self.target.config().num_classes);
         self.slots.insert(HeadSlot { seqs, valid: 0, pending: Vec::new() })
     }
 
@@ -56,7 +56,7 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
     }
 
     fn close(&mut self, slot: usize) -> Result<()> {
-        self.slots.release(slot, self.cache)
+        self.slots.release(slot, &mut self.cache)
     }
 
     fn catch_up(&mut self, slot: usize, state: &SequenceState, drafting: bool) -> Result<Vec<CatchUpRow>> {
@@ -75,7 +75,7 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
         let rows: Vec<StepRow> = rows.iter().cloned().map(head_row).collect();
         DraftHead::<B>::check_rows(&rows)?;
         let gathers = self.target.gathers(&rows)?;
-        place_rows(backend, self.cache, &rows, self.target.config().max_seq_len(), gathers)
+        place_rows(backend, &mut self.cache, &rows, self.target.config().max_seq_len(), gathers)
     }
 
     fn uses_features(&self) -> bool {
@@ -84,6 +84,10 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
 
     fn pool(&mut self) -> &mut B::KvPool {
         self.cache.pool_mut()
+    }
+
+    fn into_cache(self: Box<Self>) -> PagedKvCache<B> {
+        self.cache
     }
 
     fn forward(&mut self, backend: &B, plan: &B::Plan, rows: usize, tokens: &B::Words, features: &B::Buf, out: &mut ForwardOutput<B>) -> Result<()> {
@@ -106,7 +110,7 @@ impl<B: Backend> Drafter<B> for HeadDrafter<'_, B> {
             .collect();
         s.valid = s.valid.min(m + 1);
         // Head KV index = position - 1: positions below `valid` are the first `valid - 1` entries.
-        s.seqs.truncate(self.cache, s.valid.saturating_sub(1))?;
+        s.seqs.truncate(&mut self.cache, s.valid.saturating_sub(1))?;
         Ok(Vec::new())
     }
 }

@@ -18,6 +18,7 @@ pub use sequence::{tree_rows, SequenceState};
 use crate::backend::{Backend, ForwardPlan};
 use crate::decode::guided::GuidedSeqs;
 use crate::error::Result;
+use crate::kv::PagedKvCache;
 use crate::model::{ForwardOutput, StepRow, TokenInput};
 
 /// A row a drafter feeds before drafting: a committed token at `position`.
@@ -63,6 +64,8 @@ pub trait Drafter<B: Backend> {
     fn uses_features(&self) -> bool;
     /// The drafter's KV pool (for the planned KV moves).
     fn pool(&mut self) -> &mut B::KvPool;
+    /// The drafter's KV cache, for reuse once the drafter is done.
+    fn into_cache(self: Box<Self>) -> PagedKvCache<B>;
     /// Run one planned pass of `rows` rows: drafted input tokens from `tokens`, input features
     /// from `features` when [`Drafter::uses_features`].
     fn forward(&mut self, backend: &B, plan: &B::Plan, rows: usize, tokens: &B::Words, features: &B::Buf, out: &mut ForwardOutput<B>) -> Result<()>;
@@ -84,7 +87,7 @@ impl<T: SlotSeqs> Slots<T> {
     }
 
     /// Empty `slot` and free its sequences' blocks in `cache`.
-    pub(crate) fn release<B: Backend>(&mut self, slot: usize, cache: &mut crate::kv::PagedKvCache<B>) -> Result<()> {
+    pub(crate) fn release<B: Backend>(&mut self, slot: usize, cache: &mut PagedKvCache<B>) -> Result<()> {
         self.remove(slot)?.seqs().free(cache)
     }
 }

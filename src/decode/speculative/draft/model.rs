@@ -27,20 +27,20 @@ impl SlotSeqs for ModelSlot {
 /// positions); the rest is rolled back.
 pub struct ModelDrafter<'a, B: Backend> {
     gpt: &'a Gpt<B>,
-    cache: &'a mut PagedKvCache<B>,
+    cache: PagedKvCache<B>,
     slots: Slots<ModelSlot>,
 }
 
 impl<'a, B: Backend> ModelDrafter<'a, B> {
-    /// A drafter using `gpt` with the (empty) cache `cache`, which the caller owns (and may reuse).
-    pub fn new(gpt: &'a Gpt<B>, cache: &'a mut PagedKvCache<B>) -> Self {
+    /// A drafter using `gpt` with the (empty) cache `cache` (given back by [`Drafter::into_cache`]).
+    pub fn new(gpt: &'a Gpt<B>, cache: PagedKvCache<B>) -> Self {
         Self { gpt, cache, slots: Slots::default() }
     }
 }
 
 impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
     fn open(&mut self, cfg: bool) -> usize {
-        let seqs = GuidedSeqs::open(self.cache, cfg, self.gpt.config().num_classes);
+        let seqs = GuidedSeqs::open(&mut self.cache, cfg, self.gpt.config().num_classes);
         self.slots.insert(ModelSlot { seqs, valid: 0 })
     }
 
@@ -49,7 +49,7 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
     }
 
     fn close(&mut self, slot: usize) -> Result<()> {
-        self.slots.release(slot, self.cache)
+        self.slots.release(slot, &mut self.cache)
     }
 
     fn catch_up(&mut self, slot: usize, state: &SequenceState, drafting: bool) -> Result<Vec<CatchUpRow>> {
@@ -65,7 +65,7 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
 
     fn place(&mut self, backend: &B, rows: &[StepRow]) -> Result<ForwardPlan> {
         let gathers = self.gpt.gathers(rows)?;
-        place_rows(backend, self.cache, rows, self.gpt.config().max_seq_len(), gathers)
+        place_rows(backend, &mut self.cache, rows, self.gpt.config().max_seq_len(), gathers)
     }
 
     fn uses_features(&self) -> bool {
@@ -74,6 +74,10 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
 
     fn pool(&mut self) -> &mut B::KvPool {
         self.cache.pool_mut()
+    }
+
+    fn into_cache(self: Box<Self>) -> PagedKvCache<B> {
+        self.cache
     }
 
     fn forward(&mut self, backend: &B, plan: &B::Plan, rows: usize, tokens: &B::Words, _features: &B::Buf, out: &mut ForwardOutput<B>) -> Result<()> {
@@ -88,9 +92,9 @@ impl<B: Backend> Drafter<B> for ModelDrafter<'_, B> {
         let kept = &committed.path[..committed.path.len().min(committed.fed_depth)];
         let from: Vec<usize> = kept.iter().map(|&i| base + i).collect();
         let to: Vec<usize> = (0..kept.len()).map(|j| base + j).collect();
-        let copies = s.seqs.position_copies(self.cache, &from, &to)?;
+        let copies = s.seqs.position_copies(&self.cache, &from, &to)?;
         s.valid = (base + kept.len()).min(state.pending_position());
-        s.seqs.truncate(self.cache, s.valid)?;
+        s.seqs.truncate(&mut self.cache, s.valid)?;
         Ok(copies)
     }
 }
