@@ -250,12 +250,12 @@ impl<B: Backend> Engine<B> {
 
     /// Keep a finished batch's KV caches and buffers for later batches.
     pub fn recycle(&self, batch: Batch<'_, B>) -> Result<()> {
-        let (cache, buffers, draft_cache) = batch.into_parts()?;
-        self.give_back(cache);
-        if let Some(cache) = draft_cache {
+        let parts = batch.into_parts()?;
+        self.give_back(parts.cache);
+        if let Some(cache) = parts.draft_cache {
             self.give_back(cache);
         }
-        self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(buffers);
+        self.idle_buffers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(parts.buffers);
         Ok(())
     }
 

@@ -266,13 +266,23 @@ impl<'a, B: Backend> Batch<'a, B> {
 
     /// Cancel every image and give back the target's KV cache, the buffers and the drafter's
     /// cache (all for reuse).
-    pub fn into_parts(mut self) -> Result<(PagedKvCache<B>, DecodeBuffers<B>, Option<PagedKvCache<B>>)> {
+    pub fn into_parts(mut self) -> Result<BatchParts<B>> {
         while let Some(image) = self.images.pop() {
             self.release(&image)?;
         }
         let draft_cache = self.decoding.speculative.map(|s| s.drafter.into_cache());
-        Ok((self.cache, self.buffers, draft_cache))
+        Ok(BatchParts { cache: self.cache, buffers: self.buffers, draft_cache })
     }
+}
+
+/// What a finished [`Batch`] gives back for reuse.
+pub struct BatchParts<B: Backend> {
+    /// The target's KV cache (every block free).
+    pub cache: PagedKvCache<B>,
+    /// The decoding buffers.
+    pub buffers: DecodeBuffers<B>,
+    /// The drafter's KV cache, when it had one.
+    pub draft_cache: Option<PagedKvCache<B>>,
 }
 
 /// Generate `images` together in one [`Batch`] until all are done, reporting (tokens done,
