@@ -6,10 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use spire::engine::random_tiny::{tiny_config, write_random_model};
-use spire::engine::{Engine, Request};
+use spire::engine::{BackendEngine, Request};
 use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 
-fn demo_sized_engine() -> Engine {
+fn demo_sized_engine() -> BackendEngine {
     let mut config = tiny_config();
     config.gpt.dim = 256;
     config.gpt.n_layer = 6;
@@ -28,7 +28,7 @@ fn demo_sized_engine() -> Engine {
     let dir = std::env::temp_dir().join(format!("spire-bench-decode-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     write_random_model(&dir, &config, 0).unwrap();
-    Engine::load(&dir).unwrap()
+    BackendEngine::load(&dir).unwrap()
 }
 
 fn decode(c: &mut Criterion) {

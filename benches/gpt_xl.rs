@@ -8,13 +8,13 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use spire::backend::{Backend, CudaBackend};
-use spire::engine::{Engine, Request};
+use spire::engine::{BackendEngine, Request};
 use spire::model::gpt_tensor_shapes;
 use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 use spire::weights::synthetic::{random_tensors, write_safetensors};
 use spire::weights::{DType, GptConfig, ModelConfig};
 
-fn gpt_xl_engine(gpu: CudaBackend) -> spire::Result<Engine<CudaBackend>> {
+fn gpt_xl_engine(gpu: CudaBackend) -> spire::Result<BackendEngine<CudaBackend>> {
     let gpt = GptConfig::preset("GPT-XL", 256).expect("GPT-XL preset");
     let draft = GptConfig { file: "draft.safetensors".into(), dim: 512, n_layer: 4, n_head: 8, ..gpt.clone() };
     let config = ModelConfig { gpt, draft: Some(draft), draft_head: None, vq: None };
@@ -24,7 +24,7 @@ fn gpt_xl_engine(gpu: CudaBackend) -> spire::Result<Engine<CudaBackend>> {
         write_safetensors(&dir.join(&model.file), &random_tensors(&gpt_tensor_shapes(model), i as u64), DType::BF16)?;
     }
     config.save(&dir)?;
-    Engine::load_on(gpu, &dir)
+    BackendEngine::load_on(gpu, &dir)
 }
 
 fn decode(c: &mut Criterion) {
@@ -64,7 +64,7 @@ fn decode(c: &mut Criterion) {
 }
 
 /// One warm run of `requests`, then one measured: time and device operations per step.
-fn report_steps(engine: &Engine<CudaBackend>, name: &str, requests: &[Request]) {
+fn report_steps(engine: &BackendEngine<CudaBackend>, name: &str, requests: &[Request]) {
     engine.generate_tokens_batch(requests, &mut |_, _| {}).expect("warm-up");
     engine.backend().take_device_counts();
     let start = std::time::Instant::now();

@@ -2,8 +2,15 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while loading or running a model.
+/// Everything that can go wrong while loading or running a model. Each variant says what the
+/// caller can do about it: fix the request ([`Error::InvalidRequest`]), retry later
+/// ([`Error::Busy`], [`Error::KvCacheExhausted`]), fix the weights ([`Error::Io`],
+/// [`Error::CorruptWeights`], [`Error::MissingTensor`], [`Error::ShapeMismatch`],
+/// [`Error::UnsupportedDtype`], [`Error::Config`], [`Error::NonFiniteLogits`]), use another
+/// device ([`Error::Backend`]), nothing (it asked for it: [`Error::Cancelled`],
+/// [`Error::DeadlineExceeded`]), or report a bug ([`Error::Internal`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -84,6 +91,53 @@ pub enum Error {
     /// An internal invariant does not hold: a bug in spire.
     #[error("internal error (a bug in spire; please report it): {0}")]
     Internal(String),
+    /// The engine's request queue is full: retry later.
+    #[error("busy: {queued} requests are waiting, the queue holds {capacity}; retry later")]
+    Busy {
+        /// Requests waiting.
+        queued: usize,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The request was cancelled (its handle was dropped or cancelled, or the engine shut down).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// The request's deadline passed before its image was done.
+    #[error("deadline exceeded: {elapsed_ms} ms after submission, the deadline was {deadline_ms} ms")]
+    DeadlineExceeded {
+        /// Time since submission, in ms.
+        elapsed_ms: u128,
+        /// The request's deadline, in ms after submission.
+        deadline_ms: u128,
+    },
+}
+
+impl Error {
+    /// The same error again, for each of several requests one failure ends (an I/O error keeps
+    /// its kind and message).
+    pub fn replicate(&self) -> Error {
+        match self {
+            Error::Io { path, source } => Error::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) },
+            Error::CorruptWeights { path, reason } => Error::CorruptWeights { path: path.clone(), reason: reason.clone() },
+            Error::MissingTensor { name, path } => Error::MissingTensor { name: name.clone(), path: path.clone() },
+            Error::ShapeMismatch { name, path, expected, found } => Error::ShapeMismatch { name: name.clone(), path: path.clone(), expected: expected.clone(), found: found.clone() },
+            Error::UnsupportedDtype { name, path, dtype } => Error::UnsupportedDtype { name: name.clone(), path: path.clone(), dtype: dtype.clone() },
+            Error::Config { path, reason } => Error::Config { path: path.clone(), reason: reason.clone() },
+            Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
+            Error::KvCacheExhausted { needed, free, total } => Error::KvCacheExhausted { needed: *needed, free: *free, total: *total },
+            Error::NonFiniteLogits { context } => Error::NonFiniteLogits { context: context.clone() },
+            Error::Backend(m) => Error::Backend(m.clone()),
+            Error::Internal(m) => Error::Internal(m.clone()),
+            Error::Busy { queued, capacity } => Error::Busy { queued: *queued, capacity: *capacity },
+            Error::Cancelled(m) => Error::Cancelled(m.clone()),
+            Error::DeadlineExceeded { elapsed_ms, deadline_ms } => Error::DeadlineExceeded { elapsed_ms: *elapsed_ms, deadline_ms: *deadline_ms },
+        }
+    }
+
+    /// Whether the same request may succeed if retried later (the engine was busy or full).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Busy { .. } | Error::KvCacheExhausted { .. })
+    }
 }
 
 /// Result with the crate's [`Error`].

@@ -21,4 +21,5 @@ pub mod model;
 pub mod sampling;
 pub mod weights;
 
+pub use engine::{Device, Engine, EngineBuilder, Generated, GenerationHandle, Image, Progress, Request};
 pub use error::{Error, Result};

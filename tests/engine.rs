@@ -4,13 +4,13 @@
 mod common;
 
 use spire::engine::random_tiny::{tiny_config, write_random_model};
-use spire::engine::{Engine, Request};
+use spire::engine::{BackendEngine, Request};
 use spire::Error;
 
-fn tiny_engine(tag: &str) -> (std::path::PathBuf, Engine) {
+fn tiny_engine(tag: &str) -> (std::path::PathBuf, BackendEngine) {
     let dir = common::temp_dir(tag);
     write_random_model(&dir, &tiny_config(), 11).unwrap();
-    let engine = Engine::load(&dir).unwrap();
+    let engine = BackendEngine::load(&dir).unwrap();
     (dir, engine)
 }
 
@@ -50,7 +50,7 @@ fn kv_caches_are_reused_across_requests_without_changing_results() {
     assert_eq!(engine.idle_kv_caches(), 2, "the target cache plus the draft model's");
     let spec_again = engine.generate_tokens(&spec, &mut |_, _| {}).unwrap();
     assert_eq!(engine.idle_kv_caches(), 2);
-    let fresh = Engine::load(&dir).unwrap().generate_tokens(&spec, &mut |_, _| {}).unwrap();
+    let fresh = BackendEngine::load(&dir).unwrap().generate_tokens(&spec, &mut |_, _| {}).unwrap();
     assert_eq!((spec_again.tokens.clone(), spec_first.tokens), (fresh.tokens.clone(), fresh.tokens));
 }
 
@@ -78,7 +78,7 @@ fn missing_tensor_wrong_shape_truncated_file_and_bad_config_name_the_problem() {
     let config = tiny_config();
     // Missing tensor.
     common::write_gpt(&dir, &config.gpt, spire::weights::DType::F32, 1, Some("layers.1.attention.wo.weight"));
-    let err = Engine::load(&dir).err().unwrap().to_string();
+    let err = BackendEngine::load(&dir).err().unwrap().to_string();
     assert!(err.contains("layers.1.attention.wo.weight") && err.contains("gpt.safetensors"), "{err}");
     // Wrong shape: a config that disagrees with the file.
     write_random_model(&dir, &config, 1).unwrap();
@@ -87,24 +87,24 @@ fn missing_tensor_wrong_shape_truncated_file_and_bad_config_name_the_problem() {
     wrong.vq.as_mut().unwrap().codebook_size = 65;
     wrong.draft.as_mut().unwrap().vocab_size = 65;
     wrong.save(&dir).unwrap();
-    let err = Engine::load(&dir).err().unwrap().to_string();
+    let err = BackendEngine::load(&dir).err().unwrap().to_string();
     assert!(err.contains("tok_embeddings.weight") && err.contains("[65, 32]"), "{err}");
     // Truncated file.
     config.save(&dir).unwrap();
     let path = dir.join("gpt.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = Engine::load(&dir).err().unwrap().to_string();
+    let err = BackendEngine::load(&dir).err().unwrap().to_string();
     assert!(err.contains("corrupt or truncated") && err.contains("gpt.safetensors"), "{err}");
     // Garbage header.
     std::fs::write(&path, b"not a safetensors file at all").unwrap();
-    assert!(Engine::load(&dir).err().unwrap().to_string().contains("gpt.safetensors"));
+    assert!(BackendEngine::load(&dir).err().unwrap().to_string().contains("gpt.safetensors"));
     // Unparsable config.
     std::fs::write(dir.join("config.json"), "{ \"gpt\": 3 }").unwrap();
-    let err = Engine::load(&dir).err().unwrap().to_string();
+    let err = BackendEngine::load(&dir).err().unwrap().to_string();
     assert!(err.contains("config.json"), "{err}");
     // Missing directory.
-    let err = Engine::load(dir.join("nope")).err().unwrap().to_string();
+    let err = BackendEngine::load(dir.join("nope")).err().unwrap().to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
@@ -119,7 +119,7 @@ fn unsupported_dtype_names_the_tensor_and_file() {
     let views: Vec<(String, TensorView<'_>)> =
         shapes.iter().zip(&buffers).map(|((n, s), b)| (n.clone(), TensorView::new(Dtype::I32, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, None, &dir.join("gpt.safetensors")).unwrap();
-    let err = Engine::load(&dir).err().unwrap().to_string();
+    let err = BackendEngine::load(&dir).err().unwrap().to_string();
     assert!(err.contains("dtype I32") && err.contains("gpt.safetensors"), "{err}");
 }
 
@@ -132,7 +132,7 @@ fn nan_weights_give_a_non_finite_logits_error_not_an_image() {
     let norm = tensors.iter_mut().find(|t| t.name == "norm.weight").unwrap();
     norm.values[0] = f32::NAN;
     write_safetensors(&dir.join("gpt.safetensors"), &tensors, spire::weights::DType::F32).unwrap();
-    let engine = Engine::load(&dir).unwrap();
+    let engine = BackendEngine::load(&dir).unwrap();
     let err = engine.generate(&Request::new(0, 0)).err().unwrap();
     assert!(matches!(err, Error::NonFiniteLogits { .. }), "{err}");
     assert!(err.to_string().contains("image token 0"), "{err}");

@@ -9,7 +9,7 @@ mod common;
 
 use spire::backend::CpuBackend;
 use spire::engine::random_tiny::{tiny_config, write_random_model};
-use spire::engine::{Engine, Request};
+use spire::engine::{BackendEngine, Request};
 use spire::model::{StepRow, TokenInput};
 use spire::sampling::SamplingParams;
 use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
@@ -18,7 +18,7 @@ use spire::weights::ModelConfig;
 const VOCAB: usize = 6;
 
 /// A tiny model with a 6-token vocabulary and a 2x2 token grid (4 tokens per image).
-fn small_vocab_engine(tag: &str) -> Engine {
+fn small_vocab_engine(tag: &str) -> BackendEngine {
     let mut config: ModelConfig = tiny_config();
     config.gpt.vocab_size = VOCAB;
     config.gpt.block_size = 4;
@@ -28,11 +28,11 @@ fn small_vocab_engine(tag: &str) -> Engine {
     config.vq = None;
     let dir = common::temp_dir(tag);
     write_random_model(&dir, &config, 3).unwrap();
-    Engine::load(&dir).unwrap()
+    BackendEngine::load(&dir).unwrap()
 }
 
 /// Exact joint distribution of the first three tokens under the target with `params`.
-fn exact_joint(engine: &Engine, class: u32, params: &SamplingParams) -> Vec<f64> {
+fn exact_joint(engine: &BackendEngine, class: u32, params: &SamplingParams) -> Vec<f64> {
     let be = CpuBackend;
     let gpt = engine.target();
     let dist = |prefix: &[u32]| -> Vec<f32> {
@@ -67,7 +67,7 @@ fn check_lossless(tag: &str, spec: SpecConfig, params: SamplingParams, samples: 
     let exact = exact_joint(&engine, class, &params);
     let mut counts = vec![0u64; exact.len()];
     let mut accepted = 0;
-    let requests: Vec<Request> = (0..samples).map(|seed| Request { class_id: class, seed, sampling: params, speculative: Some(spec.clone()) }).collect();
+    let requests: Vec<Request> = (0..samples).map(|seed| Request { class_id: class, seed, sampling: params, speculative: Some(spec.clone()), ..Request::new(0, 0) }).collect();
     for batch in requests.chunks(1000) {
         for g in engine.generate_tokens_batch(batch, &mut |_, _| {}).unwrap() {
             let t = &g.tokens;

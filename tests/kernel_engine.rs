@@ -7,27 +7,27 @@
 #![cfg(any(feature = "emulator", feature = "cuda"))]
 
 use spire::backend::{Backend, CpuBackend, KvDtype};
-use spire::engine::{Engine, Request};
+use spire::engine::{BackendEngine, Request};
 use spire::model::{StepRow, TokenInput};
 use spire::sampling::SamplingParams;
 use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/demo");
 
-/// Run `$case(&Engine<CpuBackend>, &Engine<kernel backend>)` with the demo model on the emulator
+/// Run `$case(&BackendEngine<CpuBackend>, &BackendEngine<kernel backend>)` with the demo model on the emulator
 /// and, in a `cuda` build, on the GPU (or print why not); `; method(args)` configures every
 /// engine (e.g. `; with_kv_dtype(KvDtype::Bf16)`).
 macro_rules! on_kernel_backends {
     ($case:ident $(; $method:ident($($arg:expr),*))?) => {{
-        let cpu = Engine::load(DIR).unwrap()$(.$method($($arg),*))?;
+        let cpu = BackendEngine::load(DIR).unwrap()$(.$method($($arg),*))?;
         #[cfg(feature = "emulator")]
         {
             let emu = spire::backend::EmuBackend::new().unwrap_or_else(|e| panic!("{e} (install g++ or clang++ and rebuild)"));
-            $case(&cpu, &Engine::load_on(emu, DIR).unwrap()$(.$method($($arg),*))?);
+            $case(&cpu, &BackendEngine::load_on(emu, DIR).unwrap()$(.$method($($arg),*))?);
         }
         #[cfg(feature = "cuda")]
         match spire::backend::CudaBackend::new(0) {
-            Ok(gpu) => $case(&cpu, &Engine::load_on(gpu, DIR).unwrap()$(.$method($($arg),*))?),
+            Ok(gpu) => $case(&cpu, &BackendEngine::load_on(gpu, DIR).unwrap()$(.$method($($arg),*))?),
             Err(e) => println!("skipped: {e}"),
         }
     }};
@@ -35,7 +35,7 @@ macro_rules! on_kernel_backends {
 
 /// Target logits over `[class, tokens...]` for the conditional and the null class (KV cache in
 /// the engine's dtype).
-fn logits<B: Backend>(engine: &Engine<B>, class: u32, tokens: &[u32]) -> Vec<f32> {
+fn logits<B: Backend>(engine: &BackendEngine<B>, class: u32, tokens: &[u32]) -> Vec<f32> {
     let gpt = engine.target();
     let be = engine.backend();
     let mut cache = engine.new_cache(gpt, 0).unwrap();
@@ -56,14 +56,14 @@ fn demo_model_logits_match_the_cpu_backend() {
 
 /// The largest difference between the two engines' logits over a 40-token context, relative to
 /// the largest |logit|, and that largest |logit|.
-fn logits_error<B: Backend>(cpu: &Engine<CpuBackend>, other: &Engine<B>) -> (f32, f32) {
+fn logits_error<B: Backend>(cpu: &BackendEngine<CpuBackend>, other: &BackendEngine<B>) -> (f32, f32) {
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % 1000).collect();
     let (want, got) = (logits(cpu, 3, &tokens), logits(other, 3, &tokens));
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     (got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale, scale)
 }
 
-fn logits_match<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
+fn logits_match<B: Backend>(cpu: &BackendEngine<CpuBackend>, emu: &BackendEngine<B>) {
     let (err, scale) = logits_error(cpu, emu);
     println!("{} vs CPU logits: max error {err:e} of the largest |logit| {scale}", emu.backend().name());
     assert!(err < 1e-4, "{} logits differ from the CPU's by {err:e} (relative)", emu.backend().name());
@@ -74,7 +74,7 @@ fn demo_model_generates_the_same_tokens_on_the_kernel_backends() {
     on_kernel_backends!(same_tokens);
 }
 
-fn same_tokens<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
+fn same_tokens<B: Backend>(cpu: &BackendEngine<CpuBackend>, emu: &BackendEngine<B>) {
     let cool = RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 };
     let modes: [(&str, Option<SpecConfig>); 6] = [
         ("AR", None),
@@ -85,7 +85,7 @@ fn same_tokens<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
         ("COOL-SD tree, draft head", Some(SpecConfig { rule: cool, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] })),
     ];
     for (seed, (mode, spec)) in modes.into_iter().enumerate() {
-        let request = Request { class_id: seed as u32, seed: seed as u64, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: spec };
+        let request = Request { class_id: seed as u32, seed: seed as u64, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: spec, ..Request::new(0, 0) };
         let want = cpu.generate_tokens(&request, &mut |_, _| {}).unwrap();
         let got = emu.generate_tokens(&request, &mut |_, _| {}).unwrap();
         println!("{mode}: {} tokens, {} target forwards on {}", got.tokens.len(), got.stats.target_forwards, emu.backend().name());
@@ -105,7 +105,7 @@ fn a_decoding_step_makes_one_upload_and_one_download() {
     on_kernel_backends!(step_budget);
 }
 
-fn step_budget<B: Backend>(_: &Engine<CpuBackend>, emu: &Engine<B>) {
+fn step_budget<B: Backend>(_: &BackendEngine<CpuBackend>, emu: &BackendEngine<B>) {
     let be = emu.backend();
     let cfg = SamplingParams { cfg_scale: 2.0, ..Default::default() };
     let modes: [(&str, Option<SpecConfig>, u64); 4] = [
@@ -115,7 +115,7 @@ fn step_budget<B: Backend>(_: &Engine<CpuBackend>, emu: &Engine<B>) {
         ("LANTERN chain (host walk)", Some(SpecConfig::chain(RuleConfig::Lantern { k: 20, delta: 0.1 }, DrafterChoice::Model, 4)), 3),
     ];
     for (mode, spec, downloads_per_step) in modes {
-        let request = Request { class_id: 2, seed: 5, sampling: cfg, speculative: spec };
+        let request = Request { class_id: 2, seed: 5, sampling: cfg, speculative: spec, ..Request::new(0, 0) };
         emu.generate_tokens(&request, &mut |_, _| {}).unwrap(); // sizes the KV caches and workspaces
         be.take_device_counts();
         let steps = emu.generate_tokens(&request, &mut |_, _| {}).unwrap().stats.target_forwards as u64;
@@ -139,12 +139,12 @@ fn bf16_kv_matches_the_cpu_backend() {
     on_kernel_backends!(bf16_kv; with_kv_dtype(KvDtype::Bf16));
 }
 
-fn bf16_kv<B: Backend>(cpu: &Engine<CpuBackend>, kernels: &Engine<B>) {
+fn bf16_kv<B: Backend>(cpu: &BackendEngine<CpuBackend>, kernels: &BackendEngine<B>) {
     let (err, scale) = logits_error(cpu, kernels);
     println!("bf16 KV: {} vs CPU logits: max error {err:e} of the largest |logit| {scale}", kernels.backend().name());
     assert!(err < 1e-3, "bf16 KV logits differ from the CPU's by {err:e} (relative)");
     let spec = SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] };
-    let request = Request { class_id: 4, seed: 9, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec) };
+    let request = Request { class_id: 4, seed: 9, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec), ..Request::new(0, 0) };
     kernels.backend().take_device_counts();
     let generation = kernels.generate_tokens(&request, &mut |_, _| {}).unwrap();
     let counts = kernels.backend().take_device_counts().unwrap();
@@ -160,10 +160,10 @@ fn a_batch_gives_each_image_its_tokens_alone_on_the_cpu() {
     on_kernel_backends!(batch_alone);
 }
 
-fn batch_alone<B: Backend>(cpu: &Engine<CpuBackend>, emu: &Engine<B>) {
+fn batch_alone<B: Backend>(cpu: &BackendEngine<CpuBackend>, emu: &BackendEngine<B>) {
     let spec = SpecConfig { rule: RuleConfig::Vanilla, drafter: DrafterChoice::Head, widths: vec![2, 1, 1] };
     let requests: Vec<Request> =
-        (0..3).map(|i| Request { class_id: 3 * i, seed: 40 + u64::from(i), sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec.clone()) }).collect();
+        (0..3).map(|i| Request { class_id: 3 * i, seed: 40 + u64::from(i), sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec.clone()), ..Request::new(0, 0) }).collect();
     let batch = emu.generate_tokens_batch(&requests, &mut |_, _| {}).unwrap();
     for (request, got) in requests.iter().zip(&batch) {
         let alone = cpu.generate_tokens(request, &mut |_, _| {}).unwrap();

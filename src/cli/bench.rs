@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use spire::backend::{Backend, DeviceCounts};
-use spire::engine::{Engine, GenerationStats, Request};
+use spire::engine::{BackendEngine, GenerationStats, Request};
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
 use crate::cli::generate::SamplingArgs;
@@ -101,12 +101,12 @@ struct Measured {
 
 /// Generate the bench's images in `mode`, `batch` at a time; returns their summed statistics,
 /// the wall time and the device operations they took.
-fn measure<B: Backend>(engine: &Engine<B>, args: &BenchArgs, mode: SpecMode, batch: usize, classes: &[u32]) -> anyhow::Result<Measured> {
+fn measure<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs, mode: SpecMode, batch: usize, classes: &[u32]) -> anyhow::Result<Measured> {
     let bar = ProgressBar::new(args.images as u64);
     bar.set_style(ProgressStyle::with_template("{msg:>16} [{bar:32}] {pos}/{len} images").expect("static template"));
     bar.set_message(format!("{mode:?} x{batch}").to_lowercase());
     let requests: Vec<Request> = (0..args.images)
-        .map(|i| Request { class_id: classes[i % classes.len()], seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(mode) })
+        .map(|i| Request { class_id: classes[i % classes.len()], seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(mode), ..Request::new(0, 0) })
         .collect();
     let (mut stats, mut steps) = (GenerationStats::default(), 0);
     engine.backend().take_device_counts();
@@ -148,12 +148,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 impl EngineTask for BenchArgs {
-    fn run<B: Backend>(self, engine: &Engine<B>) -> anyhow::Result<()> {
+    fn run<B: Backend>(self, engine: &BackendEngine<B>) -> anyhow::Result<()> {
         bench_with(engine, &self)
     }
 }
 
-fn bench_with<B: Backend>(engine: &Engine<B>, args: &BenchArgs) -> anyhow::Result<()> {
+fn bench_with<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs) -> anyhow::Result<()> {
     let num_classes = engine.config().gpt.num_classes as u32;
     let classes = args.classes.clone().unwrap_or_else(|| (0..num_classes.min(10)).collect());
     let mut rows = Vec::new();

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use spire::backend::{Backend, CpuBackend, KvDtype};
 use spire::engine::random_tiny;
-use spire::engine::Engine;
+use spire::engine::BackendEngine;
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,7 +67,7 @@ impl From<KvType> for KvDtype {
 /// A command that runs on an engine of any backend.
 pub trait EngineTask {
     /// Run with the loaded engine.
-    fn run<B: Backend>(self, engine: &Engine<B>) -> anyhow::Result<()>;
+    fn run<B: Backend>(self, engine: &BackendEngine<B>) -> anyhow::Result<()>;
 }
 
 /// The weights directory the arguments name, writing the random tiny model first if asked.
@@ -82,8 +82,8 @@ fn weights_dir(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn load_on<B: Backend>(backend: B, dir: &Path, args: &ModelArgs) -> anyhow::Result<Engine<B>> {
-    let engine = Engine::load_on(backend, dir).with_context(|| format!("loading weights from {}", dir.display()))?.with_kv_dtype(args.kv_dtype.into());
+fn load_on<B: Backend>(backend: B, dir: &Path, args: &ModelArgs) -> anyhow::Result<BackendEngine<B>> {
+    let engine = BackendEngine::load_on(backend, dir).with_context(|| format!("loading weights from {}", dir.display()))?.with_kv_dtype(args.kv_dtype.into());
     Ok(match args.kv_blocks {
         Some(blocks) => engine.with_kv_blocks(blocks),
         None => engine,

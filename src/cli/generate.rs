@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use spire::engine::{Engine, GenerationStats, Image, Request};
+use spire::engine::{BackendEngine, GenerationStats, Image, Request};
 use spire::sampling::SamplingParams;
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
@@ -92,7 +92,7 @@ fn check_writable(path: &Path) -> anyhow::Result<()> {
 }
 
 impl EngineTask for GenerateArgs {
-    fn run<B: spire::backend::Backend>(self, engine: &Engine<B>) -> anyhow::Result<()> {
+    fn run<B: spire::backend::Backend>(self, engine: &BackendEngine<B>) -> anyhow::Result<()> {
         generate_with(engine, &self)
     }
 }
@@ -114,13 +114,13 @@ fn report(request: &Request, s: &GenerationStats) {
     );
 }
 
-fn generate_with<B: spire::backend::Backend>(engine: &Engine<B>, args: &GenerateArgs) -> anyhow::Result<()> {
+fn generate_with<B: spire::backend::Backend>(engine: &BackendEngine<B>, args: &GenerateArgs) -> anyhow::Result<()> {
     let requests: Vec<Request> = args
         .class
         .iter()
         .flat_map(|&class| std::iter::repeat_n(class, args.samples))
         .enumerate()
-        .map(|(i, class)| Request { class_id: class, seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(args.spec.spec) })
+        .map(|(i, class)| Request { class_id: class, seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(args.spec.spec), ..Request::new(0, 0) })
         .collect();
     let mut images = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(args.batch) {

@@ -1,19 +1,33 @@
-//! The library API: load a weights directory, generate images.
+//! The library API.
+//!
+//! [`Engine`] (also at the crate root) is what a service embeds: the models of a weights
+//! directory on a [`Device`] chosen at run time, a scheduler that batches the requests of any
+//! number of threads or async tasks into shared forward passes, and a [`GenerationHandle`] per
+//! request to wait on, stream progress from and cancel. [`BackendEngine`] is the same models on
+//! one backend type, decoding batches synchronously (for benchmarks and tests).
 //!
 //! ```no_run
-//! use spire::engine::{Engine, Request};
+//! use spire::{Engine, Request};
 //! let engine = Engine::load("weights/demo")?;
 //! let image = engine.generate(&Request::new(3, 42))?;
 //! image.save_png("sample.png")?;
 //! # Ok::<(), spire::Error>(())
 //! ```
 
-#[allow(clippy::module_inception)]
-mod engine;
+mod backend_engine;
+mod device;
+mod handle;
+mod metrics;
 pub mod random_tiny;
 mod request;
+mod service;
+mod worker;
 
 pub use crate::decode::GenerationStats;
 pub use crate::image::Image;
-pub use engine::{Engine, KV_BLOCK_SIZE};
+pub use backend_engine::{BackendEngine, KV_BLOCK_SIZE};
+pub use device::Device;
+pub use handle::{Generated, GenerationHandle, Progress};
+pub use metrics::EngineStats;
 pub use request::{Generation, Request};
+pub use service::{Engine, EngineBuilder, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY};

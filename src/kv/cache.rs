@@ -87,11 +87,11 @@ impl<B: Backend> PagedKvCache<B> {
     }
 
     fn table(&self, seq: SeqId) -> Result<&BlockTable> {
-        self.tables.get(seq.0).and_then(Option::as_ref).ok_or_else(|| Error::Backend(format!("unknown KV sequence {}", seq.0)))
+        self.tables.get(seq.0).and_then(Option::as_ref).ok_or_else(|| Error::Internal(format!("unknown KV sequence {}", seq.0)))
     }
 
     fn table_mut(&mut self, seq: SeqId) -> Result<&mut BlockTable> {
-        self.tables.get_mut(seq.0).and_then(Option::as_mut).ok_or_else(|| Error::Backend(format!("unknown KV sequence {}", seq.0)))
+        self.tables.get_mut(seq.0).and_then(Option::as_mut).ok_or_else(|| Error::Internal(format!("unknown KV sequence {}", seq.0)))
     }
 
     /// Tokens stored for `seq`.
@@ -107,7 +107,7 @@ impl<B: Backend> PagedKvCache<B> {
 
     /// Release every block of `seq` and forget it.
     pub fn free_sequence(&mut self, seq: SeqId) -> Result<()> {
-        let table = self.tables.get_mut(seq.0).and_then(Option::take).ok_or_else(|| Error::Backend(format!("unknown KV sequence {}", seq.0)))?;
+        let table = self.tables.get_mut(seq.0).and_then(Option::take).ok_or_else(|| Error::Internal(format!("unknown KV sequence {}", seq.0)))?;
         for b in table.blocks {
             self.allocator.release(b);
         }
@@ -176,7 +176,7 @@ impl<B: Backend> PagedKvCache<B> {
     pub fn slot(&self, seq: SeqId, pos: usize) -> Result<u32> {
         let table = self.table(seq)?;
         if pos >= table.len {
-            return Err(Error::Backend(format!("KV position {pos} beyond sequence length {}", table.len)));
+            return Err(Error::Internal(format!("KV position {pos} beyond sequence length {}", table.len)));
         }
         let bs = self.shape.block_size;
         Ok(table.blocks[pos / bs] * bs as u32 + (pos % bs) as u32)
@@ -222,7 +222,7 @@ impl<B: Backend> PagedKvCache<B> {
             let len = tables[query_seq[r] as usize].len;
             let last_visible = q.prefix.max(q.window_start + q.window.iter().rposition(|&v| v).map_or(0, |j| j + 1));
             if last_visible > len {
-                return Err(Error::Backend(format!("query sees position {} beyond KV length {len}", last_visible - 1)));
+                return Err(Error::Internal(format!("query sees position {} beyond KV length {len}", last_visible - 1)));
             }
             for (j, &v) in q.window.iter().enumerate() {
                 window_mask[r * window_len + j] = u8::from(v);

@@ -206,6 +206,11 @@ impl<'a, B: Backend> Batch<'a, B> {
         self.cache.free_blocks()
     }
 
+    /// KV blocks of the target's cache held by images in flight.
+    pub fn blocks_in_use(&self) -> usize {
+        self.cache.shape().num_blocks - self.cache.free_blocks()
+    }
+
     /// Start decoding `request` at the next step; an error if its class is out of range or the
     /// KV pool cannot hold one more image ([`Error::KvCacheExhausted`]).
     pub fn admit(&mut self, request: ImageRequest) -> Result<ImageId> {

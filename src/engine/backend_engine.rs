@@ -1,4 +1,5 @@
-//! `Engine`: loads a weights directory onto a backend and generates images.
+//! `BackendEngine`: the models of a weights directory on one backend type, generating batches of
+//! images synchronously (the device-erased, scheduled [`crate::Engine`] runs on top of it).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use crate::weights::{ModelConfig, WeightFile};
 pub const KV_BLOCK_SIZE: usize = 16;
 
 /// A loaded model set (target, optional drafters, VQ decoder) on a backend.
-pub struct Engine<B: Backend = CpuBackend> {
+pub struct BackendEngine<B: Backend = CpuBackend> {
     backend: B,
     dir: PathBuf,
     config: ModelConfig,
@@ -47,14 +48,14 @@ fn open(dir: &Path, file: &str) -> Result<Arc<WeightFile>> {
     Ok(Arc::new(WeightFile::open(&dir.join(file))?))
 }
 
-impl Engine<CpuBackend> {
+impl BackendEngine<CpuBackend> {
     /// Load the weights directory `dir` (config.json + safetensors) on the CPU backend.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         Self::load_on(CpuBackend, dir)
     }
 }
 
-impl<B: Backend> Engine<B> {
+impl<B: Backend> BackendEngine<B> {
     /// Load the weights directory `dir` onto `backend`.
     pub fn load_on(backend: B, dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
@@ -148,7 +149,7 @@ impl<B: Backend> Engine<B> {
         self.kv_blocks.unwrap_or(2 * per_seq * images.max(1))
     }
 
-    /// A fresh KV cache for `gpt` (see [`Engine::with_kv_blocks`]) with room for one image and a
+    /// A fresh KV cache for `gpt` (see [`BackendEngine::with_kv_blocks`]) with room for one image and a
     /// speculative window of `window` tokens.
     pub fn new_cache(&self, gpt: &Gpt<B>, window: usize) -> Result<PagedKvCache<B>> {
         let shape = gpt.kv_shape(self.kv_blocks_for(1, window), KV_BLOCK_SIZE);
@@ -156,16 +157,7 @@ impl<B: Backend> Engine<B> {
     }
 
     fn check_request(&self, request: &Request) -> Result<()> {
-        request.sampling.validate()?;
-        let n = self.config.gpt.num_classes;
-        if request.class_id as usize >= n {
-            return Err(Error::InvalidRequest(format!(
-                "class id {} out of range: this model has {n} classes (0..={})",
-                request.class_id,
-                n - 1
-            )));
-        }
-        Ok(())
+        request.validate(&self.config)
     }
 
     /// Generate the image tokens for `request`, reporting (done, total) to `progress`.
@@ -209,7 +201,7 @@ impl<B: Backend> Engine<B> {
 
     /// An empty [`Batch`] decoding with `settings`' sampling and speculative settings (its class
     /// and seed are not used), with room for `images` images; its KV caches and buffers come from
-    /// the engine's idle ones (give them back with [`Engine::recycle`]).
+    /// the engine's idle ones (give them back with [`BackendEngine::recycle`]).
     pub fn new_batch(&self, settings: &Request, images: usize) -> Result<Batch<'_, B>> {
         self.check_request(settings)?;
         let params = settings.sampling;
@@ -289,7 +281,7 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Generate one image per request, in shared forward passes where the settings agree
-    /// ([`Engine::generate_tokens_batch`]).
+    /// ([`BackendEngine::generate_tokens_batch`]).
     pub fn generate_batch(&self, requests: &[Request]) -> Result<Vec<Image>> {
         let generations = self.generate_tokens_batch(requests, &mut |_, _| {})?;
         generations.iter().map(|g| self.decode(&g.tokens)).collect()
