@@ -106,6 +106,7 @@ impl MarConfig {
             ("patch_size", self.patch_size),
             ("vae_embed_dim", self.vae_embed_dim),
             ("class_num", self.class_num),
+            ("buffer_size", self.buffer_size),
             ("diffloss_w", self.diffloss_w),
             ("num_sampling_steps", self.num_sampling_steps),
         ];

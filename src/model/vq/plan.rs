@@ -1,5 +1,6 @@
-//! The VQ decoder as a list of steps derived from the config: the single description both the
-//! tensor list (names and shapes) and the forward pass are read from.
+//! A convolutional decoder as a list of steps, and the VQ decoder's steps derived from its
+//! config: the single description both the tensor list (names and shapes) and the forward pass
+//! ([`super::DecoderNet`]) are read from.
 
 use crate::weights::VqConfig;
 
@@ -7,15 +8,46 @@ use crate::weights::VqConfig;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Convolution `name.{weight,bias}`, kernel `k` (1 or 3), `inp -> out` channels.
-    Conv { name: String, inp: usize, out: usize, k: usize },
-    /// LlamaGen `ResnetBlock` `inp -> out` (with `nin_shortcut` when they differ).
-    Res { name: String, inp: usize, out: usize },
-    /// LlamaGen `AttnBlock` over `ch` channels.
-    Attn { name: String, ch: usize },
+    Conv {
+        /// Tensor-name prefix.
+        name: String,
+        /// Input channels.
+        inp: usize,
+        /// Output channels.
+        out: usize,
+        /// Kernel side (odd; zero padding `k / 2`).
+        k: usize,
+    },
+    /// `ResnetBlock` `inp -> out` (with `nin_shortcut` when they differ).
+    Res {
+        /// Tensor-name prefix.
+        name: String,
+        /// Input channels.
+        inp: usize,
+        /// Output channels.
+        out: usize,
+    },
+    /// `AttnBlock` over `ch` channels.
+    Attn {
+        /// Tensor-name prefix.
+        name: String,
+        /// Channels.
+        ch: usize,
+    },
     /// Nearest x2 upsampling followed by conv `name.conv`.
-    Upsample { name: String, ch: usize },
+    Upsample {
+        /// Tensor-name prefix.
+        name: String,
+        /// Channels.
+        ch: usize,
+    },
     /// GroupNorm `name` followed by swish.
-    NormSwish { name: String, ch: usize },
+    NormSwish {
+        /// Tensor-name prefix.
+        name: String,
+        /// Channels.
+        ch: usize,
+    },
 }
 
 /// The steps of LlamaGen's `post_quant_conv` + `Decoder` for `cfg`.
@@ -55,29 +87,39 @@ fn norm_shapes(name: &str, ch: usize) -> [(String, Vec<usize>); 2] {
     [(format!("{name}.weight"), vec![ch]), (format!("{name}.bias"), vec![ch])]
 }
 
+/// Name of the VQ codebook tensor.
+pub const CODEBOOK: &str = "quantize.embedding.weight";
+
 /// Official tensor names and shapes of the VQ decoder half for `cfg` (codebook included).
 pub fn vq_tensor_shapes(cfg: &VqConfig) -> Vec<(String, Vec<usize>)> {
-    let mut shapes = vec![("quantize.embedding.weight".to_string(), vec![cfg.codebook_size, cfg.codebook_embed_dim])];
-    for step in decoder_plan(cfg) {
+    let mut shapes = vec![(CODEBOOK.to_string(), vec![cfg.codebook_size, cfg.codebook_embed_dim])];
+    shapes.extend(step_tensor_shapes(&decoder_plan(cfg)));
+    shapes
+}
+
+/// The tensor names and shapes the steps `plan` read, in order.
+pub fn step_tensor_shapes(plan: &[Step]) -> Vec<(String, Vec<usize>)> {
+    let mut shapes = Vec::new();
+    for step in plan {
         match step {
-            Step::Conv { name, inp, out, k } => shapes.extend(conv_shapes(&name, inp, out, k)),
+            Step::Conv { name, inp, out, k } => shapes.extend(conv_shapes(name, *inp, *out, *k)),
             Step::Res { name, inp, out } => {
-                shapes.extend(norm_shapes(&format!("{name}.norm1"), inp));
-                shapes.extend(conv_shapes(&format!("{name}.conv1"), inp, out, 3));
-                shapes.extend(norm_shapes(&format!("{name}.norm2"), out));
-                shapes.extend(conv_shapes(&format!("{name}.conv2"), out, out, 3));
+                shapes.extend(norm_shapes(&format!("{name}.norm1"), *inp));
+                shapes.extend(conv_shapes(&format!("{name}.conv1"), *inp, *out, 3));
+                shapes.extend(norm_shapes(&format!("{name}.norm2"), *out));
+                shapes.extend(conv_shapes(&format!("{name}.conv2"), *out, *out, 3));
                 if inp != out {
-                    shapes.extend(conv_shapes(&format!("{name}.nin_shortcut"), inp, out, 1));
+                    shapes.extend(conv_shapes(&format!("{name}.nin_shortcut"), *inp, *out, 1));
                 }
             }
             Step::Attn { name, ch } => {
-                shapes.extend(norm_shapes(&format!("{name}.norm"), ch));
+                shapes.extend(norm_shapes(&format!("{name}.norm"), *ch));
                 for proj in ["q", "k", "v", "proj_out"] {
-                    shapes.extend(conv_shapes(&format!("{name}.{proj}"), ch, ch, 1));
+                    shapes.extend(conv_shapes(&format!("{name}.{proj}"), *ch, *ch, 1));
                 }
             }
-            Step::Upsample { name, ch } => shapes.extend(conv_shapes(&format!("{name}.conv"), ch, ch, 3)),
-            Step::NormSwish { name, ch } => shapes.extend(norm_shapes(&name, ch)),
+            Step::Upsample { name, ch } => shapes.extend(conv_shapes(&format!("{name}.conv"), *ch, *ch, 3)),
+            Step::NormSwish { name, ch } => shapes.extend(norm_shapes(name, *ch)),
         }
     }
     shapes
