@@ -1,4 +1,5 @@
-//! The library API: load a weights directory, generate images.
+//! The library API: load a weights directory, generate images. [`Engine`] runs LlamaGen
+//! directories (with speculative decoding), [`MarEngine`] MAR ones (`"family": "mar"`).
 //!
 //! ```no_run
 //! use spire::engine::{Engine, Request};
@@ -10,10 +11,12 @@
 
 #[allow(clippy::module_inception)]
 mod engine;
+mod mar;
 pub mod random_tiny;
 mod request;
 
 pub use crate::decode::GenerationStats;
 pub use crate::image::Image;
 pub use engine::{Engine, KV_BLOCK_SIZE};
+pub use mar::{MarEngine, MarRequest};
 pub use request::{Generation, Request};
