@@ -87,7 +87,7 @@ fn for_each_row(data: &mut [f32], dim: usize, f: impl Fn(usize, &mut [f32]) + Sy
     }
 }
 
-/// LayerNorm (statistics in f64, biased variance) of every `dim`-wide row of `x` into `out`,
+/// LayerNorm (in f64, biased variance, rounded once) of every `dim`-wide row of `x` into `out`,
 /// with the affine `(weight, bias)` when given.
 pub fn layer_norm(x: &[f32], affine: Option<(&[f32], &[f32])>, eps: f32, dim: usize, out: &mut [f32]) {
     for_each_row(out, dim, |r, or| {
@@ -96,10 +96,10 @@ pub fn layer_norm(x: &[f32], affine: Option<(&[f32], &[f32])>, eps: f32, dim: us
         let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
         let inv = 1.0 / (var + eps as f64).sqrt();
         for (i, (o, &v)) in or.iter_mut().zip(xr).enumerate() {
-            let normed = ((v as f64 - mean) * inv) as f32;
+            let normed = (v as f64 - mean) * inv;
             *o = match affine {
-                Some((w, b)) => normed * w[i] + b[i],
-                None => normed,
+                Some((w, b)) => (normed * w[i] as f64 + b[i] as f64) as f32,
+                None => normed as f32,
             };
         }
     });
