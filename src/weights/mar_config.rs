@@ -108,7 +108,6 @@ impl MarConfig {
             ("class_num", self.class_num),
             ("buffer_size", self.buffer_size),
             ("diffloss_w", self.diffloss_w),
-            ("num_sampling_steps", self.num_sampling_steps),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{what}.{key} must be positive"));
@@ -130,8 +129,8 @@ impl MarConfig {
         if self.noise_schedule != "cosine" {
             return Err(format!("{what}.noise_schedule {:?} is not supported; spire implements \"cosine\" (MAR's)", self.noise_schedule));
         }
-        if self.num_sampling_steps > self.diffusion_steps {
-            return Err(format!("{what}.num_sampling_steps {} exceeds diffusion_steps {}", self.num_sampling_steps, self.diffusion_steps));
+        if self.num_sampling_steps < 2 || self.num_sampling_steps > self.diffusion_steps {
+            return Err(format!("{what}.num_sampling_steps {} must be between 2 and diffusion_steps {}", self.num_sampling_steps, self.diffusion_steps));
         }
         Ok(())
     }
@@ -217,5 +216,41 @@ impl MarDirConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> MarDirConfig {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mar_tiny/config.json")).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        value.as_object_mut().unwrap().remove("family");
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_tiny_config_is_valid_and_derives_its_grid() {
+        let config = tiny();
+        config.validate().unwrap();
+        assert_eq!((config.mar.grid_size(), config.mar.seq_len(), config.mar.token_dim(), config.mar.mlp_hidden(24)), (4, 16, 6, 96));
+    }
+
+    #[test]
+    fn inconsistent_sections_are_rejected_with_the_reason() {
+        let broken = |edit: fn(&mut MarDirConfig)| {
+            let mut config = tiny();
+            edit(&mut config);
+            config.validate().unwrap_err()
+        };
+        assert!(broken(|c| c.mar.encoder_num_heads = 5).contains("mar.encoder_embed_dim 32 must be a positive multiple of encoder_num_heads 5"));
+        assert!(broken(|c| c.mar.img_size = 60).contains("not a multiple of vae_stride"));
+        assert!(broken(|c| c.mar.noise_schedule = "linear".into()).contains("\"linear\" is not supported"));
+        assert!(broken(|c| c.mar.num_sampling_steps = 1).contains("between 2 and diffusion_steps"));
+        assert!(broken(|c| c.mar.buffer_size = 0).contains("mar.buffer_size must be positive"));
+        assert!(broken(|c| c.draft = Some(MarConfig { class_num: 11, ..c.mar.clone() })).contains("draft must share"));
+        assert!(broken(|c| c.vae.as_mut().unwrap().embed_dim = 5).contains("vae.embed_dim 5 differs"));
+        assert!(broken(|c| c.vae.as_mut().unwrap().norm_groups = 3).contains("not a multiple of norm_groups 3"));
     }
 }

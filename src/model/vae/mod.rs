@@ -5,20 +5,14 @@
 use crate::error::{Error, Result};
 use crate::image::{mar_pixel_value, Image};
 use crate::model::vq::ops::FeatureMap;
-use crate::model::vq::{DecoderNet, Step};
+use crate::model::vq::{decoder_output, decoder_stem, DecoderNet, Step};
 use crate::weights::{MarConfig, VaeConfig, WeightFile};
 
 /// The steps of LDM's `post_quant_conv` + `Decoder` for `cfg` (attention only in `mid`).
 pub fn vae_decoder_plan(cfg: &VaeConfig) -> Vec<Step> {
     let levels = cfg.ch_mult.len();
     let mut block_in = cfg.ch * cfg.ch_mult[levels - 1];
-    let mut steps = vec![
-        Step::Conv { name: "post_quant_conv".into(), inp: cfg.embed_dim, out: cfg.embed_dim, k: 1 },
-        Step::Conv { name: "decoder.conv_in".into(), inp: cfg.embed_dim, out: block_in, k: 3 },
-        Step::Res { name: "decoder.mid.block_1".into(), inp: block_in, out: block_in },
-        Step::Attn { name: "decoder.mid.attn_1".into(), ch: block_in },
-        Step::Res { name: "decoder.mid.block_2".into(), inp: block_in, out: block_in },
-    ];
+    let mut steps = decoder_stem(cfg.embed_dim, cfg.embed_dim, block_in, ["decoder.mid.block_1", "decoder.mid.attn_1", "decoder.mid.block_2"]);
     for level in (0..levels).rev() {
         let block_out = cfg.ch * cfg.ch_mult[level];
         for j in 0..=cfg.num_res_blocks {
@@ -29,8 +23,7 @@ pub fn vae_decoder_plan(cfg: &VaeConfig) -> Vec<Step> {
             steps.push(Step::Upsample { name: format!("decoder.up.{level}.upsample"), ch: block_in });
         }
     }
-    steps.push(Step::NormSwish { name: "decoder.norm_out".into(), ch: block_in });
-    steps.push(Step::Conv { name: "decoder.conv_out".into(), inp: block_in, out: cfg.out_ch, k: 3 });
+    steps.extend(decoder_output(block_in, cfg.out_ch));
     steps
 }
 

@@ -9,4 +9,4 @@ mod plan;
 
 pub use decoder::VqDecoder;
 pub use net::DecoderNet;
-pub use plan::{step_tensor_shapes, vq_tensor_shapes, Step};
+pub use plan::{decoder_output, decoder_stem, step_tensor_shapes, vq_tensor_shapes, Step};

@@ -50,17 +50,33 @@ pub enum Step {
     },
 }
 
+/// The opening steps of a taming / LDM decoder: `post_quant_conv` (1x1, `latent -> z`),
+/// `decoder.conv_in` (3x3, `z -> width`) and the middle ResNet, attention and ResNet blocks
+/// named `mid`.
+pub fn decoder_stem(latent: usize, z: usize, width: usize, mid: [&str; 3]) -> Vec<Step> {
+    vec![
+        Step::Conv { name: "post_quant_conv".into(), inp: latent, out: z, k: 1 },
+        Step::Conv { name: "decoder.conv_in".into(), inp: z, out: width, k: 3 },
+        Step::Res { name: mid[0].into(), inp: width, out: width },
+        Step::Attn { name: mid[1].into(), ch: width },
+        Step::Res { name: mid[2].into(), inp: width, out: width },
+    ]
+}
+
+/// The closing steps of a taming / LDM decoder: `decoder.norm_out` with swish, then
+/// `decoder.conv_out` (3x3, `width -> out_channels`).
+pub fn decoder_output(width: usize, out_channels: usize) -> [Step; 2] {
+    [
+        Step::NormSwish { name: "decoder.norm_out".into(), ch: width },
+        Step::Conv { name: "decoder.conv_out".into(), inp: width, out: out_channels, k: 3 },
+    ]
+}
+
 /// The steps of LlamaGen's `post_quant_conv` + `Decoder` for `cfg`.
 pub fn decoder_plan(cfg: &VqConfig) -> Vec<Step> {
     let n = cfg.ch_mult.len();
     let mut block_in = cfg.ch * cfg.ch_mult[n - 1];
-    let mut steps = vec![
-        Step::Conv { name: "post_quant_conv".into(), inp: cfg.codebook_embed_dim, out: cfg.z_channels, k: 1 },
-        Step::Conv { name: "decoder.conv_in".into(), inp: cfg.z_channels, out: block_in, k: 3 },
-        Step::Res { name: "decoder.mid.0".into(), inp: block_in, out: block_in },
-        Step::Attn { name: "decoder.mid.1".into(), ch: block_in },
-        Step::Res { name: "decoder.mid.2".into(), inp: block_in, out: block_in },
-    ];
+    let mut steps = decoder_stem(cfg.codebook_embed_dim, cfg.z_channels, block_in, ["decoder.mid.0", "decoder.mid.1", "decoder.mid.2"]);
     for stage in 0..n {
         let block_out = cfg.ch * cfg.ch_mult[n - 1 - stage];
         for j in 0..=cfg.num_res_blocks {
@@ -74,8 +90,7 @@ pub fn decoder_plan(cfg: &VqConfig) -> Vec<Step> {
             steps.push(Step::Upsample { name: format!("decoder.conv_blocks.{stage}.upsample"), ch: block_in });
         }
     }
-    steps.push(Step::NormSwish { name: "decoder.norm_out".into(), ch: block_in });
-    steps.push(Step::Conv { name: "decoder.conv_out".into(), inp: block_in, out: cfg.out_channels, k: 3 });
+    steps.extend(decoder_output(block_in, cfg.out_channels));
     steps
 }
 
