@@ -9,6 +9,7 @@ use crate::decode::speculative::config::{DrafterChoice, SpecConfig};
 use crate::decode::speculative::draft::{Drafter, HeadDrafter, ModelDrafter};
 use crate::decode::speculative::rules::LatentNeighbours;
 use crate::decode::{generate_batch, DecodeBuffers, Decoding, ImageRequest, ImageTokens, Speculative};
+use crate::engine::mar::not_llamagen;
 use crate::engine::request::{Generation, Request};
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -16,7 +17,6 @@ use crate::kv::PagedKvCache;
 use crate::model::vq::VqDecoder;
 use crate::model::{DraftHead, Gpt};
 use crate::sampling::SamplingParams;
-use crate::engine::mar::not_llamagen;
 use crate::weights::{DirConfig, ModelConfig, WeightFile};
 
 /// Token slots per KV block.

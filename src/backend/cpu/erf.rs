@@ -4,8 +4,11 @@
 /// a series of positive terms (no cancellation); `|x| >= 6` gives `±1` (`erfc(6) < 2.2e-17`).
 pub fn erf(x: f64) -> f64 {
     let a = x.abs();
-    if a.is_nan() || a >= 6.0 {
-        return if a.is_nan() { x } else { 1f64.copysign(x) };
+    if x.is_nan() {
+        return x;
+    }
+    if a >= 6.0 {
+        return 1f64.copysign(x);
     }
     let x2 = a * a;
     let (mut term, mut sum, mut n) = (a, a, 0u32);

@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn layer_norm_centres_scales_and_applies_the_affine() {
-        // Row [1, 3]: mean 2, variance 1, so (x - mean) / sqrt(1 + eps) = [-1, 1] for eps 0.
+        // Row [1, 3]: mean 2, variance 1, so (x - mean) / sqrt(1 + eps) is [-1, 1] up to eps.
         let mut out = vec![0.0; 4];
         layer_norm(&[1.0, 3.0, 5.0, 5.0], None, 1e-6, 2, &mut out);
         assert!((out[0] + 1.0).abs() < 1e-6 && (out[1] - 1.0).abs() < 1e-6, "{out:?}");
