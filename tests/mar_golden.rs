@@ -283,3 +283,27 @@ fn missing_or_misshapen_tensors_are_errors_naming_them() {
     let err = load(tensors(&|t| if t.name == "mask_token" { t.shape = vec![1, 24] }), "mar-shape").expect("a wrong shape must fail");
     assert!(matches!(&err, Error::ShapeMismatch { name, .. } if name == "mask_token"), "{err}");
 }
+
+#[test]
+fn continuous_ops_check_their_shapes_and_name_themselves_where_they_have_no_kernel() {
+    let err = |result: spire::Result<()>| result.unwrap_err().to_string();
+    let mut out = vec![0f32; 4];
+    let msg = err(CpuBackend.dense_attention(&vec![0.0; 10], 2, 1, 2, &mut out));
+    assert!(msg.contains("dense_attention") && msg.contains("whole sequences"), "{msg}");
+    let msg = err(CpuBackend.modulate(&mut out, &vec![0.0; 6], 3, 0, 2));
+    assert!(msg.contains("modulate"), "{msg}");
+    let bias = CpuBackend.weight_from_host(&[1.0, 2.0, 3.0]).unwrap();
+    let msg = err(CpuBackend.add_bias(&mut out, &bias, 3));
+    assert!(msg.contains("add_bias"), "{msg}");
+
+    #[cfg(feature = "emulator")]
+    {
+        let emu = common::devices::emulator();
+        let (x, w) = (emu.upload(&[1.0, 2.0]).unwrap(), emu.weight_from_host(&[1.0, 1.0]).unwrap());
+        let mut out = emu.zeros(2).unwrap();
+        let msg = err(emu.layer_norm(&x, Some((&w, &w)), 1e-6, 2, &mut out));
+        assert!(msg.contains("layer_norm has no kernel on"), "{msg}");
+        let msg = err(emu.activate(&mut out, spire::backend::Activation::Gelu));
+        assert!(msg.contains("gelu has no kernel on"), "{msg}");
+    }
+}
