@@ -80,8 +80,8 @@ fn check_close<T: Copy + Into<f64>>(name: &str, got: &[T], want: &[T], tolerance
     assert_eq!(got.len(), want.len(), "{name}: length");
     let scale = want.iter().fold(0f64, |m, &v| m.max(v.into().abs()));
     let err = got.iter().zip(want).fold(0f64, |m, (&a, &b)| m.max((a.into() - b.into()).abs())) / scale;
-    println!("{name}: max relative error {err:.2e} (tolerance {tolerance:.0e})");
-    assert!(err <= tolerance, "{name}: max relative error {err:.3e} above {tolerance:.0e}");
+    println!("{name}: max relative error {err:.2e} (tolerance {tolerance:.1e})");
+    assert!(err <= tolerance, "{name}: max relative error {err:.3e} above {tolerance:.1e}");
 }
 
 /// Tolerances (relative to the tensor's max |value|): the float32 deviations measured for the
