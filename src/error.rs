@@ -29,7 +29,7 @@ pub enum Error {
         reason: String,
     },
     /// A tensor the model needs is not in the weights file.
-    #[error("tensor `{name}` is missing from {path} (is this a converted LlamaGen checkpoint? see tools/convert_llamagen.py)")]
+    #[error("tensor `{name}` is missing from {path} (is this a converted checkpoint? see tools/convert_llamagen.py, tools/convert_mar.py)")]
     MissingTensor {
         /// The tensor name.
         name: String,

@@ -20,13 +20,23 @@ pub fn pixel_value(x: f32) -> u8 {
     (127.5 * x + 128.0).clamp(0.0, 255.0) as u8
 }
 
+/// MAR's output mapping: `round(clip((x + 1)/2 · 255, 0, 255))`, rounding half to even (NumPy).
+pub fn mar_pixel_value(x: f32) -> u8 {
+    ((x as f64 + 1.0) / 2.0 * 255.0).clamp(0.0, 255.0).round_ties_even() as u8
+}
+
 impl Image {
     /// Map planar decoder output `data` (`[channels, height, width]`, 3 channels, or 1 for
     /// grayscale, replicated) to RGB bytes with [`pixel_value`].
     pub fn from_chw(channels: usize, height: usize, width: usize, data: &[f32]) -> Self {
+        Self::from_chw_mapped(channels, height, width, data, pixel_value)
+    }
+
+    /// [`Image::from_chw`] with the decoder's own value-to-byte mapping `map`.
+    pub fn from_chw_mapped(channels: usize, height: usize, width: usize, data: &[f32], map: fn(f32) -> u8) -> Self {
         let plane = height * width;
         let channel = |c: usize, i: usize| data[c.min(channels - 1) * plane + i];
-        let rgb = (0..plane).flat_map(|i| (0..3).map(move |c| pixel_value(channel(c, i)))).collect();
+        let rgb = (0..plane).flat_map(|i| (0..3).map(move |c| map(channel(c, i)))).collect();
         Self { width, height, rgb }
     }
 
@@ -74,6 +84,14 @@ mod tests {
         let got: Vec<u8> = [-2.0, -1.0, 0.0, 0.5, 0.99, 1.0, 3.0].into_iter().map(pixel_value).collect();
         // 127.5 * x + 128: 0.5, 128, 191.75, 254.225, 255.5 -> clamped and truncated.
         assert_eq!(got, vec![0, 0, 128, 191, 254, 255, 255]);
+    }
+
+    #[test]
+    fn mar_mapping_rounds_and_clamps() {
+        // (x + 1)/2 * 255: -1 -> 0, 0 -> 127.5 (the only exact tie; to even: 128), 0.5 -> 191.25,
+        // 0.9 -> 242.25, 1 -> 255; outside [-1, 1] clamped.
+        let got: Vec<u8> = [-1.5, -1.0, 0.0, 0.5, 0.9, 1.0, 2.0].into_iter().map(mar_pixel_value).collect();
+        assert_eq!(got, vec![0, 0, 128, 191, 242, 255, 255]);
     }
 
     #[test]

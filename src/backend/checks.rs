@@ -103,3 +103,33 @@ pub fn attention(shape: &KvShape, layer: usize, qkv_len: usize, out_len: usize, 
     check(layer < shape.n_layer, "attention", || format!("layer {layer} out of range"))?;
     check(layout.block_tables.iter().all(|&b| (b as usize) < shape.num_blocks), "attention", || "block table names a block outside the pool".into())
 }
+
+/// `layer_norm`: rows of `dim` in and out, an affine of `dim` values each when given.
+pub fn layer_norm(x_len: usize, affine: Option<(usize, usize)>, dim: usize, out_len: usize) -> Result<()> {
+    check(dim > 0 && x_len == out_len && x_len.is_multiple_of(dim), "layer_norm", || format!("x {x_len} / out {out_len} are not rows of {dim}"))?;
+    check(affine.is_none_or(|(w, b)| w == dim && b == dim), "layer_norm", || format!("weight and bias must hold {dim} values"))
+}
+
+/// `add_bias`: rows of `width`, a bias of `width`.
+pub fn add_bias(x_len: usize, bias_len: usize, width: usize) -> Result<()> {
+    check(width > 0 && bias_len == width && x_len.is_multiple_of(width), "add_bias", || format!("x {x_len} is not rows of the bias width {bias_len} (width {width})"))
+}
+
+/// `dense_attention`: `qkv [rows, 3 * n_head * head_dim]` and `out [rows, n_head * head_dim]`,
+/// the rows whole groups of `seq_len`.
+pub fn dense_attention(qkv_len: usize, seq_len: usize, n_head: usize, head_dim: usize, out_len: usize) -> Result<()> {
+    let width = n_head * head_dim;
+    let rows = out_len.checked_div(width).unwrap_or(0);
+    check(width > 0 && seq_len > 0, "dense_attention", || "empty heads or sequences".into())?;
+    check(out_len == rows * width && qkv_len == 3 * out_len && rows.is_multiple_of(seq_len), "dense_attention", || {
+        format!("qkv {qkv_len} / out {out_len} are not whole sequences of {seq_len} rows of width {width}")
+    })
+}
+
+/// `modulate` and `add_gated`: rows of `dim` in `x_len` values, the same rows of `mods_width`
+/// in `mods_len`, with columns `at..at + span` inside a `mods` row.
+pub fn modulation(op: &str, x_len: usize, mods_len: usize, mods_width: usize, at: usize, dim: usize, span: usize) -> Result<()> {
+    let rows = x_len.checked_div(dim).unwrap_or(0);
+    check(dim > 0 && x_len == rows * dim && mods_len == rows * mods_width, op, || format!("x {x_len} (rows of {dim}) and mods {mods_len} (rows of {mods_width}) differ in rows"))?;
+    check(at + span <= mods_width, op, || format!("columns {at}..{} outside mods rows of {mods_width}", at + span))
+}

@@ -17,6 +17,7 @@
 //! CUDA emulator ([`EmuBackend`], feature `emulator`, default).
 
 mod accept;
+mod activation;
 pub mod checks;
 mod copies;
 pub mod cpu;
@@ -33,6 +34,7 @@ mod plan;
 use std::sync::Arc;
 
 pub use accept::{accept_on_host, Acceptance, DraftBlock};
+pub use activation::Activation;
 pub use copies::independent_batches;
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]
@@ -283,4 +285,49 @@ pub trait Backend: Send + Sync {
     fn take_device_counts(&self) -> Option<DeviceCounts> {
         None
     }
+
+    // Ops of the continuous-token models (MAR transformer, DiffLoss head). They have CPU
+    // implementations only so far; on another device they return an error naming the op.
+
+    /// LayerNorm of each row of width `dim` (biased variance): `out = (x - mean) / sqrt(var +
+    /// eps)`, then `* weight + bias` when `affine` is `Some((weight, bias))`.
+    fn layer_norm(&self, x: &Self::Buf, affine: Option<(&Self::Weight, &Self::Weight)>, eps: f32, dim: usize, out: &mut Self::Buf) -> Result<()> {
+        let _ = (x, affine, eps, dim, out);
+        Err(no_kernel("layer_norm", self.name()))
+    }
+    /// `x[r] += bias` for every row `r` of width `width` (the bias of a PyTorch `nn.Linear`).
+    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Weight, width: usize) -> Result<()> {
+        let _ = (x, bias, width);
+        Err(no_kernel("add_bias", self.name()))
+    }
+    /// Apply `activation` to every element of `x`, in place.
+    fn activate(&self, x: &mut Self::Buf, activation: Activation) -> Result<()> {
+        let _ = x;
+        Err(no_kernel(activation.name(), self.name()))
+    }
+    /// Unmasked (bidirectional) attention within each group of `seq_len` consecutive rows of
+    /// fused `qkv` (`[rows, 3 * width]`, order q|k|v, `n_head` heads of `head_dim`, scale
+    /// `head_dim^-1/2`): every row attends to every row of its group. `out` is `[rows, width]`.
+    fn dense_attention(&self, qkv: &Self::Buf, seq_len: usize, n_head: usize, head_dim: usize, out: &mut Self::Buf) -> Result<()> {
+        let _ = (qkv, seq_len, n_head, head_dim, out);
+        Err(no_kernel("dense_attention", self.name()))
+    }
+    /// AdaLN modulation of rows of width `dim`: `x = x * (1 + scale) + shift`, with `shift` and
+    /// `scale` the columns `at..at + dim` and `at + dim..at + 2 * dim` of the same row of
+    /// `mods` (rows of width `mods_width`).
+    fn modulate(&self, x: &mut Self::Buf, mods: &Self::Buf, mods_width: usize, at: usize, dim: usize) -> Result<()> {
+        let _ = (x, mods, mods_width, at, dim);
+        Err(no_kernel("modulate", self.name()))
+    }
+    /// Gated residual of AdaLN blocks: `acc += gate * x` for rows of width `dim`, with `gate`
+    /// the columns `at..at + dim` of the same row of `mods` (rows of width `mods_width`).
+    fn add_gated(&self, acc: &mut Self::Buf, x: &Self::Buf, mods: &Self::Buf, mods_width: usize, at: usize, dim: usize) -> Result<()> {
+        let _ = (acc, x, mods, mods_width, at, dim);
+        Err(no_kernel("add_gated", self.name()))
+    }
+}
+
+/// The error of an op a backend has no kernel for.
+fn no_kernel(op: &str, device: String) -> crate::error::Error {
+    crate::error::Error::Backend(format!("{op} has no kernel on {device} yet (the continuous-token ops run on the CPU backend)"))
 }

@@ -10,13 +10,14 @@ use crate::decode::speculative::config::DrafterChoice;
 use crate::decode::speculative::draft::{Drafter, HeadDrafter, ModelDrafter};
 use crate::decode::speculative::rules::LatentNeighbours;
 use crate::decode::{generate_batch, Batch, DecodeBuffers, Decoding, ImageRequest, ImageTokens, Speculative};
+use crate::engine::mar::not_llamagen;
 use crate::engine::request::{Generation, Request};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::kv::PagedKvCache;
 use crate::model::vq::VqDecoder;
 use crate::model::{DraftHead, Gpt};
-use crate::weights::{ModelConfig, WeightFile};
+use crate::weights::{DirConfig, ModelConfig, WeightFile};
 
 /// Token slots per KV block.
 pub const KV_BLOCK_SIZE: usize = 16;
@@ -59,7 +60,10 @@ impl<B: Backend> BackendEngine<B> {
     /// Load the weights directory `dir` onto `backend`.
     pub fn load_on(backend: B, dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let config = ModelConfig::load(&dir)?;
+        let config = match DirConfig::load(&dir)? {
+            DirConfig::LlamaGen(config) => config,
+            DirConfig::Mar(_) => return Err(not_llamagen(&dir)),
+        };
         let target = Gpt::load(&backend, &open(&dir, &config.gpt.file)?, &config.gpt)?;
         let draft = match &config.draft {
             Some(draft) => Some(Gpt::load(&backend, &open(&dir, &draft.file)?, draft)?),

@@ -1,10 +1,11 @@
 //! The library API.
 //!
-//! [`Engine`] (also at the crate root) is what a service embeds: the models of a weights
-//! directory on a [`Device`] chosen at run time, a scheduler that batches the requests of any
-//! number of threads or async tasks into shared forward passes, and a [`GenerationHandle`] per
-//! request to wait on, stream progress from and cancel. [`BackendEngine`] is the same models on
-//! one backend type, decoding batches synchronously (for benchmarks and tests).
+//! [`Engine`] (also at the crate root) is what a service embeds: the models of a LlamaGen
+//! weights directory on a [`Device`] chosen at run time, a scheduler that batches the requests of
+//! any number of threads or async tasks into shared forward passes, and a [`GenerationHandle`]
+//! per request to wait on, stream progress from and cancel. [`BackendEngine`] is the same models
+//! on one backend type, decoding batches synchronously (for benchmarks and tests).
+//! [`MarEngine`] runs MAR directories (`"family": "mar"`).
 //!
 //! ```no_run
 //! use spire::{Engine, Request};
@@ -17,6 +18,7 @@
 mod backend_engine;
 mod device;
 mod handle;
+mod mar;
 mod metrics;
 pub mod random_tiny;
 mod request;
@@ -28,6 +30,7 @@ pub use crate::image::Image;
 pub use backend_engine::{BackendEngine, KV_BLOCK_SIZE};
 pub use device::Device;
 pub use handle::{Generated, GenerationHandle, Progress};
+pub use mar::{MarEngine, MarRequest};
 pub use metrics::EngineStats;
 pub use request::{Generation, Request};
 pub use service::{Engine, EngineBuilder, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY};

@@ -43,7 +43,7 @@ impl Job {
         }
         let deadline = self.request.deadline?;
         let elapsed = self.submitted.elapsed();
-        (elapsed > deadline).then(|| (Outcome::DeadlineExceeded, Error::DeadlineExceeded { elapsed_ms: elapsed.as_millis(), deadline_ms: deadline.as_millis() }))
+        (elapsed > deadline).then_some((Outcome::DeadlineExceeded, Error::DeadlineExceeded { elapsed_ms: elapsed.as_millis(), deadline_ms: deadline.as_millis() }))
     }
 
     /// The job's image request inside a batch.
@@ -120,10 +120,10 @@ impl<'e, B: Backend> Scheduler<'e, B> {
                 continue;
             }
             match self.place(job) {
-                Ok(()) => {
+                None => {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
                 }
-                Err(job) => left.push_back(job),
+                Some(job) => left.push_back(job),
             }
         }
         self.waiting = left;
@@ -132,9 +132,9 @@ impl<'e, B: Backend> Scheduler<'e, B> {
 
     /// Admit `job` into the batch of its settings (opening one if there is none and room for
     /// another image); gives it back when there is no room now.
-    fn place(&mut self, job: Job) -> std::result::Result<(), Job> {
+    fn place(&mut self, job: Job) -> Option<Job> {
         if self.in_flight() >= self.max_batch {
-            return Err(job);
+            return Some(job);
         }
         let index = match self.groups.iter().position(|g| job.same_settings(&g.settings)) {
             Some(i) => i,
@@ -145,13 +145,13 @@ impl<'e, B: Backend> Scheduler<'e, B> {
                 }
                 Err(e) => {
                     self.finish(job, Outcome::Failed, Err(e));
-                    return Ok(());
+                    return None;
                 }
             },
         };
         let group = &mut self.groups[index];
         if !group.batch.can_admit() {
-            return Err(job);
+            return Some(job);
         }
         match group.batch.admit(job.image()) {
             Ok(id) => {
@@ -160,7 +160,7 @@ impl<'e, B: Backend> Scheduler<'e, B> {
             }
             Err(e) => self.finish(job, Outcome::Failed, Err(e)),
         }
-        Ok(())
+        None
     }
 
     /// One step of every batch, in turn; empty batches give their caches back.

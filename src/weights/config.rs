@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::weights::DirConfig;
 
 fn default_cls_token_num() -> usize {
     1
@@ -220,14 +221,16 @@ impl ModelConfig {
         dir.join("config.json")
     }
 
-    /// Read and validate `dir/config.json`.
+    /// Read and validate `dir/config.json` of a LlamaGen directory (a MAR directory is an
+    /// error that says so: see [`DirConfig`]).
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = Self::path_in(dir);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::Config { path: path.clone(), reason: e.to_string() })?;
-        config.validate().map_err(|reason| Error::Config { path, reason })?;
-        Ok(config)
+        match DirConfig::load(dir)? {
+            DirConfig::LlamaGen(config) => Ok(config),
+            DirConfig::Mar(_) => Err(Error::Config {
+                path: Self::path_in(dir),
+                reason: "this is a MAR directory (\"family\": \"mar\"), not a LlamaGen one; load it with spire::engine::MarEngine".into(),
+            }),
+        }
     }
 
     /// Check every section and the agreement between them.

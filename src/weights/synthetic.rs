@@ -46,9 +46,7 @@ pub fn write_safetensors(path: &Path, tensors: &[HostTensor], dtype: DType) -> R
 
 /// A standard normal sample (Box-Muller).
 pub fn normal(rng: &mut Rng) -> f32 {
-    let u1 = rng.uniform().max(1e-300);
-    let u2 = rng.uniform();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    rng.standard_normal() as f32
 }
 
 /// Random values for tensors named in `shapes`: norm weights (1-D `*norm*.weight`) near 1,

@@ -1,4 +1,5 @@
-//! Paged attention on the CPU: each query row attends to the keys its layout makes visible.
+//! Attention on the CPU: paged (each query row attends to the keys its layout makes visible)
+//! and dense (every row of a sequence attends to every row of it).
 
 use rayon::prelude::*;
 
@@ -9,33 +10,52 @@ use crate::backend::AttentionLayout;
 pub fn paged_attention(qkv: &[f32], keys: &[f32], values: &[f32], layout: &AttentionLayout, out: &mut [f32]) {
     let (n_head, head_dim) = (layout.n_head, layout.head_dim);
     let width = n_head * head_dim;
-    let scale = 1.0 / (head_dim as f32).sqrt();
     out.par_chunks_mut(width).enumerate().for_each(|(r, out_row)| {
         let seq = layout.query_seq[r] as usize;
         let slots: Vec<usize> = layout.visible_positions(r).map(|p| layout.slot(seq, p)).collect();
         let q_row = &qkv[r * 3 * width..r * 3 * width + width];
         let mut scores = vec![0f32; slots.len()];
         for h in 0..n_head {
+            let head = |slot: usize| slot * width + h * head_dim..slot * width + (h + 1) * head_dim;
             let q = &q_row[h * head_dim..(h + 1) * head_dim];
-            for (score, &slot) in scores.iter_mut().zip(&slots) {
-                let k = &keys[slot * width + h * head_dim..slot * width + (h + 1) * head_dim];
-                *score = dot(q, k) * scale;
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            let o = &mut out_row[h * head_dim..(h + 1) * head_dim];
-            o.fill(0.0);
-            for (&weight, &slot) in scores.iter().zip(&slots) {
-                let v = &values[slot * width + h * head_dim..slot * width + (h + 1) * head_dim];
-                let w = weight / total;
-                o.iter_mut().zip(v).for_each(|(acc, &val)| *acc += w * val);
-            }
+            attend(q, slots.iter().map(|&s| (&keys[head(s)], &values[head(s)])), &mut scores, &mut out_row[h * head_dim..(h + 1) * head_dim]);
         }
     });
+}
+
+/// Unmasked attention within each group of `seq_len` consecutive rows of `qkv`
+/// (`[rows, 3 * width]`, q|k|v), writing `[rows, width]` into `out`.
+pub fn dense_attention(qkv: &[f32], seq_len: usize, n_head: usize, head_dim: usize, out: &mut [f32]) {
+    let width = n_head * head_dim;
+    out.par_chunks_mut(width).enumerate().for_each(|(r, out_row)| {
+        let first = r / seq_len * seq_len;
+        let mut scores = vec![0f32; seq_len];
+        for h in 0..n_head {
+            let part = |row: usize, which: usize| &qkv[row * 3 * width + which * width + h * head_dim..][..head_dim];
+            let keys = (first..first + seq_len).map(|j| (part(j, 1), part(j, 2)));
+            attend(part(r, 0), keys, &mut scores, &mut out_row[h * head_dim..(h + 1) * head_dim]);
+        }
+    });
+}
+
+/// One head of one query: `out = sum_j softmax_j(q · k_j / sqrt(d)) v_j` over the `(k_j, v_j)`
+/// pairs (as many as `scores` holds).
+fn attend<'a>(q: &[f32], keys_values: impl Iterator<Item = (&'a [f32], &'a [f32])> + Clone, scores: &mut [f32], out: &mut [f32]) {
+    let scale = 1.0 / (q.len() as f32).sqrt();
+    for (score, (k, _)) in scores.iter_mut().zip(keys_values.clone()) {
+        *score = dot(q, k) * scale;
+    }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        total += *s;
+    }
+    out.fill(0.0);
+    for (&weight, (_, v)) in scores.iter().zip(keys_values) {
+        let w = weight / total;
+        out.iter_mut().zip(v).for_each(|(acc, &val)| *acc += w * val);
+    }
 }
 
 /// Dot product with eight independent partial sums, so the compiler can vectorise it (a single
@@ -50,4 +70,44 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dense attention written out for one row: softmax over the rows of its own sequence.
+    fn direct(qkv: &[f32], seq_len: usize, n_head: usize, head_dim: usize, r: usize) -> Vec<f32> {
+        let width = n_head * head_dim;
+        let first = r / seq_len * seq_len;
+        let at = |row: usize, which: usize, h: usize, i: usize| qkv[row * 3 * width + which * width + h * head_dim + i];
+        let mut out = vec![0f32; width];
+        for h in 0..n_head {
+            let scores: Vec<f32> = (first..first + seq_len).map(|j| (0..head_dim).map(|i| at(r, 0, h, i) * at(j, 1, h, i)).sum::<f32>() / (head_dim as f32).sqrt()).collect();
+            let total: f32 = scores.iter().map(|s| s.exp()).sum();
+            for i in 0..head_dim {
+                out[h * head_dim + i] = (first..first + seq_len).zip(&scores).map(|(j, s)| s.exp() / total * at(j, 2, h, i)).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn dense_attention_sees_its_whole_sequence_and_nothing_else() {
+        let (seq_len, n_head, head_dim, seqs) = (3, 2, 4, 2);
+        let width = n_head * head_dim;
+        let qkv: Vec<f32> = (0..seqs * seq_len * 3 * width).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.1).collect();
+        let mut out = vec![0f32; seqs * seq_len * width];
+        dense_attention(&qkv, seq_len, n_head, head_dim, &mut out);
+        for r in 0..seqs * seq_len {
+            let want = direct(&qkv, seq_len, n_head, head_dim, r);
+            assert!(out[r * width..(r + 1) * width].iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "row {r}");
+        }
+        // Changing the second sequence leaves the first one's output alone.
+        let mut other = qkv.clone();
+        other[seq_len * 3 * width..].iter_mut().for_each(|v| *v += 1.0);
+        let mut out2 = vec![0f32; out.len()];
+        dense_attention(&other, seq_len, n_head, head_dim, &mut out2);
+        assert_eq!(out[..seq_len * width], out2[..seq_len * width]);
+    }
 }

@@ -2,6 +2,9 @@
 
 use rayon::prelude::*;
 
+use super::erf::erf;
+use crate::backend::Activation;
+
 /// Rows below this many f32 are processed serially (parallel overhead dominates).
 const PAR_MIN: usize = 1 << 14;
 
@@ -72,5 +75,122 @@ pub fn linear(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, out: &mut [
             n as isize,
             1,
         );
+    }
+}
+
+/// Run `f(r, row)` on every `dim`-wide row of `data`, in parallel when `data` is large.
+fn for_each_row(data: &mut [f32], dim: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if data.len() >= PAR_MIN {
+        data.par_chunks_mut(dim).enumerate().for_each(|(r, row)| f(r, row));
+    } else {
+        data.chunks_mut(dim).enumerate().for_each(|(r, row)| f(r, row));
+    }
+}
+
+/// LayerNorm (in f64, biased variance, rounded once) of every `dim`-wide row of `x` into `out`,
+/// with the affine `(weight, bias)` when given.
+pub fn layer_norm(x: &[f32], affine: Option<(&[f32], &[f32])>, eps: f32, dim: usize, out: &mut [f32]) {
+    for_each_row(out, dim, |r, or| {
+        let xr = &x[r * dim..(r + 1) * dim];
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for (i, (o, &v)) in or.iter_mut().zip(xr).enumerate() {
+            let normed = (v as f64 - mean) * inv;
+            *o = match affine {
+                Some((w, b)) => (normed * w[i] as f64 + b[i] as f64) as f32,
+                None => normed as f32,
+            };
+        }
+    });
+}
+
+/// `x[r] += bias` for every `bias.len()`-wide row.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for_each_row(x, bias.len(), |_, row| row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b));
+}
+
+/// `activation` of every element of `x`, in place (exact GELU evaluated in f64).
+pub fn activate(x: &mut [f32], activation: Activation) {
+    let f = match activation {
+        Activation::Gelu => |v: &mut f32| {
+            let x = *v as f64;
+            *v = (0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+        },
+        Activation::Silu => |v: &mut f32| *v /= 1.0 + (-*v).exp(),
+    };
+    if x.len() >= PAR_MIN {
+        x.par_iter_mut().for_each(f);
+    } else {
+        x.iter_mut().for_each(f);
+    }
+}
+
+/// `x = x * (1 + scale) + shift` per `dim`-wide row, shift and scale from columns `at..` of the
+/// row's `mods_width`-wide `mods` row.
+pub fn modulate(x: &mut [f32], mods: &[f32], mods_width: usize, at: usize, dim: usize) {
+    for_each_row(x, dim, |r, row| {
+        let m = &mods[r * mods_width + at..][..2 * dim];
+        let (shift, scale) = m.split_at(dim);
+        row.iter_mut().zip(shift.iter().zip(scale)).for_each(|(v, (&sh, &sc))| *v = *v * (1.0 + sc) + sh);
+    });
+}
+
+/// `acc += gate * x` per `dim`-wide row, gate from columns `at..at + dim` of the row's
+/// `mods_width`-wide `mods` row.
+pub fn add_gated(acc: &mut [f32], x: &[f32], mods: &[f32], mods_width: usize, at: usize, dim: usize) {
+    for_each_row(acc, dim, |r, row| {
+        let gate = &mods[r * mods_width + at..][..dim];
+        row.iter_mut().zip(&x[r * dim..(r + 1) * dim]).zip(gate).for_each(|((a, &v), &g)| *a += g * v);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_norm_centres_scales_and_applies_the_affine() {
+        // Row [1, 3]: mean 2, variance 1, so (x - mean) / sqrt(1 + eps) is [-1, 1] up to eps.
+        let mut out = vec![0.0; 4];
+        layer_norm(&[1.0, 3.0, 5.0, 5.0], None, 1e-6, 2, &mut out);
+        assert!((out[0] + 1.0).abs() < 1e-6 && (out[1] - 1.0).abs() < 1e-6, "{out:?}");
+        assert_eq!(&out[2..], &[0.0, 0.0], "a constant row normalises to 0");
+        layer_norm(&[1.0, 3.0], Some((&[2.0, 3.0], &[0.5, -0.5])), 0.0, 2, &mut out[..2]);
+        assert_eq!(&out[..2], &[-1.5, 2.5]);
+        layer_norm(&[1.0, 3.0], None, 3.0, 2, &mut out[..2]);
+        assert_eq!(&out[..2], &[-0.5, 0.5], "eps is added to the variance: 1 / sqrt(1 + 3)");
+    }
+
+    #[test]
+    fn add_bias_adds_the_bias_to_every_row() {
+        let mut x = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        add_bias(&mut x, &[10.0, 20.0, 30.0]);
+        assert_eq!(x, vec![11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+    }
+
+    #[test]
+    fn gelu_is_exact_and_silu_is_x_sigmoid_x() {
+        let inputs = [-3.0f32, -1.0, 0.0, 0.5, 2.0];
+        // x Φ(x) with Φ the standard normal CDF (values of 0.5 x erfc(-x/sqrt 2) in f64).
+        let gelu = [-0.004_049_694, -0.158_655_25, 0.0, 0.345_731_23, 1.954_499_7];
+        let mut x = inputs.to_vec();
+        activate(&mut x, Activation::Gelu);
+        assert!(x.iter().zip(gelu).all(|(a, b)| (a - b).abs() < 1e-7), "{x:?}");
+        let mut x = inputs.to_vec();
+        activate(&mut x, Activation::Silu);
+        assert!(x.iter().zip(inputs).all(|(a, v)| (a - v / (1.0 + (-v).exp())).abs() < 1e-7), "{x:?}");
+    }
+
+    #[test]
+    fn modulate_and_gate_read_their_columns_of_the_row() {
+        // Two rows of width 2; mods rows of width 6 = [shift | scale | gate].
+        let mods = [1.0, 2.0, 0.0, 1.0, 3.0, -1.0, /* row 1 */ 0.0, 0.0, -1.0, 0.5, 2.0, 2.0];
+        let mut x = vec![1.0, 1.0, 2.0, 4.0];
+        modulate(&mut x, &mods, 6, 0, 2);
+        assert_eq!(x, vec![2.0, 4.0, 0.0, 6.0]);
+        let mut acc = vec![1.0; 4];
+        add_gated(&mut acc, &x, &mods, 6, 4, 2);
+        assert_eq!(acc, vec![7.0, -3.0, 1.0, 13.0]);
     }
 }

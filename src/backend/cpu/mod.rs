@@ -5,6 +5,7 @@
 pub mod accept;
 mod attention;
 pub mod children;
+mod erf;
 pub(crate) mod kernels;
 pub mod sampling;
 mod weight;
@@ -16,7 +17,7 @@ pub use weight::CpuWeight;
 use super::ops::check_parts;
 use half::bf16;
 
-use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather, NO_TOKEN};
+use super::{checks, Activation, Backend, BlockLayout, ChildDraws, CopyList, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather, NO_TOKEN};
 use crate::error::Result;
 use crate::sampling::SamplingParams;
 use crate::weights::{DType, WeightFile};
@@ -262,5 +263,41 @@ impl Backend for CpuBackend {
 
     fn accept_block(&self, p: &Vec<f32>, q: &Vec<f32>, plan: &Vec<u32>, block: &BlockLayout, state: &mut Vec<u32>) -> Result<()> {
         accept::accept_into_state(p, q, plan, block, state)
+    }
+
+    fn layer_norm(&self, x: &Vec<f32>, affine: Option<(&CpuWeight, &CpuWeight)>, eps: f32, dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        checks::layer_norm(x.len(), affine.map(|(w, b)| (w.len(), b.len())), dim, out.len())?;
+        kernels::layer_norm(x, affine.map(|(w, b)| (&w[..], &b[..])), eps, dim, out);
+        Ok(())
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &CpuWeight, width: usize) -> Result<()> {
+        checks::add_bias(x.len(), bias.len(), width)?;
+        kernels::add_bias(x, bias);
+        Ok(())
+    }
+
+    fn activate(&self, x: &mut Vec<f32>, activation: Activation) -> Result<()> {
+        kernels::activate(x, activation);
+        Ok(())
+    }
+
+    fn dense_attention(&self, qkv: &Vec<f32>, seq_len: usize, n_head: usize, head_dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        checks::dense_attention(qkv.len(), seq_len, n_head, head_dim, out.len())?;
+        attention::dense_attention(qkv, seq_len, n_head, head_dim, out);
+        Ok(())
+    }
+
+    fn modulate(&self, x: &mut Vec<f32>, mods: &Vec<f32>, mods_width: usize, at: usize, dim: usize) -> Result<()> {
+        checks::modulation("modulate", x.len(), mods.len(), mods_width, at, dim, 2 * dim)?;
+        kernels::modulate(x, mods, mods_width, at, dim);
+        Ok(())
+    }
+
+    fn add_gated(&self, acc: &mut Vec<f32>, x: &Vec<f32>, mods: &Vec<f32>, mods_width: usize, at: usize, dim: usize) -> Result<()> {
+        checks::same_len("add_gated", &[acc.len(), x.len()])?;
+        checks::modulation("add_gated", acc.len(), mods.len(), mods_width, at, dim, dim)?;
+        kernels::add_gated(acc, x, mods, mods_width, at, dim);
+        Ok(())
     }
 }
