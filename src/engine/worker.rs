@@ -182,6 +182,11 @@ impl<'e, B: Backend> Scheduler<'e, B> {
                 g += 1;
             }
         }
+        self.update_gauges();
+    }
+
+    /// The in-flight and KV gauges, as the batches stand now.
+    fn update_gauges(&self) {
         self.metrics.in_flight.set(self.in_flight() as i64);
         self.metrics.kv_blocks_in_use.set(self.groups.iter().map(|g| g.batch.blocks_in_use()).sum::<usize>() as i64);
     }
@@ -196,6 +201,7 @@ impl<'e, B: Backend> Scheduler<'e, B> {
                 tracing::error!(error = %e, "cancelling an image");
             }
             if let Some(job) = group.jobs.remove(&id) {
+                self.update_gauges();
                 self.finish(job, outcome, Err(error));
             }
         }
@@ -208,6 +214,8 @@ impl<'e, B: Backend> Scheduler<'e, B> {
         let span = tracing::debug_span!("step", images);
         let result = span.in_scope(|| self.groups[g].batch.step());
         self.metrics.step(start.elapsed());
+        // Finished images have left the batch: the gauges say so before their callers hear.
+        self.update_gauges();
         match result {
             Ok(events) => events.into_iter().for_each(|event| self.deliver(g, event)),
             Err(e) => {
