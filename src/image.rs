@@ -65,10 +65,21 @@ impl Image {
         let path = path.as_ref();
         let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
         let file = std::fs::File::create(path).map_err(io)?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.width as u32, self.height as u32);
+        self.write_png(std::io::BufWriter::new(file)).map_err(io)
+    }
+
+    /// The image as the bytes of an 8-bit RGB PNG.
+    pub fn png_bytes(&self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.write_png(&mut bytes).map_err(|e| Error::Internal(format!("encoding a {}x{} PNG in memory: {e}", self.width, self.height)))?;
+        Ok(bytes)
+    }
+
+    fn write_png(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        let mut encoder = png::Encoder::new(out, self.width as u32, self.height as u32);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        let png_err = |e: png::EncodingError| io(std::io::Error::other(e.to_string()));
+        let png_err = |e: png::EncodingError| std::io::Error::other(e.to_string());
         let mut writer = encoder.write_header().map_err(png_err)?;
         writer.write_image_data(&self.rgb).map_err(png_err)?;
         writer.finish().map_err(png_err)

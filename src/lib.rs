@@ -19,6 +19,8 @@ pub mod image;
 pub mod kv;
 pub mod model;
 pub mod sampling;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod weights;
 
 pub use engine::{Device, Engine, EngineBuilder, Generated, GenerationHandle, Image, Progress, Request};

@@ -70,8 +70,19 @@ pub trait EngineTask {
     fn run<B: Backend>(self, engine: &BackendEngine<B>) -> anyhow::Result<()>;
 }
 
+impl ModelArgs {
+    /// The library's device for these arguments.
+    pub fn library_device(&self) -> spire::Device {
+        match self.device {
+            Device::Cpu => spire::Device::Cpu,
+            Device::Cuda => spire::Device::Cuda(self.gpu),
+            Device::Emulator => spire::Device::Emulator,
+        }
+    }
+}
+
 /// The weights directory the arguments name, writing the random tiny model first if asked.
-fn weights_dir(args: &ModelArgs) -> anyhow::Result<PathBuf> {
+pub fn weights_dir(args: &ModelArgs) -> anyhow::Result<PathBuf> {
     if !args.random_tiny {
         return Ok(args.weights.clone());
     }

@@ -4,6 +4,8 @@ mod bench;
 mod device;
 mod generate;
 mod inspect;
+#[cfg(feature = "server")]
+mod serve;
 mod spec_args;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,10 @@ enum Command {
     /// Compare plain AR decoding with speculative modes on the same images: latency per image,
     /// target forwards, mean accepted length, acceptance rate and speedup, measured in one run.
     Bench(bench::BenchArgs),
+    /// Serve images over HTTP (POST /v1/images, GET /healthz, GET /metrics), batching
+    /// concurrent requests.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 /// Parse the command line, run the command, and turn errors into a message and exit code 1.
@@ -37,6 +43,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -46,6 +46,7 @@ impl Request {
         }
         let Some(spec) = &self.speculative else { return Ok(()) };
         spec.shape()?;
+        spec.rule.validate()?;
         let (shipped, section) = match spec.drafter {
             DrafterChoice::Model => (config.draft.is_some(), "draft"),
             DrafterChoice::Head => (config.draft_head.is_some(), "draft_head"),

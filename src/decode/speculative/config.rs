@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::decode::speculative::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
 use crate::decode::speculative::tree::TreeShape;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Which acceptance rule verifies drafts.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +39,25 @@ pub enum RuleConfig {
         /// The constant relaxation.
         omega: f32,
     },
+}
+
+impl RuleConfig {
+    /// Reject parameters that make no sense, naming the parameter.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::InvalidRequest(what.to_string()));
+        match *self {
+            RuleConfig::Vanilla => Ok(()),
+            RuleConfig::Cool { delta, nu, mu } if !(delta.is_finite() && delta > 0.0 && nu.is_finite() && mu.is_finite()) => {
+                bad(&format!("COOL-SD delta {delta} must be finite and > 0, nu {nu} and mu {mu} finite"))
+            }
+            RuleConfig::Uniform { omega } if !(omega.is_finite() && omega > 0.0) => bad(&format!("UniformRSD omega {omega} must be finite and > 0")),
+            RuleConfig::Lantern { k, delta } if k == 0 || !(0.0..=1.0).contains(&delta) => bad(&format!("LANTERN k {k} must be >= 1 and delta {delta} in [0, 1]")),
+            RuleConfig::LanternPlusPlus { k, lambda } if k == 0 || !(lambda.is_finite() && lambda >= 1.0) => {
+                bad(&format!("LANTERN++ k {k} must be >= 1 and lambda {lambda} finite and >= 1"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Which model drafts.
