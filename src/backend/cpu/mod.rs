@@ -1,9 +1,11 @@
-//! The CPU reference backend: f32 compute with rayon and `matrixmultiply` GEMMs.
+//! The CPU reference backend: f32 compute, SIMD GEMMs over weights in their stored precision
+//! ([`gemm`]), and rayon's pool for the ops large enough to split.
 //!
 //! Every GPU kernel is tested against these implementations.
 
 pub mod accept;
 mod attention;
+pub mod gemm;
 pub(crate) mod kernels;
 mod weight;
 
@@ -13,7 +15,7 @@ pub use weight::CpuWeight;
 
 use super::{checks, Acceptance, Backend, DraftBlock, ForwardPlan, KvShape};
 use crate::error::Result;
-use crate::weights::{DType, WeightFile};
+use crate::weights::WeightFile;
 
 /// The CPU backend (stateless; parallelism comes from rayon's global pool).
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,15 +47,11 @@ impl Backend for CpuBackend {
     }
 
     fn load_weight(&self, file: &Arc<WeightFile>, name: &str, shape: &[usize]) -> Result<CpuWeight> {
-        let tensor = file.tensor_with_shape(name, shape)?;
-        if tensor.dtype == DType::F32 && file.mapped_f32(tensor.range.clone()).is_some() {
-            return Ok(CpuWeight::Mapped { file: Arc::clone(file), name: name.to_string(), range: tensor.range });
-        }
-        Ok(CpuWeight::Owned(tensor.to_f32().into_owned()))
+        Ok(CpuWeight::from_tensor(file, &file.tensor_with_shape(name, shape)?))
     }
 
     fn weight_from_host(&self, values: &[f32]) -> Result<CpuWeight> {
-        Ok(CpuWeight::Owned(values.to_vec()))
+        Ok(CpuWeight::owned(values.to_vec()))
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
@@ -137,8 +135,9 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &Vec<f32>, weight: &CpuWeight, rows: usize, in_dim: usize, out_dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        checks::linear(x.len(), weight.len(), rows, in_dim, out_dim, out.len())?;
-        kernels::linear(x, weight, rows, in_dim, out_dim, out);
+        let matrix = weight.matrix();
+        checks::linear(x.len(), matrix.len(), rows, in_dim, out_dim, out.len())?;
+        gemm::linear(x, matrix, rows, in_dim, out_dim, out);
         Ok(())
     }
 

@@ -1,15 +1,30 @@
-//! CPU weights: f32 values borrowed from the memory-mapped file when possible, owned otherwise.
+//! CPU weights, stored once at load in the form the GEMM kernel streams: f32 read in place from
+//! the memory-mapped file when aligned, 16-bit tensors kept in their file precision (half the
+//! bytes per GEMM; widening to f32 is exact, so results are those of the f32 values), anything
+//! else as owned f32. Row-wise ops (embedding lookups, norms) read an f32 view, made once on
+//! first use for 16-bit tensors.
 
 use std::ops::{Deref, Range};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::weights::WeightFile;
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 
-/// An f32 weight tensor in host memory.
-pub enum CpuWeight {
-    /// Converted (f16/bf16 or unaligned f32) or synthetic values.
+use super::gemm::WeightMatrix;
+use crate::weights::{DType, TensorRef, WeightFile};
+
+/// A weight tensor in host memory.
+pub struct CpuWeight {
+    stored: Stored,
+    /// f32 values of a 16-bit tensor, for the row-wise ops (filled on first use).
+    widened: OnceLock<Vec<f32>>,
+}
+
+/// How a weight's values are held.
+enum Stored {
+    /// f32 values owned by the weight (synthetic, or unaligned in the file).
     Owned(Vec<f32>),
-    /// Aligned f32 values read in place from a mapped file.
+    /// Aligned f32 values read in place from a mapped file (no copy).
     Mapped {
         /// The file, which keeps the mapping alive.
         file: Arc<WeightFile>,
@@ -18,30 +33,71 @@ pub enum CpuWeight {
         /// Byte range of the values in the mapping (checked to be aligned f32 at load).
         range: Range<usize>,
     },
+    /// Half-precision values copied once from the file, as stored there.
+    F16(Vec<f16>),
+    /// bfloat16 values copied once from the file, as stored there.
+    BF16(Vec<bf16>),
 }
 
 impl CpuWeight {
+    /// The tensor `tensor` of `file`: borrowed in place when it is aligned f32, copied once in
+    /// its own precision otherwise.
+    pub fn from_tensor(file: &Arc<WeightFile>, tensor: &TensorRef<'_>) -> CpuWeight {
+        let stored = match tensor.dtype {
+            DType::F32 if file.mapped_f32(tensor.range.clone()).is_some() => {
+                Stored::Mapped { file: Arc::clone(file), name: tensor.name.to_string(), range: tensor.range.clone() }
+            }
+            DType::F32 => Stored::Owned(tensor.to_f32().into_owned()),
+            DType::F16 => Stored::F16(from_le_pairs(tensor.bytes, f16::from_le_bytes)),
+            DType::BF16 => Stored::BF16(from_le_pairs(tensor.bytes, bf16::from_le_bytes)),
+        };
+        CpuWeight { stored, widened: OnceLock::new() }
+    }
+
+    /// A weight owning `values`.
+    pub fn owned(values: Vec<f32>) -> CpuWeight {
+        CpuWeight { stored: Stored::Owned(values), widened: OnceLock::new() }
+    }
+
     /// True when the values are read straight from the memory map (no copy was made).
     pub fn is_zero_copy(&self) -> bool {
-        matches!(self, CpuWeight::Mapped { .. })
+        matches!(self.stored, Stored::Mapped { .. })
     }
+
+    /// The values as the GEMM kernel streams them, in their stored precision.
+    pub fn matrix(&self) -> WeightMatrix<'_> {
+        match &self.stored {
+            Stored::F16(values) => WeightMatrix::F16(values),
+            Stored::BF16(values) => WeightMatrix::BF16(values),
+            Stored::Owned(_) | Stored::Mapped { .. } => WeightMatrix::F32(self),
+        }
+    }
+}
+
+/// Little-endian 2-byte values.
+fn from_le_pairs<T>(bytes: &[u8], from_le: fn([u8; 2]) -> T) -> Vec<T> {
+    bytes.chunks_exact(2).map(|b| from_le([b[0], b[1]])).collect()
 }
 
 impl Deref for CpuWeight {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        match self {
-            CpuWeight::Owned(values) => values,
-            CpuWeight::Mapped { file, range, .. } => file.mapped_f32(range.clone()).expect("a mapped weight's range was checked at load"),
+        match &self.stored {
+            Stored::Owned(values) => values,
+            Stored::Mapped { file, range, .. } => file.mapped_f32(range.clone()).expect("a mapped weight's range was checked at load"),
+            Stored::F16(values) => self.widened.get_or_init(|| values.to_f32_vec()),
+            Stored::BF16(values) => self.widened.get_or_init(|| values.to_f32_vec()),
         }
     }
 }
 
 impl std::fmt::Debug for CpuWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CpuWeight::Owned(v) => write!(f, "CpuWeight::Owned({} values)", v.len()),
-            CpuWeight::Mapped { name, range, .. } => write!(f, "CpuWeight::Mapped({name}, {} values)", range.len() / 4),
+        match &self.stored {
+            Stored::Owned(v) => write!(f, "CpuWeight::Owned({} values)", v.len()),
+            Stored::Mapped { name, range, .. } => write!(f, "CpuWeight::Mapped({name}, {} values)", range.len() / 4),
+            Stored::F16(v) => write!(f, "CpuWeight::F16({} values)", v.len()),
+            Stored::BF16(v) => write!(f, "CpuWeight::BF16({} values)", v.len()),
         }
     }
 }
