@@ -52,7 +52,7 @@ pub fn rope(x: &mut [f32], row_stride: usize, n_rot_heads: usize, head_dim: usiz
 }
 
 /// `out = x · wᵀ` with `x: [rows, k]`, `w: [n, k]` (PyTorch linear layout), `out: [rows, n]`,
-/// for f32 weights (the CUDA emulator's GEMMs): [`super::gemm::linear`].
+/// for f32 weights that are not `CpuWeight`s (the CUDA emulator's GEMMs): packs `w` on every call.
 pub fn linear(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, out: &mut [f32]) {
-    super::gemm::linear(x, super::gemm::WeightMatrix::F32(w), rows, k, n, out);
+    super::gemm::linear(x, &super::gemm::PackedMatrix::pack(super::gemm::WeightMatrix::F32(w), n, k), rows, out);
 }

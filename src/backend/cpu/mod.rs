@@ -135,9 +135,8 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &Vec<f32>, weight: &CpuWeight, rows: usize, in_dim: usize, out_dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        let matrix = weight.matrix();
-        checks::linear(x.len(), matrix.len(), rows, in_dim, out_dim, out.len())?;
-        gemm::linear(x, matrix, rows, in_dim, out_dim, out);
+        checks::linear(x.len(), weight.matrix().len(), rows, in_dim, out_dim, out.len())?;
+        gemm::linear(x, weight.packed(out_dim, in_dim)?, rows, out);
         Ok(())
     }
 

@@ -1,8 +1,12 @@
-//! CPU weights, stored once at load in the form the GEMM kernel streams: f32 read in place from
-//! the memory-mapped file when aligned, 16-bit tensors kept in their file precision (half the
-//! bytes per GEMM; widening to f32 is exact, so results are those of the f32 values), anything
-//! else as owned f32. Row-wise ops (embedding lookups, norms) read an f32 view, made once on
-//! first use for 16-bit tensors.
+//! CPU weights. The values are held as loaded: f32 read in place from the memory-mapped file when
+//! aligned (zero-copy), 16-bit tensors copied once in their file precision, anything else as
+//! owned f32. What the ops read is derived from them once, on first use, and kept:
+//! - GEMMs stream a [`PackedMatrix`] (panels for the SIMD kernel, same precision: 16-bit weights
+//!   stay 16-bit, half the bytes, widened exactly in registers), packed on the weight's first
+//!   `linear`, never per call. Packing waits for that call because only it says a tensor is a
+//!   GEMM weight: embedding tables are 2-D too, and packing them would double their memory.
+//! - Row-wise ops (embedding lookups, norms) read f32 values: the mapping itself for f32, a
+//!   widened copy made on first use for 16-bit tensors.
 
 use std::ops::{Deref, Range};
 use std::sync::{Arc, OnceLock};
@@ -10,7 +14,8 @@ use std::sync::{Arc, OnceLock};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use super::gemm::WeightMatrix;
+use super::gemm::{PackedMatrix, WeightMatrix};
+use crate::error::{Error, Result};
 use crate::weights::{DType, TensorRef, WeightFile};
 
 /// A weight tensor in host memory.
@@ -18,6 +23,8 @@ pub struct CpuWeight {
     stored: Stored,
     /// f32 values of a 16-bit tensor, for the row-wise ops (filled on first use).
     widened: OnceLock<Vec<f32>>,
+    /// The values packed for GEMMs (filled by the first `linear`).
+    packed: OnceLock<PackedMatrix>,
 }
 
 /// How a weight's values are held.
@@ -51,20 +58,36 @@ impl CpuWeight {
             DType::F16 => Stored::F16(from_le_pairs(tensor.bytes, f16::from_le_bytes)),
             DType::BF16 => Stored::BF16(from_le_pairs(tensor.bytes, bf16::from_le_bytes)),
         };
-        CpuWeight { stored, widened: OnceLock::new() }
+        CpuWeight::new(stored)
     }
 
     /// A weight owning `values`.
     pub fn owned(values: Vec<f32>) -> CpuWeight {
-        CpuWeight { stored: Stored::Owned(values), widened: OnceLock::new() }
+        CpuWeight::new(Stored::Owned(values))
     }
 
-    /// True when the values are read straight from the memory map (no copy was made).
+    fn new(stored: Stored) -> CpuWeight {
+        CpuWeight { stored, widened: OnceLock::new(), packed: OnceLock::new() }
+    }
+
+    /// True when the values are read straight from the memory map (no copy was made at load):
+    /// the f32 the row-wise ops read is the mapping itself. A GEMM weight also gets one packed
+    /// copy, on its first `linear` ([`CpuWeight::packed`]).
     pub fn is_zero_copy(&self) -> bool {
         matches!(self.stored, Stored::Mapped { .. })
     }
 
-    /// The values as the GEMM kernel streams them, in their stored precision.
+    /// The weight packed for GEMMs as `[n, k]`: packed on the first call, then the same packing
+    /// every time; a call with another shape is an error.
+    pub fn packed(&self, n: usize, k: usize) -> Result<&PackedMatrix> {
+        let packed = self.packed.get_or_init(|| PackedMatrix::pack(self.matrix(), n, k));
+        if (packed.n(), packed.k()) != (n, k) {
+            return Err(Error::Backend(format!("a weight packed as [{}, {}] used as [{n}, {k}]", packed.n(), packed.k())));
+        }
+        Ok(packed)
+    }
+
+    /// The values as loaded, in their stored precision.
     pub fn matrix(&self) -> WeightMatrix<'_> {
         match &self.stored {
             Stored::F16(values) => WeightMatrix::F16(values),

@@ -1,15 +1,16 @@
 //! Linear layers on the CPU, `out[rows, n] = x[rows, k] · wᵀ` for a PyTorch-layout `[n, k]`
 //! weight, at memory speed for the few rows of a decode or verification step.
 //!
-//! The weight is streamed in the layout and precision it was loaded in (f32 straight from the
-//! memory map, or f16/bf16 as stored in the file, widened in registers with f32 accumulation):
-//! no per-call packing. The SIMD kernel (AVX-512 or AVX2/FMA/F16C, chosen at run time, with a
-//! portable fallback) is [`tile`]; [`split`] hands column ranges to rayon's threads when the
-//! call is large enough to pay for it.
+//! Weights are packed once ([`PackedMatrix`]: panels of 16 output columns, in their stored
+//! precision, f16/bf16 widened in registers with f32 accumulation), never per call. The SIMD
+//! kernel (AVX-512, or AVX2/FMA/F16C, chosen at run time, with a portable fallback) is [`tile`];
+//! [`split`] hands ranges of panels to rayon's threads when the call is large enough to pay for
+//! it. One kernel serves every row count: each tile of rows streams the weights once, so a
+//! 64-row verification costs little more than its multiply-adds.
 
 mod isa;
 mod lanes;
-mod matrix;
+mod packed;
 mod split;
 mod tile;
 #[cfg(target_arch = "x86_64")]
@@ -21,10 +22,15 @@ mod tests;
 use std::ops::Range;
 
 pub use isa::Isa;
-pub use matrix::WeightMatrix;
+pub use packed::{Packed, PackedMatrix, WeightMatrix};
 
-use half::{bf16, f16};
 use lanes::{LoadWidened, Portable};
+use packed::PackedValues;
+
+/// Panels per thread-split unit: the widest tile (AVX-512's 4 panels) stays whole.
+const SPLIT_GROUP: usize = 4;
+/// Rows of the tallest tile, for sizing the work of a call.
+const TILE_ROWS: usize = 6;
 
 /// A weight element type every compiled instruction set can stream.
 #[cfg(target_arch = "x86_64")]
@@ -37,42 +43,42 @@ trait Streamed: LoadWidened<Portable> {}
 #[cfg(not(target_arch = "x86_64"))]
 impl<T: LoadWidened<Portable>> Streamed for T {}
 
-/// `out[rows, n] = x[rows, k] · wᵀ` on the widest instruction set this CPU has; `x` and `out`
-/// may be longer than `rows * k` and `rows * n` (the rest of `out` is left alone).
-pub fn linear(x: &[f32], w: WeightMatrix<'_>, rows: usize, k: usize, n: usize, out: &mut [f32]) {
-    linear_on(Isa::detect(), x, w, rows, k, n, out);
+/// `out[rows, w.n()] = x[rows, w.k()] · wᵀ` on the widest instruction set this CPU has; `x` and
+/// `out` may be longer than needed (the rest of `out` is left alone).
+pub fn linear(x: &[f32], w: &PackedMatrix, rows: usize, out: &mut [f32]) {
+    linear_on(Isa::detect(), x, w, rows, out);
 }
 
 /// [`linear`] on instruction set `isa` (for tests and benches comparing the paths).
 ///
 /// # Panics
-/// When this CPU cannot run `isa`, or the operands are shorter than the shapes say.
-pub fn linear_on(isa: Isa, x: &[f32], w: WeightMatrix<'_>, rows: usize, k: usize, n: usize, out: &mut [f32]) {
+/// When this CPU cannot run `isa`, or `x` or `out` is shorter than the shapes say.
+pub fn linear_on(isa: Isa, x: &[f32], w: &PackedMatrix, rows: usize, out: &mut [f32]) {
     assert!(isa.is_available(), "{isa:?} is not available on this CPU");
-    assert!(x.len() >= rows * k && w.len() == n * k && out.len() >= rows * n, "linear: operands do not match [{rows}x{k}]·[{n}x{k}]ᵀ");
-    match w {
-        WeightMatrix::F32(w) => run::<f32>(isa, x, w, rows, k, n, out),
-        WeightMatrix::F16(w) => run::<f16>(isa, x, w, rows, k, n, out),
-        WeightMatrix::BF16(w) => run::<bf16>(isa, x, w, rows, k, n, out),
+    assert!(x.len() >= rows * w.k() && out.len() >= rows * w.n(), "linear: operands shorter than [{rows}x{}]·[{}x{}]ᵀ", w.k(), w.n(), w.k());
+    let work = w.bytes() * rows.div_ceil(TILE_ROWS);
+    match w.values() {
+        PackedValues::F32(values) => run(isa, x, w.view(values), rows, work, out),
+        PackedValues::F16(values) => run(isa, x, w.view(values), rows, work, out),
+        PackedValues::BF16(values) => run(isa, x, w.view(values), rows, work, out),
     }
 }
 
-/// Split the columns between threads and run the kernel on each part.
-fn run<T: Streamed>(isa: Isa, x: &[f32], w: &[T], rows: usize, k: usize, n: usize, out: &mut [f32]) {
-    let work = std::mem::size_of_val(w) * rows.div_ceil(tile::ROW_TILE);
-    split::by_columns(rows, n, tile::COL_TILE, work, out, |cols, out_rows| columns_on(isa, x, w, rows, k, cols, out_rows));
+/// Split the panels between threads and run the kernel on each part.
+fn run<T: Streamed>(isa: Isa, x: &[f32], w: Packed<'_, T>, rows: usize, work: usize, out: &mut [f32]) {
+    split::by_panels(rows, w.n, SPLIT_GROUP, work, out, |panels, out_rows| panels_on(isa, x, w, rows, panels, out_rows));
 }
 
-/// The kernel for columns `cols`, compiled for `isa` (checked available by [`linear_on`]).
-fn columns_on<T: Streamed>(isa: Isa, x: &[f32], w: &[T], rows: usize, k: usize, cols: Range<usize>, out: &mut [&mut [f32]]) {
+/// The kernel for `panels`, compiled for `isa` (checked available by [`linear_on`]).
+fn panels_on<T: Streamed>(isa: Isa, x: &[f32], w: Packed<'_, T>, rows: usize, panels: Range<usize>, out: &mut [&mut [f32]]) {
     match isa {
         // SAFETY: the portable lanes need no instruction set beyond the target's baseline.
-        Isa::Portable => unsafe { tile::columns::<Portable, T>(x, w, rows, k, cols, out) },
+        Isa::Portable => unsafe { tile::panels::<Portable, T, 4, 1>(x, w, rows, panels, out) },
         // SAFETY: `linear_on` checked that this CPU has AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::columns_avx2(x, w, rows, k, cols, out) },
+        Isa::Avx2 => unsafe { x86::panels_avx2(x, w, rows, panels, out) },
         // SAFETY: `linear_on` checked that this CPU has AVX-512F.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::columns_avx512(x, w, rows, k, cols, out) },
+        Isa::Avx512 => unsafe { x86::panels_avx512(x, w, rows, panels, out) },
     }
 }

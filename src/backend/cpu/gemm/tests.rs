@@ -1,10 +1,10 @@
 //! Every instruction set against a plain f64 reference over odd shapes (rows 1..=33, `k` and
-//! `n` not multiples of any vector width), in each weight precision; the portable path is forced
-//! like any other.
+//! `n` not multiples of the panel or vector widths), in each weight precision; the portable path
+//! is forced like any other.
 
 use half::{bf16, f16};
 
-use super::{linear_on, Isa, WeightMatrix};
+use super::{linear_on, Isa, PackedMatrix, WeightMatrix};
 use crate::sampling::Rng;
 use crate::weights::synthetic::normal;
 
@@ -61,7 +61,7 @@ fn check(isa: Isa, rows: usize, k: usize, n: usize, seed: u64) {
         let (want, scale) = reference(&x, &widened, rows, k, n);
         // Longer than needed: the kernel must leave the tail alone.
         let mut out = vec![f32::NAN; rows * n + 3];
-        linear_on(isa, &x, stored.matrix(), rows, k, n, &mut out);
+        linear_on(isa, &x, &PackedMatrix::pack(stored.matrix(), n, k), rows, &mut out);
         for (i, ((&got, &want), &scale)) in out.iter().zip(&want).zip(&scale).enumerate() {
             let err = (got as f64 - want).abs();
             assert!(err <= 1e-6 * (k as f64) * scale + 1e-30, "{isa:?} {rows}x{k}x{n} element {i}: {got} vs {want}");
@@ -74,7 +74,7 @@ fn check(isa: Isa, rows: usize, k: usize, n: usize, seed: u64) {
 fn every_instruction_set_matches_the_reference_on_odd_shapes() {
     for &isa in Isa::available() {
         for rows in 1..=33 {
-            for (k, n) in [(1, 1), (7, 5), (17, 3), (33, 13), (100, 9), (255, 37)] {
+            for (k, n) in [(1, 1), (7, 5), (17, 3), (33, 13), (100, 9), (255, 37), (40, 71)] {
                 check(isa, rows, k, n, (rows * 1000 + k * 10 + n) as u64);
             }
         }
@@ -85,12 +85,12 @@ fn every_instruction_set_matches_the_reference_on_odd_shapes() {
 fn simd_paths_agree_with_the_forced_portable_path() {
     let (rows, k, n) = (10, 301, 67);
     let x = random(rows * k, 11);
-    let w = random(n * k, 12);
+    let w = PackedMatrix::pack(WeightMatrix::F32(&random(n * k, 12)), n, k);
     let mut portable = vec![0.0; rows * n];
-    linear_on(Isa::Portable, &x, WeightMatrix::F32(&w), rows, k, n, &mut portable);
+    linear_on(Isa::Portable, &x, &w, rows, &mut portable);
     for &isa in Isa::available() {
         let mut out = vec![0.0; rows * n];
-        linear_on(isa, &x, WeightMatrix::F32(&w), rows, k, n, &mut out);
+        linear_on(isa, &x, &w, rows, &mut out);
         for (a, b) in out.iter().zip(&portable) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{isa:?}: {a} vs portable {b}");
         }
@@ -107,12 +107,13 @@ fn an_element_does_not_depend_on_the_other_rows_columns_or_the_thread_split() {
     let piece = 97;
     for &isa in Isa::available() {
         let mut together = vec![0.0; rows * n];
-        linear_on(isa, &x, WeightMatrix::F32(&w), rows, k, n, &mut together);
+        linear_on(isa, &x, &PackedMatrix::pack(WeightMatrix::F32(&w), n, k), rows, &mut together);
         for r in 0..rows {
             for c0 in (0..n).step_by(piece) {
                 let c1 = (c0 + piece).min(n);
                 let mut alone = vec![0.0; c1 - c0];
-                linear_on(isa, &x[r * k..(r + 1) * k], WeightMatrix::F32(&w[c0 * k..c1 * k]), 1, k, c1 - c0, &mut alone);
+                let piece = PackedMatrix::pack(WeightMatrix::F32(&w[c0 * k..c1 * k]), c1 - c0, k);
+                linear_on(isa, &x[r * k..(r + 1) * k], &piece, 1, &mut alone);
                 assert_eq!(alone, together[r * n + c0..r * n + c1], "{isa:?} row {r}, columns {c0}..{c1}");
             }
         }

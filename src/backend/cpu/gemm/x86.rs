@@ -1,72 +1,77 @@
-//! AVX2 (with FMA and F16C) and AVX-512 lanes for the tile kernel, and the kernel entry points
-//! compiled for each instruction set.
+//! AVX2 (with FMA and F16C) and AVX-512 lanes for the kernel, and the kernel entry points
+//! compiled for each instruction set with its tile shape.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use half::{bf16, f16};
 
-use super::lanes::{Lanes, LoadWidened};
+use super::lanes::{Lanes, LoadWidened, PANEL};
+use super::packed::Packed;
 use super::tile;
 
-/// Eight f32 lanes of a 256-bit register (AVX2, FMA, F16C).
+/// Sixteen f32 lanes in two 256-bit registers (AVX2, FMA, F16C).
 pub struct Avx2;
 
 impl Lanes for Avx2 {
-    type V = __m256;
-    const WIDTH: usize = 8;
+    type V = [__m256; 2];
 
     #[inline(always)]
-    unsafe fn zero() -> __m256 {
+    unsafe fn zero() -> Self::V {
         // SAFETY: AVX, present whenever this type is used (`Lanes`' contract).
-        unsafe { _mm256_setzero_ps() }
+        unsafe { [_mm256_setzero_ps(); 2] }
     }
 
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable f32 at `p`; unaligned load.
-        unsafe { _mm256_loadu_ps(p) }
+    unsafe fn splat(x: f32) -> Self::V {
+        // SAFETY: AVX, present whenever this type is used.
+        unsafe { [_mm256_set1_ps(x); 2] }
     }
 
     #[inline(always)]
-    unsafe fn mul_add(a: __m256, b: __m256, acc: __m256) -> __m256 {
+    unsafe fn mul_add(a: Self::V, b: Self::V, acc: Self::V) -> Self::V {
         // SAFETY: FMA, present whenever this type is used.
-        unsafe { _mm256_fmadd_ps(a, b, acc) }
+        unsafe { [_mm256_fmadd_ps(a[0], b[0], acc[0]), _mm256_fmadd_ps(a[1], b[1], acc[1])] }
     }
 
     #[inline(always)]
-    unsafe fn sum(v: __m256) -> f32 {
-        // SAFETY: AVX/SSE3, present whenever this type is used.
+    unsafe fn store(v: Self::V, out: &mut [f32; PANEL]) {
+        // SAFETY: `out` holds 16 f32, two unaligned 8-lane stores.
         unsafe {
-            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-            _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+            _mm256_storeu_ps(out.as_mut_ptr(), v[0]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), v[1]);
         }
     }
 }
 
 impl LoadWidened<Avx2> for f32 {
     #[inline(always)]
-    unsafe fn load_widened(p: *const f32) -> __m256 {
-        // SAFETY: forwarded from the caller (8 readable f32).
-        unsafe { Avx2::load(p) }
+    unsafe fn load_widened(p: *const f32) -> [__m256; 2] {
+        // SAFETY: the caller guarantees 16 readable f32 at `p`; unaligned loads.
+        unsafe { [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))] }
     }
 }
 
 impl LoadWidened<Avx2> for f16 {
     #[inline(always)]
-    unsafe fn load_widened(p: *const f16) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable f16 (16 bytes) at `p`; F16C converts them.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    unsafe fn load_widened(p: *const f16) -> [__m256; 2] {
+        // SAFETY: the caller guarantees 16 readable f16 (32 bytes) at `p`; F16C converts them.
+        unsafe { [_mm256_cvtph_ps(_mm_loadu_si128(p.cast())), _mm256_cvtph_ps(_mm_loadu_si128(p.add(8).cast()))] }
     }
+}
+
+/// Eight bf16 at `p` as f32: zero-extended and shifted into the high half of each lane (AVX2).
+#[inline(always)]
+unsafe fn widen_bf16_avx2(p: *const bf16) -> __m256 {
+    // SAFETY: the caller guarantees 8 readable bf16 (16 bytes) at `p` and AVX2.
+    unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
 }
 
 impl LoadWidened<Avx2> for bf16 {
     #[inline(always)]
-    unsafe fn load_widened(p: *const bf16) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable bf16 (16 bytes) at `p`; a bf16 is the high
-        // half of the f32 with the same bits, so zero-extend and shift (AVX2).
-        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+    unsafe fn load_widened(p: *const bf16) -> [__m256; 2] {
+        // SAFETY: the caller guarantees 16 readable bf16 at `p`.
+        unsafe { [widen_bf16_avx2(p), widen_bf16_avx2(p.add(8))] }
     }
 }
 
@@ -75,7 +80,6 @@ pub struct Avx512;
 
 impl Lanes for Avx512 {
     type V = __m512;
-    const WIDTH: usize = 16;
 
     #[inline(always)]
     unsafe fn zero() -> __m512 {
@@ -84,9 +88,9 @@ impl Lanes for Avx512 {
     }
 
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m512 {
-        // SAFETY: the caller guarantees 16 readable f32 at `p`; unaligned load.
-        unsafe { _mm512_loadu_ps(p) }
+    unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: AVX-512F, present whenever this type is used.
+        unsafe { _mm512_set1_ps(x) }
     }
 
     #[inline(always)]
@@ -96,17 +100,17 @@ impl Lanes for Avx512 {
     }
 
     #[inline(always)]
-    unsafe fn sum(v: __m512) -> f32 {
-        // SAFETY: AVX-512F, present whenever this type is used.
-        unsafe { _mm512_reduce_add_ps(v) }
+    unsafe fn store(v: __m512, out: &mut [f32; PANEL]) {
+        // SAFETY: `out` holds 16 f32; unaligned store.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
     }
 }
 
 impl LoadWidened<Avx512> for f32 {
     #[inline(always)]
     unsafe fn load_widened(p: *const f32) -> __m512 {
-        // SAFETY: forwarded from the caller (16 readable f32).
-        unsafe { Avx512::load(p) }
+        // SAFETY: the caller guarantees 16 readable f32 at `p`; unaligned load.
+        unsafe { _mm512_loadu_ps(p) }
     }
 }
 
@@ -132,22 +136,24 @@ pub trait X86Element: LoadWidened<Avx2> + LoadWidened<Avx512> {}
 
 impl<T: LoadWidened<Avx2> + LoadWidened<Avx512>> X86Element for T {}
 
-/// [`tile::columns`] compiled for AVX2, FMA and F16C.
+/// [`tile::panels`] for AVX2, FMA and F16C: tiles of 4 rows x 1 panel (8 accumulators of the
+/// 16 registers).
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn columns_avx2<T: LoadWidened<Avx2>>(x: &[f32], w: &[T], rows: usize, k: usize, cols: Range<usize>, out: &mut [&mut [f32]]) {
+pub unsafe fn panels_avx2<T: LoadWidened<Avx2>>(x: &[f32], w: Packed<'_, T>, rows: usize, panels: Range<usize>, out: &mut [&mut [f32]]) {
     // SAFETY: this function only runs where the features `Avx2` needs were detected.
-    unsafe { tile::columns::<Avx2, T>(x, w, rows, k, cols, out) }
+    unsafe { tile::panels::<Avx2, T, 4, 1>(x, w, rows, panels, out) }
 }
 
-/// [`tile::columns`] compiled for AVX-512F.
+/// [`tile::panels`] for AVX-512F: tiles of 6 rows x 4 panels (24 accumulators of the 32
+/// registers).
 ///
 /// # Safety
 /// The CPU must have AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn columns_avx512<T: LoadWidened<Avx512>>(x: &[f32], w: &[T], rows: usize, k: usize, cols: Range<usize>, out: &mut [&mut [f32]]) {
+pub unsafe fn panels_avx512<T: LoadWidened<Avx512>>(x: &[f32], w: Packed<'_, T>, rows: usize, panels: Range<usize>, out: &mut [&mut [f32]]) {
     // SAFETY: this function only runs where AVX-512F was detected.
-    unsafe { tile::columns::<Avx512, T>(x, w, rows, k, cols, out) }
+    unsafe { tile::panels::<Avx512, T, 6, 4>(x, w, rows, panels, out) }
 }
