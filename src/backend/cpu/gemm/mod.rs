@@ -29,8 +29,10 @@ use packed::PackedValues;
 
 /// Panels per thread-split unit: the widest tile (AVX-512's 4 panels) stays whole.
 const SPLIT_GROUP: usize = 4;
-/// Rows of the tallest tile, for sizing the work of a call.
-const TILE_ROWS: usize = 6;
+/// Weight bytes one core streams per nanosecond, at the least (DRAM; L3 is faster).
+const STREAM_BYTES_PER_NS: usize = 16;
+/// Multiply-adds one core does per nanosecond, about (AVX-512 at its FMA peak does ~100).
+const MACS_PER_NS: usize = 64;
 
 /// A weight element type every compiled instruction set can stream.
 #[cfg(target_arch = "x86_64")]
@@ -56,17 +58,17 @@ pub fn linear(x: &[f32], w: &PackedMatrix, rows: usize, out: &mut [f32]) {
 pub fn linear_on(isa: Isa, x: &[f32], w: &PackedMatrix, rows: usize, out: &mut [f32]) {
     assert!(isa.is_available(), "{isa:?} is not available on this CPU");
     assert!(x.len() >= rows * w.k() && out.len() >= rows * w.n(), "linear: operands shorter than [{rows}x{}]·[{}x{}]ᵀ", w.k(), w.n(), w.k());
-    let work = w.bytes() * rows.div_ceil(TILE_ROWS);
+    let estimated_ns = (w.bytes() / STREAM_BYTES_PER_NS).max(rows * w.n() * w.k() / MACS_PER_NS);
     match w.values() {
-        PackedValues::F32(values) => run(isa, x, w.view(values), rows, work, out),
-        PackedValues::F16(values) => run(isa, x, w.view(values), rows, work, out),
-        PackedValues::BF16(values) => run(isa, x, w.view(values), rows, work, out),
+        PackedValues::F32(values) => run(isa, x, w.view(values), rows, estimated_ns, out),
+        PackedValues::F16(values) => run(isa, x, w.view(values), rows, estimated_ns, out),
+        PackedValues::BF16(values) => run(isa, x, w.view(values), rows, estimated_ns, out),
     }
 }
 
-/// Split the panels between threads and run the kernel on each part.
-fn run<T: Streamed>(isa: Isa, x: &[f32], w: Packed<'_, T>, rows: usize, work: usize, out: &mut [f32]) {
-    split::by_panels(rows, w.n, SPLIT_GROUP, work, out, |panels, out_rows| panels_on(isa, x, w, rows, panels, out_rows));
+/// Split the panels between threads (when the call is long enough) and run the kernel on each.
+fn run<T: Streamed>(isa: Isa, x: &[f32], w: Packed<'_, T>, rows: usize, estimated_ns: usize, out: &mut [f32]) {
+    split::by_panels(rows, w.n, SPLIT_GROUP, estimated_ns, out, |panels, out_rows| panels_on(isa, x, w, rows, panels, out_rows));
 }
 
 /// The kernel for `panels`, compiled for `isa` (checked available by [`linear_on`]).

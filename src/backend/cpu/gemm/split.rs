@@ -7,25 +7,26 @@ use rayon::prelude::*;
 
 use super::lanes::PANEL;
 
-/// Work (weight bytes streamed, times row tiles) below which a chunk is not worth a thread:
-/// waking a rayon worker and waiting for it costs tens of microseconds on a busy 2-core VM,
-/// about what streaming this much from L3 takes.
-const MIN_WORK_PER_CHUNK: usize = 512 << 10;
+/// Estimated nanoseconds below which a chunk is not worth a thread: handing work from the
+/// calling thread to a rayon worker and being woken when it is done costs 10-30 µs on a 2-core
+/// VM, so a chunk must be worth a few times that.
+const MIN_CHUNK_NS: usize = 40_000;
 /// Chunks per thread, so a thread that starts late (or is preempted) takes a smaller share
 /// instead of leaving the others waiting.
 const CHUNKS_PER_THREAD: usize = 4;
 
 /// Run `job(panels, out_rows)` over ranges of panels that together cover the `n` columns of
-/// `out` (`[rows, n]`, row-major), where `out_rows` holds the range's columns of each row. `work`
-/// sizes the split: one range when it is small, up to [`CHUNKS_PER_THREAD`] per rayon thread
-/// when large; ranges are whole multiples of `group` panels (but the last).
-pub fn by_panels(rows: usize, n: usize, group: usize, work: usize, out: &mut [f32], job: impl Fn(Range<usize>, &mut [&mut [f32]]) + Sync) {
+/// `out` (`[rows, n]`, row-major), where `out_rows` holds the range's columns of each row.
+/// `estimated_ns`, the time the whole call would take on one thread, sizes the split: one range
+/// (run on the calling thread) below twice [`MIN_CHUNK_NS`], up to [`CHUNKS_PER_THREAD`] per
+/// rayon thread above; ranges are whole multiples of `group` panels (but the last).
+pub fn by_panels(rows: usize, n: usize, group: usize, estimated_ns: usize, out: &mut [f32], job: impl Fn(Range<usize>, &mut [&mut [f32]]) + Sync) {
     if rows == 0 || n == 0 {
         return;
     }
     let panels = n.div_ceil(PANEL);
     let groups = panels.div_ceil(group);
-    let chunks = (work / MIN_WORK_PER_CHUNK).clamp(1, rayon::current_num_threads() * CHUNKS_PER_THREAD).min(groups);
+    let chunks = (estimated_ns / MIN_CHUNK_NS).clamp(1, rayon::current_num_threads() * CHUNKS_PER_THREAD).min(groups);
     let out = &mut out[..rows * n];
     if chunks == 1 {
         job(0..panels, &mut out.chunks_mut(n).collect::<Vec<_>>());
