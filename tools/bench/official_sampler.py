@@ -13,6 +13,7 @@ widened to float32, the precision spire's CPU backend computes in.
 Prints one JSON object (ms per image, tokens per second, torch version, threads).
 """
 import argparse
+import warnings
 import json
 import sys
 import time
@@ -51,6 +52,8 @@ def main():
     ap.add_argument("--cfg", type=float, default=2.0)
     ap.add_argument("--warmup", type=int, default=2)
     a = ap.parse_args()
+    # generate.py enters torch.backends.cuda.sdp_kernel(), deprecated in recent torch.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     import torch
 
