@@ -35,30 +35,36 @@ const RING_BYTES: usize = 256 << 20;
 /// Activation rows of the GEMM benches: decode (1 image, 1 image with CFG) and verification.
 const ROWS: [usize; 4] = [1, 2, 16, 64];
 
-/// Read bandwidth in GB/s of all rayon threads summing `bytes` of f32 (best of a few passes).
-fn read_bandwidth(bytes: usize) -> f64 {
+/// Read bandwidth in GB/s of rayon's threads summing `bytes` of f32 in 2 MiB blocks taken as
+/// they come (as the GEMM's column chunks are, so a thread slowed by other jobs takes fewer),
+/// each block read as `streams` interleaved sequential streams; best of a few passes.
+fn read_bandwidth(bytes: usize, streams: usize) -> f64 {
     let values = vec![1.0f32; bytes / 4];
-    let per_thread = values.len().div_ceil(rayon::current_num_threads());
     let passes = (1usize << 30).div_ceil(bytes).clamp(3, 200);
     let mut best = f64::INFINITY;
     for _ in 0..passes {
         let start = Instant::now();
-        let total: f32 = values.par_chunks(per_thread).map(sum_lanes).sum();
+        let total: f32 = values.par_chunks(1 << 19).map(|block| sum_streams(block, streams)).sum();
         best = best.min(start.elapsed().as_secs_f64());
         assert!(total > 0.0);
     }
     bytes as f64 / best / GB
 }
 
-/// A sum with sixteen independent lanes, so the loads, not the adds, set the pace.
-fn sum_lanes(values: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    for chunk in values.chunks_exact(16) {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+/// The sum of `values`, read as `streams` equal parts side by side, sixteen lanes each, so the
+/// loads, not the adds, set the pace.
+fn sum_streams(values: &[f32], streams: usize) -> f32 {
+    let parts: Vec<&[f32]> = values.chunks(values.len().div_ceil(streams)).collect();
+    let mut lanes = vec![[0f32; 16]; parts.len()];
+    let blocks = parts.iter().map(|p| p.len() / 16).min().unwrap_or(0);
+    for b in 0..blocks {
+        for (lane, part) in lanes.iter_mut().zip(&parts) {
+            for (l, &v) in lane.iter_mut().zip(&part[b * 16..(b + 1) * 16]) {
+                *l += v;
+            }
         }
     }
-    lanes.iter().sum()
+    lanes.iter().flatten().sum()
 }
 
 /// What this machine streams: from L3 (16 MiB, over the L2s, under the L3) and from DRAM.
@@ -68,10 +74,16 @@ struct Bandwidth {
 }
 
 impl Bandwidth {
+    /// Read bandwidth of `bytes`, the better of one and four streams per thread.
+    fn best_of_streams(bytes: usize) -> f64 {
+        [1, 4].map(|streams| read_bandwidth(bytes, streams)).into_iter().fold(0.0, f64::max)
+    }
+
+    /// Bandwidth from L3 (16 MiB) and from DRAM (1 GiB).
     fn measure() -> Self {
-        let bandwidth = Bandwidth { l3: read_bandwidth(16 << 20), dram: read_bandwidth(1 << 30) };
+        let bandwidth = Bandwidth { l3: Bandwidth::best_of_streams(16 << 20), dram: Bandwidth::best_of_streams(1 << 30) };
         println!(
-            "read bandwidth ({} threads): L3 (16 MiB) {:.1} GB/s, DRAM (1 GiB) {:.1} GB/s",
+            "read bandwidth ({} threads, best of 1 and 4 streams each): L3 (16 MiB) {:.1} GB/s, DRAM (1 GiB) {:.1} GB/s",
             rayon::current_num_threads(),
             bandwidth.l3,
             bandwidth.dram
@@ -100,6 +112,8 @@ struct SummaryRow {
     name: String,
     bytes: usize,
     seconds: f64,
+    /// DRAM read bandwidth measured just before this shape's benches, GB/s.
+    dram: f64,
 }
 
 /// Time `f` with criterion and also return the median seconds per call over its samples (`None`
@@ -137,9 +151,14 @@ fn linear(c: &mut Criterion) {
             for dtype in [DType::F32, DType::F16] {
                 let bytes = n * k * if dtype == DType::F32 { 4 } else { 2 };
                 let ring = load_weights(n, k, dtype, RING_BYTES.div_ceil(bytes).max(2));
+                // The machine's bandwidth right now (other jobs on a shared VM move it a lot),
+                // so each ratio compares two numbers measured within seconds of each other.
+                let dram = Bandwidth::best_of_streams(RING_BYTES);
                 for rows in ROWS {
                     let x = random(rows * k, 1);
                     let mut out = be.zeros(rows * n).unwrap();
+                    // Any one-time preparation of a weight (packing) happens before timing.
+                    ring.iter().for_each(|w| be.linear(&x, w, rows, k, n, &mut out).unwrap());
                     let mut next = 0;
                     let name = format!("{model}-{shape}-{dtype:?}/{rows}x{k}x{n}");
                     group.throughput(Throughput::Bytes(bytes as u64));
@@ -148,7 +167,7 @@ fn linear(c: &mut Criterion) {
                         next = (next + 1) % ring.len();
                     });
                     if let Some(seconds) = seconds {
-                        summary.push(SummaryRow { name, bytes, seconds });
+                        summary.push(SummaryRow { name, bytes, seconds, dram });
                     }
                 }
             }
@@ -161,19 +180,24 @@ fn linear(c: &mut Criterion) {
 }
 
 fn print_summary(bandwidth: &Bandwidth, rows: &[SummaryRow]) {
-    println!("\nGEMM weight bandwidth, weights from DRAM (measured: L3 {:.1} GB/s, DRAM {:.1} GB/s)", bandwidth.l3, bandwidth.dram);
-    println!("{:<36} {:>9} {:>10} {:>8} {:>8}", "shape (model-layer-dtype/rows x k x n)", "MB", "time µs", "GB/s", "% DRAM");
+    println!("\nGEMM weight bandwidth, weights from DRAM (now: L3 {:.1} GB/s, DRAM {:.1} GB/s)", bandwidth.l3, bandwidth.dram);
+    println!(
+        "{:<36} {:>7} {:>10} {:>7} {:>11} {:>7}",
+        "shape (model-layer-dtype/rows x k x n)", "MB", "time µs", "GB/s", "DRAM GB/s*", "% DRAM"
+    );
     for row in rows {
         let gbs = row.bytes as f64 / row.seconds / GB;
         println!(
-            "{:<36} {:>9.1} {:>10.1} {:>8.1} {:>7.0}%",
+            "{:<36} {:>7.1} {:>10.1} {:>7.1} {:>11.1} {:>6.0}%",
             row.name,
             row.bytes as f64 / 1e6,
             row.seconds * 1e6,
             gbs,
-            100.0 * gbs / bandwidth.dram
+            row.dram,
+            100.0 * gbs / row.dram
         );
     }
+    println!("* DRAM read bandwidth measured just before that shape's benches.");
 }
 
 /// The GEMM kernel on each instruction set this CPU has (the portable path forced), GPT-XL qkv
@@ -183,15 +207,45 @@ fn linear_isa(c: &mut Criterion) {
     let mut group = c.benchmark_group("linear_isa");
     for dtype in [DType::F32, DType::F16] {
         let weight = load_weights(n, k, dtype, 1).pop().unwrap();
-        let bytes = weight.matrix().bytes();
+        let packed = weight.packed(n, k).unwrap();
+        let bytes = packed.bytes();
         for rows in [2, 16] {
             let x = random(rows * k, 1);
             let mut out = vec![0.0; rows * n];
             group.throughput(Throughput::Bytes(bytes as u64));
             for &isa in Isa::available() {
                 let id = BenchmarkId::new(format!("{isa:?}-{dtype:?}"), format!("{rows}x{k}x{n}"));
-                group.bench_function(id, |b| b.iter(|| linear_on(isa, &x, weight.matrix(), rows, k, n, &mut out)));
+                group.bench_function(id, |b| b.iter(|| linear_on(isa, &x, packed, rows, &mut out)));
             }
+        }
+    }
+    group.finish();
+}
+
+/// The GEMMs of one whole target forward (every layer's qkv, wo, w1, w3, w2, then the output
+/// layer; f16 weights, as the demo ships), at 2 rows (AR with CFG) and 10 rows (a chain of 4 plus
+/// the bonus, with CFG: what vanilla/COOL-SD/LANTERN verify): for the demo model, whose weights
+/// sit in L3, and for GPT-B, whose weights stream from DRAM. Speculative decoding pays off when
+/// 10 rows cost less than (AR forwards / verification forwards) times 2 rows.
+fn linear_forward(c: &mut Criterion) {
+    let be = CpuBackend;
+    let mut group = c.benchmark_group("linear_forward");
+    for (model, dim, hidden, layers, vocab) in [("demo", 256, 688, 6, 1000), ("GPT-B", 768, 2048, 12, 16384)] {
+        let mut shapes: Vec<(usize, usize)> = (0..layers).flat_map(|_| [(3 * dim, dim), (dim, dim), (hidden, dim), (hidden, dim), (dim, hidden)]).collect();
+        shapes.push((vocab, dim));
+        let weights: Vec<CpuWeight> = shapes.iter().map(|&(n, k)| load_weights(n, k, DType::F16, 1).pop().unwrap()).collect();
+        let bytes: usize = shapes.iter().map(|&(n, k)| 2 * n * k).sum();
+        for rows in [2, 10] {
+            let x = random(rows * hidden, 1);
+            let mut out = be.zeros(rows * vocab.max(3 * dim).max(hidden)).unwrap();
+            let forward = |out: &mut Vec<f32>| {
+                for (w, &(n, k)) in weights.iter().zip(&shapes) {
+                    be.linear(&x, w, rows, k, n, out).unwrap();
+                }
+            };
+            forward(&mut out);
+            group.throughput(Throughput::Bytes(bytes as u64));
+            group.bench_function(BenchmarkId::new(model, format!("{rows}rows")), |b| b.iter(|| forward(&mut out)));
         }
     }
     group.finish();
@@ -244,6 +298,6 @@ fn attention(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(10);
-    targets = linear, linear_isa, rms_norm, attention
+    targets = linear, linear_isa, linear_forward, rms_norm, attention
 }
 criterion_main!(benches);

@@ -124,3 +124,38 @@ impl std::fmt::Debug for CpuWeight {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::CpuWeight;
+    use crate::backend::cpu::gemm::WeightMatrix;
+    use crate::weights::synthetic::{write_safetensors, HostTensor};
+    use crate::weights::{DType, WeightFile};
+
+    #[test]
+    fn weights_keep_their_file_precision_and_are_packed_once() {
+        let dir = std::env::temp_dir().join(format!("spire-cpu-weight-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let values: Vec<f32> = (0..15).map(|i| i as f32 * 0.25 - 1.0).collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let path = dir.join(format!("{dtype:?}.safetensors"));
+            write_safetensors(&path, &[HostTensor { name: "w".into(), shape: vec![3, 5], values: values.clone() }], dtype).unwrap();
+            let file = Arc::new(WeightFile::open(&path).unwrap());
+            let weight = CpuWeight::from_tensor(&file, &file.tensor("w").unwrap());
+            let kept = matches!(
+                (dtype, weight.matrix()),
+                (DType::F32, WeightMatrix::F32(_)) | (DType::F16, WeightMatrix::F16(_)) | (DType::BF16, WeightMatrix::BF16(_))
+            );
+            assert!(kept, "{dtype:?} stored as {:?}", weight.matrix());
+            // These values are exact in every precision, so the row-wise view is them.
+            assert_eq!(&*weight, values.as_slice(), "{dtype:?}");
+            let first: *const _ = weight.packed(3, 5).unwrap();
+            let second: *const _ = weight.packed(3, 5).unwrap();
+            assert_eq!(first, second, "{dtype:?} packed twice");
+            assert!(weight.packed(5, 3).is_err(), "{dtype:?}: another shape must not reuse the packing");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -5,6 +5,7 @@
 //! [`Portable`] is plain Rust on lane arrays, which the compiler vectorises for the target's
 //! baseline (SSE2 on x86-64, NEON on aarch64); `x86` adds AVX2 and AVX-512 with intrinsics.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 /// Output columns per packed panel, and f32 lanes per [`Lanes::V`].
@@ -86,19 +87,11 @@ impl Lanes for Portable {
 unsafe fn read_widened<T: Copy>(p: *const T, widen: impl Fn(T) -> f32) -> [f32; PANEL] {
     // SAFETY: the caller guarantees `PANEL` readable elements at `p`.
     let values = unsafe { p.cast::<[T; PANEL]>().read_unaligned() };
-    values.map(widen)
-}
-
-/// An f16 as f32, exactly, in branch-free arithmetic the compiler vectorises: the exponent and
-/// mantissa shifted into f32 position make an f32 2^-112 times the value (normal or subnormal),
-/// which one multiplication rescales; infinities and NaNs get the f32 all-ones exponent.
-#[inline(always)]
-fn f16_to_f32(h: f16) -> f32 {
-    let bits = h.to_bits() as u32;
-    let magnitude = (bits & 0x7fff) << 13;
-    let scaled = (f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)).to_bits();
-    let finite_or_special = if magnitude >= 0x7c00 << 13 { magnitude | 0x7f80_0000 } else { scaled };
-    f32::from_bits(finite_or_special | ((bits & 0x8000) << 16))
+    let mut lanes = [0f32; PANEL];
+    for (lane, &v) in lanes.iter_mut().zip(&values) {
+        *lane = widen(v);
+    }
+    lanes
 }
 
 impl LoadWidened<Portable> for f32 {
@@ -112,8 +105,13 @@ impl LoadWidened<Portable> for f32 {
 impl LoadWidened<Portable> for f16 {
     #[inline(always)]
     unsafe fn load_widened(p: *const f16) -> [f32; PANEL] {
-        // SAFETY: forwarded from the caller.
-        unsafe { read_widened(p, f16_to_f32) }
+        // SAFETY: the caller guarantees `PANEL` readable f16 at `p`.
+        let values = unsafe { p.cast::<[f16; PANEL]>().read_unaligned() };
+        // `half` converts slices with the CPU's own instructions where it has them (F16C, the
+        // aarch64 FP16 extension), detected at run time, and in software elsewhere.
+        let mut lanes = [0f32; PANEL];
+        values.convert_to_f32_slice(&mut lanes);
+        lanes
     }
 }
 
@@ -122,19 +120,5 @@ impl LoadWidened<Portable> for bf16 {
     unsafe fn load_widened(p: *const bf16) -> [f32; PANEL] {
         // SAFETY: forwarded from the caller. A bf16 is the high half of the f32 it stands for.
         unsafe { read_widened(p, |v: bf16| f32::from_bits((v.to_bits() as u32) << 16)) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use half::f16;
-
-    #[test]
-    fn the_branch_free_f16_widening_is_exact_for_every_value() {
-        for bits in 0..=u16::MAX {
-            let h = f16::from_bits(bits);
-            let (want, got) = (h.to_f32(), super::f16_to_f32(h));
-            assert!(want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()), "{bits:#06x}: {got} vs {want}");
-        }
     }
 }
