@@ -37,7 +37,7 @@ const ROWS: [usize; 4] = [1, 2, 16, 64];
 
 /// Read bandwidth in GB/s of rayon's threads summing `bytes` of f32 in 2 MiB blocks taken as
 /// they come (as the GEMM's column chunks are, so a thread slowed by other jobs takes fewer),
-/// each block read as `streams` interleaved sequential streams; best of a few passes.
+/// each block read as `streams` (1 or 4) interleaved sequential streams; best of a few passes.
 fn read_bandwidth(bytes: usize, streams: usize) -> f64 {
     let values = vec![1.0f32; bytes / 4];
     let passes = (1usize << 30).div_ceil(bytes).clamp(3, 200);
@@ -51,20 +51,37 @@ fn read_bandwidth(bytes: usize, streams: usize) -> f64 {
     bytes as f64 / best / GB
 }
 
-/// The sum of `values`, read as `streams` equal parts side by side, sixteen lanes each, so the
-/// loads, not the adds, set the pace.
+/// The sum of `values`, read as `streams` (1 or 4) equal parts side by side, sixteen lanes
+/// each, so the loads, not the adds, set the pace.
 fn sum_streams(values: &[f32], streams: usize) -> f32 {
-    let parts: Vec<&[f32]> = values.chunks(values.len().div_ceil(streams)).collect();
-    let mut lanes = vec![[0f32; 16]; parts.len()];
-    let blocks = parts.iter().map(|p| p.len() / 16).min().unwrap_or(0);
-    for b in 0..blocks {
-        for (lane, part) in lanes.iter_mut().zip(&parts) {
-            for (l, &v) in lane.iter_mut().zip(&part[b * 16..(b + 1) * 16]) {
-                *l += v;
-            }
+    if streams == 1 {
+        return sum_lanes(values);
+    }
+    let quarter = values.len() / 4;
+    let (a, rest) = values.split_at(quarter);
+    let (b, rest) = rest.split_at(quarter);
+    let (c, d) = rest.split_at(quarter);
+    let mut lanes = [[0f32; 16]; 4];
+    for (((a, b), c), d) in a.chunks_exact(16).zip(b.chunks_exact(16)).zip(c.chunks_exact(16)).zip(d.chunks_exact(16)) {
+        for i in 0..16 {
+            lanes[0][i] += a[i];
+            lanes[1][i] += b[i];
+            lanes[2][i] += c[i];
+            lanes[3][i] += d[i];
         }
     }
     lanes.iter().flatten().sum()
+}
+
+/// The sum of `values` in sixteen lanes.
+fn sum_lanes(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    for chunk in values.chunks_exact(16) {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum()
 }
 
 /// What this machine streams: from L3 (16 MiB, over the L2s, under the L3) and from DRAM.

@@ -76,11 +76,11 @@ fn panels_on<T: Streamed>(isa: Isa, x: &[f32], w: Packed<'_, T>, rows: usize, pa
     match isa {
         // SAFETY: the portable lanes need no instruction set beyond the target's baseline.
         Isa::Portable => unsafe { tile::panels::<Portable, T, 4, 1>(x, w, rows, panels, out) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `linear_on` checked that this CPU has AVX2, FMA and F16C.
-        #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::panels_avx2(x, w, rows, panels, out) },
-        // SAFETY: `linear_on` checked that this CPU has AVX-512F.
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: `linear_on` checked that this CPU has AVX-512F.
         Isa::Avx512 => unsafe { x86::panels_avx512(x, w, rows, panels, out) },
     }
 }

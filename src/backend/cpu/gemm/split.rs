@@ -7,9 +7,9 @@ use rayon::prelude::*;
 
 use super::lanes::PANEL;
 
-/// Estimated nanoseconds below which a chunk is not worth a thread: handing work from the
-/// calling thread to a rayon worker and being woken when it is done costs 10-30 µs on a 2-core
-/// VM, so a chunk must be worth a few times that.
+/// Estimated nanoseconds of work per thread below which a call stays on the calling thread:
+/// handing work to rayon's workers and being woken when they are done costs 10-30 µs on a
+/// 2-core VM, so each thread's share must be worth a few times that.
 const MIN_CHUNK_NS: usize = 40_000;
 /// Chunks per thread, so a thread that starts late (or is preempted) takes a smaller share
 /// instead of leaving the others waiting.
@@ -17,16 +17,17 @@ const CHUNKS_PER_THREAD: usize = 4;
 
 /// Run `job(panels, out_rows)` over ranges of panels that together cover the `n` columns of
 /// `out` (`[rows, n]`, row-major), where `out_rows` holds the range's columns of each row.
-/// `estimated_ns`, the time the whole call would take on one thread, sizes the split: one range
-/// (run on the calling thread) below twice [`MIN_CHUNK_NS`], up to [`CHUNKS_PER_THREAD`] per
-/// rayon thread above; ranges are whole multiples of `group` panels (but the last).
+/// `estimated_ns`, the time the whole call would take on one thread, decides: one range (run on
+/// the calling thread) below twice [`MIN_CHUNK_NS`], else [`CHUNKS_PER_THREAD`] per rayon thread
+/// (fewer if the panels run out); ranges are whole multiples of `group` panels (but the last).
 pub fn by_panels(rows: usize, n: usize, group: usize, estimated_ns: usize, out: &mut [f32], job: impl Fn(Range<usize>, &mut [&mut [f32]]) + Sync) {
     if rows == 0 || n == 0 {
         return;
     }
     let panels = n.div_ceil(PANEL);
     let groups = panels.div_ceil(group);
-    let chunks = (estimated_ns / MIN_CHUNK_NS).clamp(1, rayon::current_num_threads() * CHUNKS_PER_THREAD).min(groups);
+    let worth_splitting = estimated_ns >= 2 * MIN_CHUNK_NS;
+    let chunks = if worth_splitting { (rayon::current_num_threads() * CHUNKS_PER_THREAD).min(groups) } else { 1 };
     let out = &mut out[..rows * n];
     if chunks == 1 {
         job(0..panels, &mut out.chunks_mut(n).collect::<Vec<_>>());
