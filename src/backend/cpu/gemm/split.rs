@@ -7,9 +7,9 @@ use rayon::prelude::*;
 
 use super::lanes::PANEL;
 
-/// Estimated nanoseconds of work per thread below which a call stays on the calling thread:
-/// handing work to rayon's workers and being woken when they are done costs 10-30 µs on a
-/// 2-core VM, so each thread's share must be worth a few times that.
+/// A call estimated under twice this many nanoseconds stays on the calling thread: handing work
+/// to rayon's workers and being woken when they are done costs 10-60 µs on a busy 2-core VM, so
+/// each of two threads' shares must be worth about that much.
 const MIN_CHUNK_NS: usize = 40_000;
 /// Chunks per thread, so a thread that starts late (or is preempted) takes a smaller share
 /// instead of leaving the others waiting.
