@@ -5,22 +5,38 @@ use rayon::prelude::*;
 
 use crate::backend::AttentionLayout;
 
+/// Multiply-adds (query-key products and weighted value sums, all rows together) below which
+/// a call runs on the calling thread: a demo-model step (a few rows, 64 keys of width 256) is a
+/// few microseconds of work, less than waking a rayon worker costs.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
 /// Attention of the q part of `qkv` (`[rows, 3 * width]`) against one layer's paged keys and
-/// values (`[slots, width]` each), writing `[rows, width]` into `out`.
+/// values (`[slots, width]` each), writing `[rows, width]` into `out`; rows are split between
+/// rayon's threads only above [`PARALLEL_MIN_MACS`].
 pub fn paged_attention(qkv: &[f32], keys: &[f32], values: &[f32], layout: &AttentionLayout, out: &mut [f32]) {
+    let width = layout.n_head * layout.head_dim;
+    let attend = |(r, out_row): (usize, &mut [f32])| attend_row(qkv, keys, values, layout, r, out_row);
+    let visible: usize = (0..layout.rows()).map(|r| layout.visible_positions(r).count()).sum();
+    if 2 * visible * width >= PARALLEL_MIN_MACS {
+        out.par_chunks_mut(width).enumerate().for_each(attend);
+    } else {
+        out.chunks_mut(width).enumerate().for_each(attend);
+    }
+}
+
+/// Query row `r` against the keys its layout makes visible, every head, into `out_row`.
+fn attend_row(qkv: &[f32], keys: &[f32], values: &[f32], layout: &AttentionLayout, r: usize, out_row: &mut [f32]) {
     let (n_head, head_dim) = (layout.n_head, layout.head_dim);
     let width = n_head * head_dim;
-    out.par_chunks_mut(width).enumerate().for_each(|(r, out_row)| {
-        let seq = layout.query_seq[r] as usize;
-        let slots: Vec<usize> = layout.visible_positions(r).map(|p| layout.slot(seq, p)).collect();
-        let q_row = &qkv[r * 3 * width..r * 3 * width + width];
-        let mut scores = vec![0f32; slots.len()];
-        for h in 0..n_head {
-            let head = |slot: usize| slot * width + h * head_dim..slot * width + (h + 1) * head_dim;
-            let q = &q_row[h * head_dim..(h + 1) * head_dim];
-            attend(q, slots.iter().map(|&s| (&keys[head(s)], &values[head(s)])), &mut scores, &mut out_row[h * head_dim..(h + 1) * head_dim]);
-        }
-    });
+    let seq = layout.query_seq[r] as usize;
+    let slots: Vec<usize> = layout.visible_positions(r).map(|p| layout.slot(seq, p)).collect();
+    let q_row = &qkv[r * 3 * width..r * 3 * width + width];
+    let mut scores = vec![0f32; slots.len()];
+    for h in 0..n_head {
+        let head = |slot: usize| slot * width + h * head_dim..slot * width + (h + 1) * head_dim;
+        let q = &q_row[h * head_dim..(h + 1) * head_dim];
+        attend(q, slots.iter().map(|&s| (&keys[head(s)], &values[head(s)])), &mut scores, &mut out_row[h * head_dim..(h + 1) * head_dim]);
+    }
 }
 
 /// Unmasked attention within each group of `seq_len` consecutive rows of `qkv`

@@ -54,28 +54,10 @@ pub fn rope(x: &mut [f32], row_stride: usize, n_rot_heads: usize, head_dim: usiz
     });
 }
 
-/// `out = x · wᵀ` with `x: [rows, k]`, `w: [n, k]` (PyTorch linear layout), `out: [rows, n]`.
+/// `out = x · wᵀ` with `x: [rows, k]`, `w: [n, k]` (PyTorch linear layout), `out: [rows, n]`,
+/// for f32 weights that are not `CpuWeight`s (the CUDA emulator's GEMMs): packs `w` on every call.
 pub fn linear(x: &[f32], w: &[f32], rows: usize, k: usize, n: usize, out: &mut [f32]) {
-    // SAFETY: the slices hold rows*k, n*k and rows*n elements (checked by the caller) and the
-    // strides describe exactly those row-major layouts; `out` does not alias the inputs.
-    unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            k,
-            n,
-            1.0,
-            x.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            out.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    super::gemm::linear(x, &super::gemm::PackedMatrix::pack(super::gemm::WeightMatrix::F32(w), n, k), rows, out);
 }
 
 /// Run `f(r, row)` on every `dim`-wide row of `data`, in parallel when `data` is large.

@@ -1,4 +1,5 @@
-//! The CPU reference backend: f32 compute with rayon and `matrixmultiply` GEMMs.
+//! The CPU reference backend: f32 compute, SIMD GEMMs over weights in their stored precision
+//! ([`gemm`]), and rayon's pool for the ops large enough to split.
 //!
 //! Every GPU kernel is tested against these implementations.
 
@@ -6,6 +7,7 @@ pub mod accept;
 mod attention;
 pub mod children;
 mod erf;
+pub mod gemm;
 pub(crate) mod kernels;
 pub mod sampling;
 mod weight;
@@ -20,7 +22,7 @@ use half::bf16;
 use super::{checks, Activation, Backend, BlockLayout, ChildDraws, CopyList, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather, NO_TOKEN};
 use crate::error::Result;
 use crate::sampling::SamplingParams;
-use crate::weights::{DType, WeightFile};
+use crate::weights::WeightFile;
 
 /// The CPU backend (stateless; parallelism comes from rayon's global pool).
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,15 +56,11 @@ impl Backend for CpuBackend {
     }
 
     fn load_weight(&self, file: &Arc<WeightFile>, name: &str, shape: &[usize]) -> Result<CpuWeight> {
-        let tensor = file.tensor_with_shape(name, shape)?;
-        if tensor.dtype == DType::F32 && file.mapped_f32(tensor.range.clone()).is_some() {
-            return Ok(CpuWeight::Mapped { file: Arc::clone(file), name: name.to_string(), range: tensor.range });
-        }
-        Ok(CpuWeight::Owned(tensor.to_f32().into_owned()))
+        Ok(CpuWeight::from_tensor(file, &file.tensor_with_shape(name, shape)?))
     }
 
     fn weight_from_host(&self, values: &[f32]) -> Result<CpuWeight> {
-        Ok(CpuWeight::Owned(values.to_vec()))
+        Ok(CpuWeight::owned(values.to_vec()))
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
@@ -189,8 +187,8 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &Vec<f32>, weight: &CpuWeight, rows: usize, in_dim: usize, out_dim: usize, out: &mut Vec<f32>) -> Result<()> {
-        checks::linear(x.len(), weight.len(), rows, in_dim, out_dim, out.len())?;
-        kernels::linear(x, weight, rows, in_dim, out_dim, out);
+        checks::linear(x.len(), weight.matrix().len(), rows, in_dim, out_dim, out.len())?;
+        gemm::linear(x, weight.packed(out_dim, in_dim)?, rows, out);
         Ok(())
     }
 
