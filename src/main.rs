@@ -1,7 +1,5 @@
-//! The `spire` command line: generate images, inspect weights, benchmark decoding modes.
-
-mod cli;
+//! The `spire` command line: generate images, inspect weights, benchmark decoding modes, serve.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    spire::cli::main()
 }

@@ -13,7 +13,7 @@
 //! range writes nothing, or a zero row), so a bad plan can never touch memory outside a buffer.
 //! Activation buffers can be resized in place ([`Backend::resize`]), so a model allocates its
 //! workspace once. The kernel backend
-//! ([`GpuBackend`]) runs `kernels/*.cu` on a CUDA GPU ([`CudaBackend`], feature `cuda`) or on the
+//! ([`GpuBackend`]) runs `kernels/*.cu` on a CUDA GPU (`CudaBackend`, feature `cuda`) or on the
 //! CUDA emulator ([`EmuBackend`], feature `emulator`, default).
 
 mod accept;

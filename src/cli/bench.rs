@@ -6,8 +6,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use spire::backend::{Backend, DeviceCounts};
-use spire::engine::{BackendEngine, GenerationStats, Request};
+use crate::backend::{Backend, DeviceCounts};
+use crate::engine::{BackendEngine, GenerationStats, Request};
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
 use crate::cli::generate::SamplingArgs;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use spire::backend::{Backend, CpuBackend, KvDtype};
-use spire::engine::random_tiny;
-use spire::engine::BackendEngine;
+use crate::backend::{Backend, CpuBackend, KvDtype};
+use crate::engine::random_tiny;
+use crate::engine::BackendEngine;
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,11 +72,11 @@ pub trait EngineTask {
 
 impl ModelArgs {
     /// The library's device for these arguments.
-    pub fn library_device(&self) -> spire::Device {
+    pub fn library_device(&self) -> crate::Device {
         match self.device {
-            Device::Cpu => spire::Device::Cpu,
-            Device::Cuda => spire::Device::Cuda(self.gpu),
-            Device::Emulator => spire::Device::Emulator,
+            Device::Cpu => crate::Device::Cpu,
+            Device::Cuda => crate::Device::Cuda(self.gpu),
+            Device::Emulator => crate::Device::Emulator,
         }
     }
 }
@@ -113,7 +113,7 @@ pub fn with_engine(args: &ModelArgs, task: impl EngineTask) -> anyhow::Result<()
 
 #[cfg(feature = "emulator")]
 fn run_on_emulator(dir: &Path, args: &ModelArgs, task: impl EngineTask) -> anyhow::Result<()> {
-    let backend = spire::backend::EmuBackend::new().context("starting the CUDA emulator (use --device cpu)")?;
+    let backend = crate::backend::EmuBackend::new().context("starting the CUDA emulator (use --device cpu)")?;
     task.run(&load_on(backend, dir, args)?)
 }
 
@@ -124,7 +124,7 @@ fn run_on_emulator(_dir: &Path, _args: &ModelArgs, _task: impl EngineTask) -> an
 
 #[cfg(feature = "cuda")]
 fn run_on_cuda(dir: &Path, args: &ModelArgs, task: impl EngineTask) -> anyhow::Result<()> {
-    let backend = spire::backend::CudaBackend::new(args.gpu).context("opening the GPU (use --device cpu to run without one)")?;
+    let backend = crate::backend::CudaBackend::new(args.gpu).context("opening the GPU (use --device cpu to run without one)")?;
     task.run(&load_on(backend, dir, args)?)
 }
 

@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use spire::engine::{BackendEngine, GenerationStats, Image, Request};
-use spire::sampling::SamplingParams;
+use crate::engine::{BackendEngine, GenerationStats, Image, Request};
+use crate::sampling::SamplingParams;
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
 use crate::cli::spec_args::SpecArgs;
@@ -92,7 +92,7 @@ fn check_writable(path: &Path) -> anyhow::Result<()> {
 }
 
 impl EngineTask for GenerateArgs {
-    fn run<B: spire::backend::Backend>(self, engine: &BackendEngine<B>) -> anyhow::Result<()> {
+    fn run<B: crate::backend::Backend>(self, engine: &BackendEngine<B>) -> anyhow::Result<()> {
         generate_with(engine, &self)
     }
 }
@@ -114,7 +114,7 @@ fn report(request: &Request, s: &GenerationStats) {
     );
 }
 
-fn generate_with<B: spire::backend::Backend>(engine: &BackendEngine<B>, args: &GenerateArgs) -> anyhow::Result<()> {
+fn generate_with<B: crate::backend::Backend>(engine: &BackendEngine<B>, args: &GenerateArgs) -> anyhow::Result<()> {
     let requests: Vec<Request> = args
         .class
         .iter()

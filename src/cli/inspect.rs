@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use spire::weights::{ModelConfig, WeightFile};
+use crate::weights::{ModelConfig, WeightFile};
 
 /// Arguments of `spire inspect`.
 #[derive(Args, Debug)]

@@ -1,10 +1,10 @@
-//! `spire serve`: the HTTP service (`spire::server`) on the chosen device until Ctrl-C.
+//! `spire serve`: the HTTP service (`crate::server`) on the chosen device until Ctrl-C.
 
 use anyhow::Context;
 use clap::Args;
 
-use spire::engine::{DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY};
-use spire::Engine;
+use crate::engine::{DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY};
+use crate::Engine;
 
 use crate::cli::device::{weights_dir, ModelArgs};
 
@@ -39,6 +39,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        spire::server::serve(engine, listener, shutdown).await.context("serving")
+        crate::server::serve(engine, listener, shutdown).await.context("serving")
     })
 }

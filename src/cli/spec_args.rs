@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
+use crate::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 
 /// Decoding mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

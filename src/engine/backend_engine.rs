@@ -203,7 +203,7 @@ impl<B: Backend> BackendEngine<B> {
         result
     }
 
-    /// An empty [`Batch`] decoding with `settings`' sampling and speculative settings (its class
+    /// An empty `Batch` decoding with `settings`' sampling and speculative settings (its class
     /// and seed are not used), with room for `images` images; its KV caches and buffers come from
     /// the engine's idle ones (give them back with [`BackendEngine::recycle`]).
     pub fn new_batch(&self, settings: &Request, images: usize) -> Result<Batch<'_, B>> {

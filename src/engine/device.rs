@@ -6,6 +6,13 @@ use std::str::FromStr;
 use crate::error::Error;
 
 /// Where the models run.
+///
+/// ```
+/// use spire::Device;
+/// assert_eq!("cuda:1".parse::<Device>()?, Device::Cuda(1));
+/// assert_eq!(Device::Emulator.to_string(), "emulator");
+/// # Ok::<(), spire::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Device {
     /// The CPU reference backend (always available).

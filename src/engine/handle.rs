@@ -66,6 +66,18 @@ impl Reply {
 /// (blocking) or [`GenerationHandle::result`] (async); read its progress with
 /// [`GenerationHandle::next_progress`]; stop it with [`GenerationHandle::cancel`] or by dropping
 /// the handle, which frees its KV blocks at the engine's next step.
+///
+/// ```
+/// use spire::{Engine, Error, Progress, Request};
+/// let engine = Engine::load("weights/demo")?;
+/// let mut handle = engine.submit(Request::new(1, 5))?;
+/// if let Some(Progress::Tokens { done, total, .. }) = handle.blocking_progress() {
+///     assert!(done >= 1 && total == 64);
+/// }
+/// handle.cancel();
+/// assert!(matches!(handle.wait(), Err(Error::Cancelled(_)) | Ok(_)));
+/// # Ok::<(), spire::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct GenerationHandle {
     progress: mpsc::UnboundedReceiver<Progress>,

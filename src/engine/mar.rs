@@ -76,7 +76,7 @@ impl<B: Backend> MarEngine<B> {
     }
 
     /// The tokens (`[seq_len, token_dim]`) of `request`'s image: the order and noise drawn
-    /// from its seed, then [`generate_tokens`].
+    /// from its seed, then `generate_tokens`.
     pub fn generate_tokens(&self, request: &MarRequest) -> Result<Vec<f32>> {
         let mar = &self.config.mar;
         let noise = MarNoise::draw(&mut Rng::new(request.seed), mar.seq_len(), mar.token_dim(), self.schedule.steps());

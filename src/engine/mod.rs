@@ -7,11 +7,11 @@
 //! on one backend type, decoding batches synchronously (for benchmarks and tests).
 //! [`MarEngine`] runs MAR directories (`"family": "mar"`).
 //!
-//! ```no_run
+//! ```
 //! use spire::{Engine, Request};
 //! let engine = Engine::load("weights/demo")?;
-//! let image = engine.generate(&Request::new(3, 42))?;
-//! image.save_png("sample.png")?;
+//! let images = engine.generate_batch(&[Request::new(3, 42), Request::new(7, 1)])?;
+//! assert_eq!(images.len(), 2);
 //! # Ok::<(), spire::Error>(())
 //! ```
 

@@ -26,11 +26,13 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
 
 /// A model set serving image requests (see the module docs).
 ///
-/// ```no_run
+/// ```
 /// use spire::{Device, Engine, Request};
-/// let engine = Engine::builder("weights/demo").device("cpu".parse::<Device>()?).build()?;
+/// // The device is a run-time choice, e.g. from a service's configuration.
+/// let device: Device = std::env::var("SPIRE_DEVICE").unwrap_or_else(|_| "cpu".into()).parse()?;
+/// let engine = Engine::builder("weights/demo").device(device).max_batch(8).build()?;
 /// let image = engine.generate(&Request::new(3, 42))?;
-/// image.save_png("sample.png")?;
+/// assert_eq!((image.width, image.height), (32, 32));
 /// # Ok::<(), spire::Error>(())
 /// ```
 #[derive(Clone)]

@@ -25,7 +25,14 @@ pub use json::{DrafterName, ImageRequestJson, ImageResponseJson, ResponseFormat,
 use crate::engine::{Engine, Generated};
 use crate::error::Error;
 
-/// The service's routes over `engine`.
+/// The service's routes over `engine`, to serve alone ([`serve`]) or to merge into an app.
+///
+/// ```
+/// let engine = spire::Engine::load("weights/demo")?;
+/// let app: axum::Router = spire::server::router(engine).route("/", axum::routing::get(|| async { "mine" }));
+/// # let _ = app;
+/// # Ok::<(), spire::Error>(())
+/// ```
 pub fn router(engine: Engine) -> Router {
     Router::new().route("/v1/images", post(create_image)).route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(engine)
 }

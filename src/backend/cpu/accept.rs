@@ -1,9 +1,9 @@
 //! The exact CPU twin of kernels/accept.cu: the same walk, the same f32 operations in the same
 //! order (per-thread vocabulary chunks, serial sums over the chunks), so for equal inputs it
 //! returns the same tokens, paths and acceptance probabilities, bit for bit. It documents and
-//! tests the kernel; apart from the scalar `ratio_acceptance` of [`crate::acceptance`] it is
+//! tests the kernel; apart from the scalar `ratio_acceptance` of `crate::acceptance` it is
 //! independent of the host verifier.
-//! Siblings are drawn without replacement ([`crate::acceptance::sample_children`]): after a
+//! Siblings are drawn without replacement (`crate::acceptance::sample_children`): after a
 //! rejection the draft side of the next sibling is q renormalised without the siblings already
 //! tried.
 

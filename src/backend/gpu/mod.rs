@@ -1,6 +1,6 @@
 //! The kernel backend: every [`Backend`] op as a launch of a kernel of `kernels/*.cu`, written
 //! once over a [`Driver`]. On an NVIDIA GPU the driver is cudarc + cuBLAS
-//! ([`crate::backend::CudaBackend`], feature `cuda`); on any CPU it is the CUDA emulator
+//! (`CudaBackend`, feature `cuda`); on any CPU it is the CUDA emulator
 //! ([`crate::backend::EmuBackend`], feature `emulator`), which runs the same kernel sources and
 //! this same launch code, with a CPU GEMM in place of cuBLAS. Every kernel computes what its CPU
 //! twin in `src/backend/cpu/` computes; `tests/gpu_kernels.rs` checks them against each other on

@@ -3,8 +3,8 @@
 //!
 //! Weights are packed once ([`PackedMatrix`]: panels of 16 output columns, in their stored
 //! precision, f16/bf16 widened in registers with f32 accumulation), never per call. The SIMD
-//! kernel (AVX-512, or AVX2/FMA/F16C, chosen at run time, with a portable fallback) is [`tile`];
-//! [`split`] hands ranges of panels to rayon's threads when the call is large enough to pay for
+//! kernel (AVX-512, or AVX2/FMA/F16C, chosen at run time, with a portable fallback) is `tile`;
+//! `split` hands ranges of panels to rayon's threads when the call is large enough to pay for
 //! it. One kernel serves every row count: each tile of rows streams the weights once, so a
 //! 64-row verification costs little more than its multiply-adds.
 

@@ -64,12 +64,12 @@ pub struct Packed<'a, T> {
 }
 
 impl<'a, T> Packed<'a, T> {
-    /// Panels of [`PANEL`] output columns (the last one possibly partial).
+    /// Panels of `PANEL` output columns (the last one possibly partial).
     pub fn panels(&self) -> usize {
         self.n.div_ceil(PANEL)
     }
 
-    /// Panel `p`: `k` rows of [`PANEL`] values.
+    /// Panel `p`: `k` rows of `PANEL` values.
     pub fn panel(&self, p: usize) -> &'a [T] {
         &self.values[p * PANEL * self.k..(p + 1) * PANEL * self.k]
     }
