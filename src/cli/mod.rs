@@ -36,9 +36,17 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
+/// Print the library's `tracing` events at `SPIRE_LOG`'s level (error, warn (default), info,
+/// debug, trace) on stderr.
+fn init_logging() {
+    let level = std::env::var("SPIRE_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::WARN);
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
+}
+
 /// Parse the command line, run the command, and turn errors into a message and exit code 1.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),

@@ -92,13 +92,13 @@ pub fn load(ctx: &Arc<CudaContext>, name: &str, arch: &str) -> Result<Arc<CudaMo
             Ok(module) => return Ok(module),
             Err(e) => {
                 let reason = format!("the precompiled PTX ({}) was rejected by the driver ({e:?}); ", ptx_version(ptx));
-                eprintln!("spire: kernels/{name}.cu: {reason}compiling it with NVRTC instead");
+                tracing::warn!(module = name, "kernels/{name}.cu: {reason}compiling it with NVRTC instead");
                 reason
             }
         },
         None => {
             static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| eprintln!("spire: no precompiled PTX for {arch} (this binary was built without a CUDA 12 nvcc): compiling the kernels with NVRTC"));
+            ONCE.call_once(|| tracing::info!("no precompiled PTX for {arch} (this binary was built without a CUDA 12 nvcc): compiling the kernels with NVRTC"));
             format!("no precompiled PTX for {arch}; ")
         }
     };
