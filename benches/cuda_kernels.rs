@@ -10,24 +10,21 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use spire::backend::cuda::has_precompiled;
+use spire::backend::gpu::cost::{self, Ceilings, Cost, H100_SXM, H200};
 use spire::backend::gpu::GpuBuf;
 use spire::backend::{Backend, BlockInputs, BlockLayout, ChildDraws, CudaBackend, ForwardPlan, KvDtype, KvShape, LogitsMap, Packed, RowGather};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
-use spire::weights::synthetic::normal;
+use spire::weights::synthetic::{normal, write_safetensors, HostTensor};
+use spire::weights::{DType, WeightFile};
 
-/// H100 SXM HBM3 bandwidth, bytes/s.
-const HBM_BYTES_PER_S: f64 = 3.35e12;
-/// H100 SXM dense bf16 tensor-core peak, FLOP/s.
-const BF16_FLOPS: f64 = 989e12;
-
-/// What one launch does.
-#[derive(Clone, Copy)]
-enum Work {
-    /// Bytes read plus written.
-    Bytes(u64),
-    /// Floating-point operations.
-    Flops(u64),
+/// The ceilings of the GPU the bench runs on (an H200 by its name, else an H100).
+fn ceilings(gpu: &CudaBackend) -> Ceilings {
+    if gpu.name().contains("H200") {
+        H200
+    } else {
+        H100_SXM
+    }
 }
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
@@ -39,10 +36,12 @@ fn buf(gpu: &CudaBackend, len: usize, seed: u64) -> GpuBuf<spire::backend::cuda:
     gpu.upload(&random(len, seed)).expect("upload")
 }
 
-/// Time `op` (50 launches, one sync), print the rate against the H100 ceiling, then let
-/// criterion measure it (one sync per iteration, so launch latency is included).
-fn bench(c: &mut Criterion, gpu: &CudaBackend, name: &str, work: Work, mut op: impl FnMut()) {
+/// Time `op` (50 launches, one sync), print it next to the cost model's prediction (launched by
+/// the host) and its bandwidth against the HBM ceiling, then let criterion measure it (one sync
+/// per iteration, so launch latency is included).
+fn bench(c: &mut Criterion, gpu: &CudaBackend, name: &str, work: Cost, mut op: impl FnMut()) {
     const LAUNCHES: u32 = 50;
+    let ceil = ceilings(gpu);
     op();
     gpu.synchronize().expect("sync");
     let start = Instant::now();
@@ -51,16 +50,18 @@ fn bench(c: &mut Criterion, gpu: &CudaBackend, name: &str, work: Work, mut op: i
     }
     gpu.synchronize().expect("sync");
     let secs = start.elapsed().as_secs_f64() / f64::from(LAUNCHES);
-    let (rate, ceiling, unit) = match work {
-        Work::Bytes(b) => (b as f64 / secs, HBM_BYTES_PER_S, "GB/s"),
-        Work::Flops(f) => (f as f64 / secs, BF16_FLOPS, "GFLOP/s"),
-    };
-    println!("{name:<32} {:>9.2} us  {:>10.1} {unit}  {:>5.1}% of H100 ceiling", secs * 1e6, rate / 1e9, 100.0 * rate / ceiling);
+    let model = work.time(&ceil, false);
+    println!(
+        "{name:<32} {:>9.2} us measured {:>9.2} us model ({:>4.2}x)  {:>8.1} GB/s  {:>5.1}% of {} HBM",
+        secs * 1e6,
+        model * 1e6,
+        secs / model,
+        work.bytes / secs / 1e9,
+        100.0 * work.bytes / secs / ceil.hbm_bytes_per_s,
+        ceil.name
+    );
     let mut group = c.benchmark_group("cuda");
-    group.throughput(match work {
-        Work::Bytes(b) => Throughput::Bytes(b),
-        Work::Flops(f) => Throughput::Elements(f),
-    });
+    group.throughput(Throughput::Bytes(work.bytes as u64));
     group.bench_function(name, |b| {
         b.iter(|| {
             op();
@@ -73,25 +74,22 @@ fn bench(c: &mut Criterion, gpu: &CudaBackend, name: &str, work: Work, mut op: i
 /// Row-wise and elementwise kernels for `rows` tokens.
 fn row_kernels(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let (dim, hidden, n_head, head_dim) = (1280, 3584, 20, 64);
-    let f = 4u64; // bytes per f32
     let (x, weight) = (buf(gpu, rows * dim, 1), gpu.weight_from_host(&random(dim, 2)).expect("weight"));
     let mut out = buf(gpu, rows * dim, 3);
     let mut residual = buf(gpu, rows * dim, 4);
-    let row_bytes = (rows * dim) as u64 * f;
-    bench(c, gpu, &format!("rms_norm/{rows}x{dim}"), Work::Bytes(2 * row_bytes), || gpu.rms_norm(&x, &weight, 1e-5, dim, &mut out).expect("rms_norm"));
-    bench(c, gpu, &format!("add_rms_norm/{rows}x{dim}"), Work::Bytes(4 * row_bytes), || {
+    bench(c, gpu, &format!("rms_norm/{rows}x{dim}"), cost::rms_norm(rows, dim, false), || gpu.rms_norm(&x, &weight, 1e-5, dim, &mut out).expect("rms_norm"));
+    bench(c, gpu, &format!("add_rms_norm/{rows}x{dim}"), cost::rms_norm(rows, dim, true), || {
         gpu.add_rms_norm(&mut residual, &x, &weight, 1e-5, dim, &mut out).expect("add_rms_norm")
     });
 
     let (gate, up, mut act) = (buf(gpu, rows * hidden, 5), buf(gpu, rows * hidden, 6), buf(gpu, rows * hidden, 7));
-    bench(c, gpu, &format!("swiglu/{rows}x{hidden}"), Work::Bytes(3 * (rows * hidden) as u64 * f), || gpu.swiglu(&gate, &up, &mut act).expect("swiglu"));
+    bench(c, gpu, &format!("swiglu/{rows}x{hidden}"), cost::elementwise(rows * hidden, 2), || gpu.swiglu(&gate, &up, &mut act).expect("swiglu"));
 
     let mut qkv = buf(gpu, rows * 3 * dim, 8);
     let table = buf(gpu, 577 * head_dim, 9);
     let positions: Vec<u32> = (0..rows as u32).map(|r| 1 + r % 576).collect();
     let plan = gpu.upload_plan(ForwardPlan::positions(&positions)).expect("plan");
-    let rope_bytes = (rows * 2 * dim * 2) as u64 * f;
-    bench(c, gpu, &format!("rope/{rows}x{n_head}x2"), Work::Bytes(rope_bytes), || {
+    bench(c, gpu, &format!("rope/{rows}x{n_head}x2"), cost::rope(rows, dim), || {
         gpu.rope(&mut qkv, rows, 3 * dim, 2 * n_head, head_dim, &table, &plan).expect("rope")
     });
 
@@ -99,26 +97,34 @@ fn row_kernels(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let ids: Vec<u32> = (0..rows as u32).map(|r| r * 37 % 16384).collect();
     let out_rows: Vec<u32> = (0..rows as u32).collect();
     let gather = gpu.upload_plan(ForwardPlan::gather(&ids, &out_rows)).expect("plan");
-    bench(c, gpu, &format!("embedding/{rows}x{dim}"), Work::Bytes(2 * row_bytes), || {
+    bench(c, gpu, &format!("embedding/{rows}x{dim}"), cost::embedding(rows, dim, 4.0), || {
         gpu.embedding(&embeddings, &gather, 0, None, dim, &mut out).expect("embedding")
     });
 
     let mut packed = Packed::default();
     let rows_gather = RowGather::pack(&mut packed, &out_rows.iter().rev().copied().collect::<Vec<_>>());
     let gather_words = words(gpu, packed.words());
-    bench(c, gpu, &format!("gather_rows/{rows}x{dim}"), Work::Bytes(2 * row_bytes), || {
+    bench(c, gpu, &format!("gather_rows/{rows}x{dim}"), cost::elementwise(rows * dim, 1), || {
         gpu.gather_rows(&x, dim, &gather_words, rows_gather, &mut out).expect("gather_rows")
     });
 }
 
-/// cuBLAS GEMMs of a decoder layer's qkv projection, f32 weights.
+/// A decoder layer's qkv projection: cuBLAS with f32 weights, and bf16 weights (the skinny
+/// kernel at decode row counts, cast + cuBLAS beyond).
 fn linear(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let (k, n) = (1280, 3 * 1280);
     let (x, w) = (buf(gpu, rows * k, 11), gpu.weight_from_host(&random(n * k, 12)).expect("weight"));
     let mut out = buf(gpu, rows * n, 13);
-    let flops = 2 * (rows * k * n) as u64;
     println!("linear/{rows}x{k}x{n}: weight traffic {:.1} MB per launch", (n * k * 4) as f64 / 1e6);
-    bench(c, gpu, &format!("linear_f32/{rows}x{k}x{n}"), Work::Flops(flops), || gpu.linear(&x, &w, rows, k, n, &mut out).expect("linear"));
+    bench(c, gpu, &format!("linear_f32/{rows}x{k}x{n}"), cost::gemm(rows, k, n, 4.0, 4.0), || gpu.linear(&x, &w, rows, k, n, &mut out).expect("linear"));
+    let path = std::env::temp_dir().join(format!("spire-bench-bf16-{}.safetensors", std::process::id()));
+    let tensor = HostTensor { name: "w".into(), shape: vec![n, k], values: random(n * k, 12) };
+    write_safetensors(&path, &[tensor], DType::BF16).expect("bf16 weights");
+    let w16 = gpu.load_weight(&std::sync::Arc::new(WeightFile::open(&path).expect("bf16 weights")), "w", &[n, k]).expect("bf16 weight");
+    let skinny = rows <= spire::backend::gpu::geometry::SKINNY_ROWS as usize;
+    let name = if skinny { "linear_bf16_skinny" } else { "linear_bf16_cublas" };
+    // The model of the cast + cuBLAS path counts the GEMM only (its cast is another launch).
+    bench(c, gpu, &format!("{name}/{rows}x{k}x{n}"), cost::gemm(rows, k, n, 2.0, if skinny { 4.0 } else { 2.0 }), || gpu.linear(&x, &w16, rows, k, n, &mut out).expect("linear"));
 }
 
 /// KV append and paged attention: `seqs` sequences of 576 tokens, each with `nodes` query rows
@@ -137,17 +143,14 @@ fn attention(c: &mut Criterion, gpu: &CudaBackend, seqs: usize, nodes: usize) {
         queries.extend((0..nodes).map(|i| QueryVisibility { seq, prefix: ctx, window_start: ctx, window: (0..nodes).map(|j| j <= i).collect() }));
     }
     let kv = buf(gpu, all_slots.len() * 3 * width, 14);
-    let kv_bytes = (all_slots.len() * 4 * width) as u64 * 4;
     let slots = gpu.upload_plan(ForwardPlan::slots(&all_slots)).expect("plan");
-    bench(c, gpu, &format!("kv_write/{}rows", all_slots.len()), Work::Bytes(kv_bytes), || {
+    bench(c, gpu, &format!("kv_write/{}rows", all_slots.len()), cost::kv_write(all_slots.len(), width, KvDtype::Bf16), || {
         gpu.kv_write(cache.pool_mut(), 0, &kv, &slots).expect("kv_write")
     });
     let plan = gpu.upload_plan(ForwardPlan::layout(cache.layout(&queries).expect("layout"))).expect("plan");
     let qkv = buf(gpu, queries.len() * 3 * width, 15);
     let mut out = buf(gpu, queries.len() * width, 16);
-    // K and V of every visible key, read once per query row.
-    let bytes = (queries.len() * 2 * (ctx + nodes) * width) as u64 * 4;
-    bench(c, gpu, &format!("attention/{seqs}seq_{nodes}q_ctx{ctx}"), Work::Bytes(bytes), || {
+    bench(c, gpu, &format!("attention/{seqs}seq_{nodes}q_ctx{ctx}"), cost::attention(queries.len(), ctx + nodes / 2, width, KvDtype::Bf16), || {
         gpu.attention(&qkv, cache.pool(), 0, &plan, &mut out).expect("attention")
     });
 }
@@ -170,8 +173,7 @@ fn accept(c: &mut Criterion, gpu: &CudaBackend, batch: usize, nodes: usize) {
     let plan = words(gpu, packed.words());
     let mut state = words(gpu, &[tokens, vec![0; block.state_end() - batch * nodes]].concat());
     // Upper bound: p and q of every slot read once (p = q here, so every draft is accepted).
-    let bytes = (2 * batch * (nodes + 1) * vocab * 4) as u64;
-    bench(c, gpu, &format!("accept_block/{batch}x{nodes}"), Work::Bytes(bytes), || {
+    bench(c, gpu, &format!("accept_block/{batch}x{nodes}"), cost::accept(batch, nodes, vocab), || {
         gpu.accept_block(&p, &q, &plan, &block, &mut state).expect("accept_block");
     });
 }
@@ -189,8 +191,7 @@ fn children(c: &mut Criterion, gpu: &CudaBackend, parents: usize, width: usize) 
     let mut packed = Packed::default();
     let draws = ChildDraws::pack(&mut packed, vocab, width, &rows, &first, &uniforms).expect("draws");
     let (plan, mut tokens) = (words(gpu, packed.words()), gpu.words(parents * width).expect("tokens"));
-    let bytes = (parents * width * vocab * 4) as u64;
-    bench(c, gpu, &format!("sample_children/{parents}x{width}"), Work::Bytes(bytes), || {
+    bench(c, gpu, &format!("sample_children/{parents}x{width}"), cost::sample_children(parents, width, vocab), || {
         gpu.sample_children(&probs, &plan, draws, &mut tokens).expect("sample_children");
     });
 }
@@ -217,12 +218,11 @@ fn sampling(c: &mut Criterion, gpu: &CudaBackend, batch: usize, slots: usize) {
     let plan = words(gpu, packed.words());
     let mut probs = buf(gpu, rows_out * vocab, 21);
     let mut flags = gpu.words(rows_out).expect("flags");
-    let bytes = (3 * rows_out * vocab * 4) as u64;
     for (tag, params) in [
         ("cfg", SamplingParams { cfg_scale: 4.0, ..Default::default() }),
         ("cfg_topk_topp", SamplingParams { cfg_scale: 4.0, top_k: 1000, top_p: 0.9, temperature: 1.0 }),
     ] {
-        bench(c, gpu, &format!("process_logits/{rows_out}x{vocab}_{tag}"), Work::Bytes(bytes), || {
+        bench(c, gpu, &format!("process_logits/{rows_out}x{vocab}_{tag}"), cost::process_logits(rows_out, vocab, true), || {
             gpu.process_logits(&logits, &plan, map, &params, &mut probs, &mut flags).expect("process_logits");
         });
     }

@@ -7,7 +7,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use spire::backend::{Backend, CudaBackend};
+use spire::backend::gpu::cost::{ar_step, chain_step, Precision, Step, H100_SXM, H200};
+use spire::backend::{Backend, CudaBackend, KvDtype};
 use spire::engine::{BackendEngine, Request};
 use spire::model::gpt_tensor_shapes;
 use spire::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
@@ -56,15 +57,22 @@ fn decode(c: &mut Criterion) {
                 })
                 .collect();
             let name = format!("{mode}_batch{batch}");
-            report_steps(&engine, &name, &requests);
+            let gpt = engine.config().gpt.clone();
+            let (images, context, precision) = (batch as usize, gpt.block_size / 2, Precision { weight_bytes: 2.0, kv: KvDtype::F32 });
+            let model = match &speculative {
+                None => ar_step(&gpt, images, context, precision),
+                Some(_) => chain_step(&gpt, engine.config().draft.as_ref().expect("a draft model"), images, 4, 2, context, precision),
+            };
+            report_steps(&engine, &name, &requests, &model);
             group.bench_function(name, |b| b.iter(|| engine.generate_tokens_batch(&requests, &mut |_, _| {}).expect("generation")));
         }
     }
     group.finish();
 }
 
-/// One warm run of `requests`, then one measured: time and device operations per step.
-fn report_steps(engine: &BackendEngine<CudaBackend>, name: &str, requests: &[Request]) {
+/// One warm run of `requests`, then one measured: time and device operations per step, next to
+/// the cost model's prediction for a step (graphed, at the mean context).
+fn report_steps(engine: &BackendEngine<CudaBackend>, name: &str, requests: &[Request], model: &Step) {
     engine.generate_tokens_batch(requests, &mut |_, _| {}).expect("warm-up");
     engine.backend().take_device_counts();
     let start = std::time::Instant::now();
@@ -73,6 +81,8 @@ fn report_steps(engine: &BackendEngine<CudaBackend>, name: &str, requests: &[Req
     let steps = out.iter().map(|g| g.stats.target_forwards).max().unwrap_or(1) as f64;
     let c = engine.backend().take_device_counts().unwrap_or_default();
     let per = |n: u64| n as f64 / steps;
+    let ceilings = if engine.backend().name().contains("H200") { H200 } else { H100_SXM };
+    println!("{name:<18} model {:>8.3} ms/step ({} ceilings, graphed, {} launches)", model.time(&ceilings, true) * 1e3, ceilings.name, model.launches.len());
     println!(
         "{name:<18} {steps:>4} steps {:>8.3} ms/step  kernels {:>6.1}  host launches {:>6.1}  uploads {:.1}  downloads {:.1}  allocations {:.1} (graphs: {})",
         1e3 * secs / steps,

@@ -183,6 +183,26 @@ fn gather_rows_with_an_index_past_the_source_on<D: Driver>(gpu: &GpuBackend<D>) 
     assert_eq!(gpu.download(&out).unwrap(), want);
 }
 
+/// The skinny bf16 GEMM (decode row counts, f32 activations read as they are): against the CPU
+/// with the same bf16 weights to f32 rounding, for 1 to 16 rows, odd widths; 17 rows and a `k`
+/// that is not a multiple of 8 take the cast + GEMM path.
+#[test]
+fn skinny_bf16_gemm_matches_the_cpu() {
+    on_every_device!(skinny_bf16_gemm_matches_the_cpu_on);
+}
+
+fn skinny_bf16_gemm_matches_the_cpu_on<D: Driver>(gpu: &GpuBackend<D>) {
+    for &(rows, k, n, tol) in &[(1usize, 256usize, 37usize, 1e-5), (2, 1280, 130, 1e-5), (16, 64, 301, 1e-5), (7, 512, 9, 1e-5), (17, 256, 40, 1e-2), (3, 100, 20, 1e-2)] {
+        let (x, w) = (random(rows * k, 70 + rows as u64), random(n * k, 71));
+        let file = bf16_file(&w, &[n, k], "skinny");
+        let mut want = vec![0.0; rows * n];
+        CpuBackend.linear(&x, &CpuBackend.load_weight(&file, "w", &[n, k]).unwrap(), rows, k, n, &mut want).unwrap();
+        let mut out = poisoned(gpu, rows * n);
+        gpu.linear(&gpu.upload(&x).unwrap(), &gpu.load_weight(&file, "w", &[n, k]).unwrap(), rows, k, n, &mut out).unwrap();
+        assert_close(&format!("bf16 linear {rows}x{k}x{n}"), &gpu.download(&out).unwrap(), &want, tol);
+    }
+}
+
 #[test]
 fn linear_f32_and_bf16() {
     on_every_device!(linear_f32_and_bf16_on);

@@ -11,7 +11,8 @@
 #      plain failure). Here a GPU test must not skip: "skipped:" in the output is a failure.
 #   2. compute-sanitizer memcheck, racecheck, synccheck (and initcheck, if time is left) on the
 #      kernel test executables ($SANITIZE_TESTS), --test-threads=1.
-#   3. the kernel benches (benches/cuda_kernels, short criterion times).
+#   3. the kernel benches (benches/cuda_kernels, short criterion times; each kernel against the
+#      cost model of src/backend/gpu/cost.rs).
 #   4. the GPT-XL end-to-end bench (benches/gpt_xl, criterion --quick).
 #   5. the PyTorch baseline tools/bench/torch_llamagen.py (eager, then torch.compile if time is
 #      left), if torch is importable and sees the GPU.
@@ -456,7 +457,7 @@ def criterion(path):
             rows[-1][4] = m.group(1)
     return rows
 
-kernel_lines = [l.rstrip() for l in open(sys.argv[1], errors="replace") if "of H100 ceiling" in l]
+kernel_lines = [l.rstrip() for l in open(sys.argv[1], errors="replace") if " us model " in l]
 print("### Kernel benches (benches/cuda_kernels)")
 print()
 heading = [l.strip() for l in open(sys.argv[1], errors="replace") if "precompiled PTX" in l]
@@ -464,14 +465,14 @@ if heading:
     print(f"`{heading[0]}`")
     print()
 if kernel_lines:
-    print("50 back-to-back launches, one sync (the bench's own line):")
+    print("50 back-to-back launches, one sync, against the cost model (src/backend/gpu/cost.rs, host-launched):")
     print()
-    print("| kernel | time per launch | achieved | of H100 SXM ceiling |")
-    print("|---|---|---|---|")
+    print("| kernel | measured per launch | model | measured / model | achieved | of HBM |")
+    print("|---|---|---|---|---|---|")
     for l in kernel_lines:
-        m = re.match(r"(\S+)\s+([\d.]+) us\s+([\d.]+ \S+)\s+([\d.]+)% of H100 ceiling", l.strip())
+        m = re.match(r"(\S+)\s+([\d.]+) us measured\s+([\d.]+) us model \(\s*([\d.]+)x\)\s+([\d.]+) GB/s\s+([\d.]+)% of (.+) HBM", l.strip())
         if m:
-            print(f"| {m.group(1)} | {m.group(2)} µs | {m.group(3)} | {m.group(4)} % |")
+            print(f"| {m.group(1)} | {m.group(2)} µs | {m.group(3)} µs | {m.group(4)}x | {m.group(5)} GB/s | {m.group(6)} % ({m.group(7)}) |")
     print()
 rows = criterion(sys.argv[1])
 if rows:

@@ -19,11 +19,12 @@ const COMMON_HEADER: &str = include_str!("../../../kernels/common.cuh");
 const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
 
 /// Every kernel module: (name, CUDA C++ source).
-pub const MODULES: [(&str, &str); 9] = [
+pub const MODULES: [(&str, &str); 10] = [
     ("accept", include_str!("../../../kernels/accept.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
     ("elementwise", include_str!("../../../kernels/elementwise.cu")),
     ("embedding", include_str!("../../../kernels/embedding.cu")),
+    ("gemv", include_str!("../../../kernels/gemv.cu")),
     ("kv_cache", include_str!("../../../kernels/kv_cache.cu")),
     ("norm", include_str!("../../../kernels/norm.cu")),
     ("rope", include_str!("../../../kernels/rope.cu")),

@@ -41,6 +41,8 @@ pub enum Kernel {
     EmbeddingF32,
     /// `embedding.cu` `embedding_bf16`.
     EmbeddingBf16,
+    /// `gemv.cu` `gemm_skinny_bf16`.
+    GemmSkinnyBf16,
     /// `accept.cu` `accept_block`.
     AcceptBlock,
     /// `accept.cu` `sample_children`.
@@ -51,7 +53,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in a fixed order (`Kernel as usize` indexes it).
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -68,6 +70,7 @@ impl Kernel {
         Kernel::GatherRows,
         Kernel::EmbeddingF32,
         Kernel::EmbeddingBf16,
+        Kernel::GemmSkinnyBf16,
         Kernel::AcceptBlock,
         Kernel::SampleChildren,
         Kernel::ProcessLogits,
@@ -101,6 +104,7 @@ impl Kernel {
             Kernel::GatherRows => ("elementwise", "gather_rows"),
             Kernel::EmbeddingF32 => ("embedding", "embedding_f32"),
             Kernel::EmbeddingBf16 => ("embedding", "embedding_bf16"),
+            Kernel::GemmSkinnyBf16 => ("gemv", "gemm_skinny_bf16"),
             Kernel::AcceptBlock => ("accept", "accept_block"),
             Kernel::SampleChildren => ("accept", "sample_children"),
             Kernel::ProcessLogits => ("sampling", "process_logits"),

@@ -18,12 +18,19 @@ pub const ACCEPT_THREADS: u32 = 256;
 /// deals the vocabulary out to threads and orders its reductions.
 pub const SAMPLING_THREADS: u32 = 256;
 
+/// Most rows of the skinny bf16 GEMM (kernels/gemv.cu); more take cast + cuBLAS.
+pub const SKINNY_ROWS: u32 = 16;
+/// Warps (output columns) per block of the skinny bf16 GEMM.
+pub const SKINNY_WARPS: u32 = 8;
+
 /// Every constant above as `(name, value)`, for the compilers' `-D` flags.
-pub const DEFINES: [(&str, u32); 6] = [
+pub const DEFINES: [(&str, u32); 8] = [
     ("ROW_THREADS", ROW_THREADS),
     ("ROPE_THREADS", ROPE_THREADS),
     ("ATTN_WARPS", ATTN_WARPS),
     ("MAX_HEAD_DIM", MAX_HEAD_DIM),
     ("ACCEPT_THREADS", ACCEPT_THREADS),
     ("SAMPLING_THREADS", SAMPLING_THREADS),
+    ("SKINNY_ROWS", SKINNY_ROWS),
+    ("SKINNY_WARPS", SKINNY_WARPS),
 ];

@@ -13,6 +13,7 @@
 
 mod accept;
 mod buffer;
+pub mod cost;
 mod driver;
 pub mod geometry;
 mod graphs;
@@ -173,8 +174,9 @@ impl<D: Driver> GpuBackend<D> {
         self.counters.launches.fetch_add(pieces as u64, Ordering::Relaxed);
     }
 
-    /// `out = x · wᵀ` (shapes checked by the caller): f32 weights directly, bf16 weights after
-    /// casting `x` to bf16 (kernels/elementwise.cu `f32_to_bf16`).
+    /// `out = x · wᵀ` (shapes checked by the caller): f32 weights directly; bf16 weights through
+    /// the skinny kernel for decode row counts (kernels/gemv.cu, f32 `x` read as it is), else
+    /// after casting `x` to bf16 (kernels/elementwise.cu `f32_to_bf16`).
     fn gemm(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
         if shape.rows == 0 || shape.n == 0 {
             return Ok(());
@@ -182,6 +184,9 @@ impl<D: Driver> GpuBackend<D> {
         let out_address = self.driver.address_mut(&mut out.mem);
         let (inputs, x, w) = match weight {
             GpuWeight::F32(w) => (GemmInputs::F32, self.driver.address(&x.mem), self.driver.address(&w.mem)),
+            GpuWeight::Bf16(w) if shape.rows <= geometry::SKINNY_ROWS as usize && shape.k.is_multiple_of(8) => {
+                return self.launch_gemm_skinny(x, w, shape, out);
+            }
             GpuWeight::Bf16(w) => {
                 let len = shape.rows * shape.k;
                 let mut scratch = self.bf16_inputs.lock().map_err(|_| Error::Backend("linear: the bf16 scratch buffer is poisoned".into()))?;

@@ -3,8 +3,8 @@
 //! geometry of each kernel is documented at the top of its `.cu` file.
 
 use super::buffer::{DevVec, GpuBuf, GpuWeight, GpuWords, LaunchBuilder};
-use super::driver::{Driver, Kernel};
-use super::geometry::{ROPE_THREADS, ROW_THREADS};
+use super::driver::{Driver, GemmShape, Kernel};
+use super::geometry::{ROPE_THREADS, ROW_THREADS, SKINNY_WARPS};
 use super::{GpuBackend, GpuPlan};
 use crate::backend::RowGather;
 use crate::error::Result;
@@ -89,6 +89,20 @@ impl<D: Driver> GpuBackend<D> {
         let n = out.len();
         let launch = LaunchBuilder::elementwise(&self.driver, n, ROW_THREADS)?.input(gate).input(up).output(out).u64(n).build();
         self.run(Kernel::Swiglu, &launch)
+    }
+
+    /// `gemm_skinny_bf16(x, w, out, rows, k, n)`: one warp per output column.
+    pub(super) fn launch_gemm_skinny(&self, x: &GpuBuf<D>, w: &DevVec<u16, D>, shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
+        let blocks = shape.n.div_ceil(SKINNY_WARPS as usize);
+        let launch = LaunchBuilder::new(&self.driver, (blocks, 1), SKINNY_WARPS * 32)?
+            .input(x)
+            .input(w)
+            .output(out)
+            .i32(shape.rows)?
+            .i32(shape.k)?
+            .i32(shape.n)?
+            .build();
+        self.run(Kernel::GemmSkinnyBf16, &launch)
     }
 
     /// `f32_to_bf16(x, out, n)`: one thread per element.
