@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use spire::backend::cuda::has_precompiled;
 use spire::backend::gpu::cost::{self, Ceilings, Cost, H100_SXM, H200};
-use spire::backend::gpu::GpuBuf;
+use spire::backend::gpu::{GemmShape, GpuBuf};
 use spire::backend::{Backend, BlockInputs, BlockLayout, ChildDraws, CudaBackend, ForwardPlan, KvDtype, KvShape, LogitsMap, Packed, RowGather};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
@@ -117,14 +117,36 @@ fn linear(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let mut out = buf(gpu, rows * n, 13);
     println!("linear/{rows}x{k}x{n}: weight traffic {:.1} MB per launch", (n * k * 4) as f64 / 1e6);
     bench(c, gpu, &format!("linear_f32/{rows}x{k}x{n}"), cost::gemm(rows, k, n, 4.0, 4.0), || gpu.linear(&x, &w, rows, k, n, &mut out).expect("linear"));
-    let path = std::env::temp_dir().join(format!("spire-bench-bf16-{}.safetensors", std::process::id()));
-    let tensor = HostTensor { name: "w".into(), shape: vec![n, k], values: random(n * k, 12) };
-    write_safetensors(&path, &[tensor], DType::BF16).expect("bf16 weights");
-    let w16 = gpu.load_weight(&std::sync::Arc::new(WeightFile::open(&path).expect("bf16 weights")), "w", &[n, k]).expect("bf16 weight");
+    let w16 = bf16_weight(gpu, n, k, 12);
     let skinny = rows <= spire::backend::gpu::geometry::SKINNY_ROWS as usize;
     let name = if skinny { "linear_bf16_skinny" } else { "linear_bf16_cublas" };
     // The model of the cast + cuBLAS path counts the GEMM only (its cast is another launch).
     bench(c, gpu, &format!("{name}/{rows}x{k}x{n}"), cost::gemm(rows, k, n, 2.0, if skinny { 4.0 } else { 2.0 }), || gpu.linear(&x, &w16, rows, k, n, &mut out).expect("linear"));
+}
+
+/// A decoder layer's feed-forward GEMMs with bf16 weights and their fused epilogues (kernels/gemv.cu
+/// at decode row counts: SwiGLU over w1 and w3, the residual add after w2).
+fn feed_forward(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
+    let (d, h) = (1280, 3584);
+    let (w1, w3, w2) = (bf16_weight(gpu, h, d, 20), bf16_weight(gpu, h, d, 21), bf16_weight(gpu, d, h, 22));
+    let (x, mut gate, mut up, mut act) = (buf(gpu, rows * d, 23), buf(gpu, rows * h, 24), buf(gpu, rows * h, 25), buf(gpu, rows * h, 26));
+    let (mut projected, mut residual) = (buf(gpu, rows * d, 27), buf(gpu, rows * d, 28));
+    bench(c, gpu, &format!("linear_swiglu_bf16/{rows}x{d}x{h}"), cost::gemm_swiglu(rows, d, h, 2.0), || {
+        gpu.linear_swiglu(&x, &w1, &w3, GemmShape { rows, k: d, n: h }, &mut gate, &mut up, &mut act).expect("linear_swiglu")
+    });
+    bench(c, gpu, &format!("linear_add_bf16/{rows}x{h}x{d}"), cost::gemm_add(rows, h, d, 2.0), || {
+        gpu.linear_add(&act, &w2, GemmShape { rows, k: h, n: d }, &mut projected, &mut residual).expect("linear_add")
+    });
+}
+
+/// A `[n, k]` weight of random values stored as bf16 (so the backend keeps it bf16).
+fn bf16_weight(gpu: &CudaBackend, n: usize, k: usize, seed: u64) -> spire::backend::gpu::GpuWeight<spire::backend::cuda::CudaDriver> {
+    let path = std::env::temp_dir().join(format!("spire-bench-bf16-{}-{seed}.safetensors", std::process::id()));
+    let tensor = HostTensor { name: "w".into(), shape: vec![n, k], values: random(n * k, seed) };
+    write_safetensors(&path, &[tensor], DType::BF16).expect("bf16 weights");
+    let weight = gpu.load_weight(&std::sync::Arc::new(WeightFile::open(&path).expect("bf16 weights")), "w", &[n, k]).expect("bf16 weight");
+    let _ = std::fs::remove_file(&path);
+    weight
 }
 
 /// KV append and paged attention: `seqs` sequences of 576 tokens, each with `nodes` query rows
@@ -146,6 +168,12 @@ fn attention(c: &mut Criterion, gpu: &CudaBackend, seqs: usize, nodes: usize) {
     let slots = gpu.upload_plan(ForwardPlan::slots(&all_slots)).expect("plan");
     bench(c, gpu, &format!("kv_write/{}rows", all_slots.len()), cost::kv_write(all_slots.len(), width, KvDtype::Bf16), || {
         gpu.kv_write(cache.pool_mut(), 0, &kv, &slots).expect("kv_write")
+    });
+    let positions: Vec<u32> = (0..all_slots.len() as u32).map(|r| 1 + r % 576).collect();
+    let rope_slots = gpu.upload_plan(ForwardPlan { positions, slots: all_slots.clone(), ..ForwardPlan::default() }).expect("plan");
+    let (mut rotated, table) = (buf(gpu, all_slots.len() * 3 * width, 14), buf(gpu, 577 * head_dim, 9));
+    bench(c, gpu, &format!("rope_kv_write/{}rows", all_slots.len()), cost::rope_kv_write(all_slots.len(), width, KvDtype::Bf16), || {
+        gpu.rope_kv_write(&mut rotated, all_slots.len(), n_head, head_dim, &table, cache.pool_mut(), 0, &rope_slots).expect("rope_kv_write")
     });
     let plan = gpu.upload_plan(ForwardPlan::layout(cache.layout(&queries).expect("layout"))).expect("plan");
     let qkv = buf(gpu, queries.len() * 3 * width, 15);
@@ -240,6 +268,10 @@ fn cuda_kernels(c: &mut Criterion) {
     for rows in [2, 64] {
         row_kernels(c, &gpu, rows);
         linear(c, &gpu, rows);
+    }
+    // Decode row counts: AR with CFG, a verified chain of 4 with CFG.
+    for rows in [2, 10] {
+        feed_forward(c, &gpu, rows);
     }
     attention(c, &gpu, 8, 1);
     attention(c, &gpu, 2, 16);

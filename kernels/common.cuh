@@ -16,6 +16,9 @@
 // -infinity, without <math.h> (NVRTC compiles with no system headers).
 __device__ __forceinline__ float neg_inf() { return __uint_as_float(0xff800000u); }
 
+// SwiGLU's gate: silu(g) * u. CPU twin: src/backend/cpu/kernels.rs `swiglu`.
+__device__ __forceinline__ float silu_gate(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 // Sum of `v` over the 32 lanes of a warp; every lane gets the result.
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = WARP / 2; offset > 0; offset /= 2) {

@@ -7,7 +7,6 @@
 extern "C" __global__ void swiglu(const float* gate, const float* up, float* out, unsigned long long n) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
-        const float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+        out[i] = silu_gate(gate[i], up[i]);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use common::devices::on_every_device;
 use spire::backend::cpu::accept as accept_twin;
-use spire::backend::gpu::{Driver, GpuBackend, GpuBuf};
+use spire::backend::gpu::{Driver, GemmShape, GpuBackend, GpuBuf};
 use spire::backend::{accept_on_host, AttentionLayout, Backend, ChildDraws, CpuBackend, DraftBlock, ForwardPlan, Gather, KvDtype, KvShape, LogitsMap, Packed, RowGather, NO_TOKEN};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
@@ -200,6 +200,97 @@ fn skinny_bf16_gemm_matches_the_cpu_on<D: Driver>(gpu: &GpuBackend<D>) {
         let mut out = poisoned(gpu, rows * n);
         gpu.linear(&gpu.upload(&x).unwrap(), &gpu.load_weight(&file, "w", &[n, k]).unwrap(), rows, k, n, &mut out).unwrap();
         assert_close(&format!("bf16 linear {rows}x{k}x{n}"), &gpu.download(&out).unwrap(), &want, tol);
+    }
+}
+
+/// The fused decode epilogues (`linear_swiglu`, `linear_add`: kernels/gemv.cu) against the CPU's
+/// unfused ops (two `linear`s and `swiglu`; `linear` and `add_assign`) with the same weights, to
+/// f32 rounding at skinny shapes; bf16 weights past 16 rows and f32 weights take the unfused path.
+#[test]
+fn fused_gemm_epilogues_match_the_cpu() {
+    on_every_device!(fused_gemm_epilogues_match_the_cpu_on);
+}
+
+fn fused_gemm_epilogues_match_the_cpu_on<D: Driver>(gpu: &GpuBackend<D>) {
+    fused_gemm_case(gpu, false);
+}
+
+/// The fused epilogues are one launch at skinny shapes (on a backend of the test's own: the
+/// shared ones count every test's launches).
+#[cfg(feature = "emulator")]
+#[test]
+fn fused_gemm_epilogues_are_one_launch() {
+    fused_gemm_case(&spire::backend::EmuBackend::new().unwrap(), true);
+}
+
+fn fused_gemm_case<D: Driver>(gpu: &GpuBackend<D>, count_launches: bool) {
+    for &(rows, k, n, bf16, tol) in &[(1usize, 256usize, 37usize, true, 1e-5), (10, 512, 130, true, 1e-5), (17, 64, 40, true, 1e-2), (2, 64, 24, false, 1e-4)] {
+        let (x, w1, w3, acc) = (random(rows * k, 80), random(n * k, 81), random(n * k, 82), random(rows * n, 83));
+        let shape = GemmShape { rows, k, n };
+        let files: Vec<_> = [&w1, &w3].iter().map(|w| bf16_file(w, &[n, k], "fused")).collect();
+        let cpu_weight = |i: usize, w: &[f32]| if bf16 { CpuBackend.load_weight(&files[i], "w", &[n, k]).unwrap() } else { CpuBackend.weight_from_host(w).unwrap() };
+        let gpu_weight = |i: usize, w: &[f32]| if bf16 { gpu.load_weight(&files[i], "w", &[n, k]).unwrap() } else { gpu.weight_from_host(w).unwrap() };
+        let (c1, c3, g1, g3) = (cpu_weight(0, &w1), cpu_weight(1, &w3), gpu_weight(0, &w1), gpu_weight(1, &w3));
+        let what = format!("{rows}x{k}x{n} {}", if bf16 { "bf16" } else { "f32" });
+
+        let mut want = vec![0.0; rows * n];
+        CpuBackend.linear_swiglu(&x, &c1, &c3, shape, &mut vec![0.0; rows * n], &mut vec![0.0; rows * n], &mut want).unwrap();
+        let (x_dev, mut out, mut gate_out, mut up_out) = (gpu.upload(&x).unwrap(), poisoned(gpu, rows * n), poisoned(gpu, rows * n), poisoned(gpu, rows * n));
+        // Unfused, a bf16 GEMM past the skinny rows is a cast and a GEMM.
+        let (fused, per_linear) = (bf16 && rows <= 16, if bf16 { 2 } else { 1 });
+        let launches = |want: u64, op: &str| {
+            if count_launches {
+                assert_eq!(gpu.take_device_counts().unwrap().launches, want, "{op} {what}: launches");
+            }
+        };
+        gpu.take_device_counts();
+        gpu.linear_swiglu(&x_dev, &g1, &g3, shape, &mut gate_out, &mut up_out, &mut out).unwrap();
+        launches(if fused { 1 } else { 2 * per_linear + 1 }, "linear_swiglu");
+        assert_close(&format!("linear_swiglu {what}"), &gpu.download(&out).unwrap(), &want, tol);
+
+        let mut want = acc.clone();
+        CpuBackend.linear_add(&x, &c1, shape, &mut vec![0.0; rows * n], &mut want).unwrap();
+        let mut got = gpu.upload(&acc).unwrap();
+        let mut projected = poisoned(gpu, rows * n);
+        gpu.take_device_counts();
+        gpu.linear_add(&x_dev, &g1, shape, &mut projected, &mut got).unwrap();
+        launches(if fused { 1 } else { per_linear + 1 }, "linear_add");
+        assert_close(&format!("linear_add {what}"), &gpu.download(&got).unwrap(), &want, tol);
+    }
+}
+
+/// The fused attention prologue (`rope_kv_write`: kernels/rope.cu) against the CPU's `rope` then
+/// `kv_write`, on f32 and bf16 pools: the rotated qkv rows, and attention over the written keys
+/// and values (which reads every slot the op wrote).
+#[test]
+fn fused_rope_and_kv_append_match_the_cpu() {
+    on_every_device!(fused_rope_and_kv_append_match_the_cpu_on);
+}
+
+fn rope_kv_case<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> B::Buf) -> (Vec<f32>, Vec<f32>) {
+    let (n_head, head_dim, rows) = (4, 64, 9);
+    let width = n_head * head_dim;
+    let shape = KvShape { n_layer: 2, num_blocks: 4, block_size: 16, n_head, head_dim, dtype };
+    let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
+    let seq = cache.add_sequence();
+    let slots = cache.extend(be, seq, rows).unwrap();
+    let queries: Vec<_> = (0..rows).map(|r| QueryVisibility::causal(seq, r)).collect();
+    let plan = ForwardPlan { positions: (0..rows as u32).map(|r| 2 * r + 1).collect(), slots, layout: cache.layout(&queries).unwrap(), ..ForwardPlan::default() };
+    let plan = be.upload_plan(plan).unwrap();
+    let table = be.upload(&random(20 * head_dim, 85)).unwrap();
+    let mut qkv = be.upload(&random(rows * 3 * width, 84)).unwrap();
+    be.rope_kv_write(&mut qkv, rows, n_head, head_dim, &table, cache.pool_mut(), 1, &plan).unwrap();
+    let mut out = poison(rows * width);
+    be.attention(&qkv, cache.pool(), 1, &plan, &mut out).unwrap();
+    (be.download(&qkv).unwrap(), be.download(&out).unwrap())
+}
+
+fn fused_rope_and_kv_append_match_the_cpu_on<D: Driver>(gpu: &GpuBackend<D>) {
+    for dtype in [KvDtype::F32, KvDtype::Bf16] {
+        let (want_qkv, want_out) = rope_kv_case(&CpuBackend, dtype, |len| vec![f32::NAN; len]);
+        let (got_qkv, got_out) = rope_kv_case(gpu, dtype, |len| poisoned(gpu, len));
+        assert_close(&format!("rope_kv_write qkv, {dtype:?} KV"), &got_qkv, &want_qkv, 1e-6);
+        assert_close(&format!("attention after rope_kv_write, {dtype:?} KV"), &got_out, &want_out, 1e-4);
     }
 }
 

@@ -43,7 +43,7 @@ pub use cuda::CudaBackend;
 pub use emu::EmuBackend;
 pub use gpu::GpuBackend;
 pub use layout::AttentionLayout;
-pub use ops::{BlockInputs, BlockLayout, ChildDraws, CopyList, LogitsMap, RowGather, NO_TOKEN};
+pub use ops::{BlockInputs, BlockLayout, ChildDraws, CopyList, GemmShape, LogitsMap, RowGather, NO_TOKEN};
 pub use packed::Packed;
 pub use plan::{ForwardPlan, Gather, PlanOffsets};
 
@@ -219,6 +219,29 @@ pub trait Backend: Send + Sync {
     fn linear(&self, x: &Self::Buf, weight: &Self::Weight, rows: usize, in_dim: usize, out_dim: usize, out: &mut Self::Buf) -> Result<()>;
     /// `out = silu(gate) * up` elementwise (SwiGLU).
     fn swiglu(&self, gate: &Self::Buf, up: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
+    /// `out = silu(x · gateᵀ) * (x · upᵀ)`: a SwiGLU feed-forward's first half, for two
+    /// `[out_dim, in_dim]` weights. Kernel backends fuse it into one GEMM launch where the shape
+    /// allows; the provided form runs two `linear`s into the scratch buffers `gate_out` and
+    /// `up_out` (each `[rows, out_dim]`) and `swiglu`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_swiglu(
+        &self,
+        x: &Self::Buf,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+        shape: GemmShape,
+        gate_out: &mut Self::Buf,
+        up_out: &mut Self::Buf,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        unfused_linear_swiglu(self, x, [gate, up], shape, [gate_out, up_out], out)
+    }
+    /// `acc += x · weightᵀ`: a projection added into the residual stream. Kernel backends fuse
+    /// the add into the GEMM's epilogue where the shape allows; the provided form runs `linear`
+    /// into the scratch buffer `projected` (`[rows, out_dim]`) and `add_assign`.
+    fn linear_add(&self, x: &Self::Buf, weight: &Self::Weight, shape: GemmShape, projected: &mut Self::Buf, acc: &mut Self::Buf) -> Result<()> {
+        unfused_linear_add(self, x, weight, shape, projected, acc)
+    }
     /// Rotate, in place, the first `n_rot_heads` heads of width `head_dim` of each row (row
     /// stride `row_stride`) by the RoPE table row `plan.positions[r]`. `table` holds, per position,
     /// `head_dim / 2` (cos, sin) pairs applied to interleaved pairs `(x[2k], x[2k+1])`.
@@ -236,6 +259,16 @@ pub trait Backend: Send + Sync {
     /// Write the K and V parts of fused `qkv` rows (`[rows, 3 * width]`, order q|k|v) of layer
     /// `layer` into pool slots `plan.slots[r]`.
     fn kv_write(&self, pool: &mut Self::KvPool, layer: usize, qkv: &Self::Buf, plan: &Self::Plan) -> Result<()>;
+    /// `rope` on the q and k heads of fused `qkv` rows (`n_head` heads of `head_dim` each), then
+    /// `kv_write` of the rotated keys and the values: the attention prologue of a decoder layer.
+    /// Kernel backends do it in one launch that reads each row once; the provided form runs the
+    /// two ops.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv_write(&self, qkv: &mut Self::Buf, rows: usize, n_head: usize, head_dim: usize, table: &Self::Buf, pool: &mut Self::KvPool, layer: usize, plan: &Self::Plan) -> Result<()> {
+        let width = n_head * head_dim;
+        self.rope(qkv, rows, 3 * width, 2 * n_head, head_dim, table, plan)?;
+        self.kv_write(pool, layer, qkv, plan)
+    }
     /// Copy keys and values of every layer from pool slot `src[i]` to slot `dst[i]`, the slot
     /// lists read from `words`; the copies must be independent (no slot both read and written:
     /// [`independent_batches`]); a slot outside the pool is skipped.
@@ -330,4 +363,25 @@ pub trait Backend: Send + Sync {
 /// The error of an op a backend has no kernel for.
 fn no_kernel(op: &str, device: String) -> crate::error::Error {
     crate::error::Error::Backend(format!("{op} has no kernel on {device} yet (the continuous-token ops run on the CPU backend)"))
+}
+
+/// [`Backend::linear_swiglu`] as two `linear`s into `scratch` and a `swiglu`: the provided form,
+/// and a kernel backend's path for shapes its fused kernel does not take.
+pub(crate) fn unfused_linear_swiglu<B: Backend + ?Sized>(
+    backend: &B,
+    x: &B::Buf,
+    [gate, up]: [&B::Weight; 2],
+    shape: GemmShape,
+    [gate_out, up_out]: [&mut B::Buf; 2],
+    out: &mut B::Buf,
+) -> Result<()> {
+    backend.linear(x, gate, shape.rows, shape.k, shape.n, gate_out)?;
+    backend.linear(x, up, shape.rows, shape.k, shape.n, up_out)?;
+    backend.swiglu(gate_out, up_out, out)
+}
+
+/// [`Backend::linear_add`] as a `linear` into `projected` and an `add_assign`.
+pub(crate) fn unfused_linear_add<B: Backend + ?Sized>(backend: &B, x: &B::Buf, weight: &B::Weight, shape: GemmShape, projected: &mut B::Buf, acc: &mut B::Buf) -> Result<()> {
+    backend.linear(x, weight, shape.rows, shape.k, shape.n, projected)?;
+    backend.add_assign(acc, projected)
 }

@@ -17,6 +17,17 @@ pub const ROW_NONFINITE: u32 = 1;
 /// Flag of a processed row whose logits row index is beyond the logits; the row is NaN.
 pub const ROW_BAD_INDEX: u32 = 2;
 
+/// A row-major GEMM `out[rows, n] = x[rows, k] · wᵀ` for a PyTorch-layout weight `w[n, k]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmShape {
+    /// Rows of `x` and `out`.
+    pub rows: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of `out` (rows of `w`).
+    pub n: usize,
+}
+
 /// Error unless every `(offset, len)` part lies inside a buffer of `words` words.
 pub(crate) fn check_parts(op: &str, words: usize, parts: &[(usize, usize)]) -> Result<()> {
     match parts.iter().find(|&&(at, len)| at.checked_add(len).is_none_or(|end| end > words)) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, GemmShape};
 use crate::error::Result;
 use crate::weights::WeightFile;
 
@@ -120,15 +120,11 @@ impl<B: Backend> DecoderLayer<B> {
         let LayerScratch { normed, qkv, attn, projected, gate, up, act } = scratch;
         backend.rms_norm(x, &self.attention_norm, dims.eps, d, normed)?;
         backend.linear(normed, &self.wqkv, rows, d, 3 * d, qkv)?;
-        backend.rope(qkv, rows, 3 * d, 2 * dims.n_head, dims.head_dim(), rope, plan)?;
-        backend.kv_write(pool, layer, qkv, plan)?;
+        backend.rope_kv_write(qkv, rows, dims.n_head, dims.head_dim(), rope, pool, layer, plan)?;
         backend.attention(qkv, pool, layer, plan, attn)?;
         backend.linear(attn, &self.wo, rows, d, d, projected)?;
         backend.add_rms_norm(x, projected, &self.ffn_norm, dims.eps, d, normed)?;
-        backend.linear(normed, &self.w1, rows, d, h, gate)?;
-        backend.linear(normed, &self.w3, rows, d, h, up)?;
-        backend.swiglu(gate, up, act)?;
-        backend.linear(act, &self.w2, rows, h, d, projected)?;
-        backend.add_assign(x, projected)
+        backend.linear_swiglu(normed, &self.w1, &self.w3, GemmShape { rows, k: d, n: h }, gate, up, act)?;
+        backend.linear_add(act, &self.w2, GemmShape { rows, k: h, n: d }, projected, x)
     }
 }

@@ -91,6 +91,25 @@ pub fn rope(rows: usize, dim: usize) -> Cost {
     Cost { bytes: (rows * 2 * dim) as f64 * 2.0 * F32, flops: (rows * 2 * dim * 3) as f64, tensor: false }
 }
 
+/// `rope_kv_write` of `rows` qkv rows of width `3 * dim`: q, k and v read once, the rotated q
+/// and k written back, k and v appended to a `kv` pool.
+pub fn rope_kv_write(rows: usize, dim: usize, kv: KvDtype) -> Cost {
+    Cost { bytes: (rows * dim) as f64 * (5.0 * F32 + 2.0 * kv_bytes(kv)), flops: (rows * 2 * dim * 3) as f64, tensor: false }
+}
+
+/// The skinny GEMM with the SwiGLU epilogue: two weights `[n, k]` of `weight_bytes` streamed
+/// together, f32 `x` read once, one f32 output.
+pub fn gemm_swiglu(rows: usize, k: usize, n: usize, weight_bytes: f64) -> Cost {
+    let one = gemm(rows, k, n, weight_bytes, F32);
+    Cost { bytes: 2.0 * (k * n) as f64 * weight_bytes + (rows * k) as f64 * F32 + (rows * n) as f64 * F32, flops: 2.0 * one.flops + (rows * n * 4) as f64, tensor: false }
+}
+
+/// The skinny GEMM with the residual-add epilogue: the output read as well as written.
+pub fn gemm_add(rows: usize, k: usize, n: usize, weight_bytes: f64) -> Cost {
+    let one = gemm(rows, k, n, weight_bytes, F32);
+    Cost { bytes: one.bytes + (rows * n) as f64 * F32, flops: one.flops + (rows * n) as f64, tensor: false }
+}
+
 /// `kv_write` of `rows` rows of width `dim` into a `kv` pool.
 pub fn kv_write(rows: usize, dim: usize, kv: KvDtype) -> Cost {
     Cost { bytes: (rows * 2 * dim) as f64 * (F32 + kv_bytes(kv)), flops: 0.0, tensor: false }
@@ -187,17 +206,18 @@ pub struct Precision {
 }
 
 /// The launches of one forward pass of `config` over `rows` rows, each seeing `keys` keys, as
-/// `model::Gpt::forward_planned` issues them (one embedding gather, per layer the norm, the
-/// casts and GEMMs, RoPE, the KV append, attention and the SwiGLU, then the head).
+/// `model::Gpt::forward_planned` issues them (one embedding gather; per layer the norm, the QKV
+/// GEMM, the fused RoPE + KV append, attention, the output projection, the residual add + norm
+/// and the feed-forward; then the head). At skinny row counts bf16 GEMMs read f32 activations
+/// as they are and the feed-forward runs as two GEMMs with fused epilogues (SwiGLU; residual
+/// add); beyond, each bf16 GEMM casts its input and the epilogues are launches of their own.
 pub fn gpt_forward(config: &GptConfig, rows: usize, keys: usize, precision: Precision) -> Step {
     let (d, h, v) = (config.dim, config.ffn_hidden(), config.vocab_size);
     let w = precision.weight_bytes;
     let mut step = Step::default();
-    // bf16 weights: the skinny kernel reads f32 activations as they are up to SKINNY_ROWS rows
-    // (k a multiple of 8); beyond, a cast then cuBLAS.
-    let skinny = rows <= SKINNY_ROWS as usize;
+    let skinny = |k: usize| w < F32 && rows <= SKINNY_ROWS as usize && k.is_multiple_of(8);
     let linear = |step: &mut Step, name: &'static str, k: usize, n: usize| {
-        if w < F32 && !(skinny && k.is_multiple_of(8)) {
+        if w < F32 && !skinny(k) {
             step.push("f32_to_bf16", cast(rows * k));
             step.push(name, gemm(rows, k, n, w, 2.0));
         } else {
@@ -208,16 +228,23 @@ pub fn gpt_forward(config: &GptConfig, rows: usize, keys: usize, precision: Prec
     for _ in 0..config.n_layer {
         step.push("rms_norm", rms_norm(rows, d, false));
         linear(&mut step, "gemm qkv", d, 3 * d);
-        step.push("rope", rope(rows, d));
-        step.push("kv_write", kv_write(rows, d, precision.kv));
+        step.push("rope_kv_write", rope_kv_write(rows, d, precision.kv));
         step.push("paged_attention", attention(rows, keys, d, precision.kv));
         linear(&mut step, "gemm wo", d, d);
         step.push("add_rms_norm", rms_norm(rows, d, true));
-        linear(&mut step, "gemm w1", d, h);
-        linear(&mut step, "gemm w3", d, h);
-        step.push("swiglu", elementwise(rows * h, 2));
-        linear(&mut step, "gemm w2", h, d);
-        step.push("add_assign", elementwise(rows * d, 2));
+        if skinny(d) {
+            step.push("gemm w1 w3 swiglu", gemm_swiglu(rows, d, h, w));
+        } else {
+            linear(&mut step, "gemm w1", d, h);
+            linear(&mut step, "gemm w3", d, h);
+            step.push("swiglu", elementwise(rows * h, 2));
+        }
+        if skinny(h) {
+            step.push("gemm w2 add", gemm_add(rows, h, d, w));
+        } else {
+            linear(&mut step, "gemm w2", h, d);
+            step.push("add_assign", elementwise(rows * d, 2));
+        }
     }
     step.push("rms_norm", rms_norm(rows, d, false));
     linear(&mut step, "gemm output", d, v);
@@ -291,10 +318,11 @@ mod tests {
         let weights = weights_floor(&config, 2.0, &H100_SXM) * 3.35e12;
         assert!((1.5e9..1.7e9).contains(&weights), "GPT-XL's bf16 weights: {weights:e} bytes");
         assert!(step.bytes() > weights && step.bytes() < 1.02 * weights, "{:e} bytes moved against {weights:e}", step.bytes());
-        // 36 layers of 12 launches (no casts at 2 rows: the skinny GEMM), the embedding, the
-        // head's norm and GEMM.
-        assert_eq!(step.launches.len(), 36 * 12 + 3);
-        // A 32-row pass casts before each of its 5 GEMMs per layer and the head's.
-        assert_eq!(gpt_forward(&config, 32, 1, BF16).launches.len(), 36 * 17 + 4);
+        // 36 layers of 8 launches (no casts at 2 rows: the skinny GEMMs, the feed-forward's
+        // epilogues fused), the embedding, the head's norm and GEMM.
+        assert_eq!(step.launches.len(), 36 * 8 + 3);
+        // A 32-row pass casts before each of its 5 GEMMs per layer and the head's, and runs the
+        // SwiGLU and the residual add on their own.
+        assert_eq!(gpt_forward(&config, 32, 1, BF16).launches.len(), 36 * 16 + 4);
     }
 }

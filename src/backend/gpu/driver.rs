@@ -5,6 +5,7 @@
 //! code a GPU runs.
 
 use crate::error::Result;
+pub use crate::backend::ops::GemmShape;
 
 /// Every kernel of `kernels/*.cu`, by its `extern "C"` name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +16,10 @@ pub enum Kernel {
     AddRmsNorm,
     /// `rope.cu` `rope`.
     Rope,
+    /// `rope.cu` `rope_kv_write_f32`.
+    RopeKvWriteF32,
+    /// `rope.cu` `rope_kv_write_bf16`.
+    RopeKvWriteBf16,
     /// `kv_cache.cu` `kv_write_f32`.
     KvWriteF32,
     /// `kv_cache.cu` `kv_write_bf16`.
@@ -43,6 +48,10 @@ pub enum Kernel {
     EmbeddingBf16,
     /// `gemv.cu` `gemm_skinny_bf16`.
     GemmSkinnyBf16,
+    /// `gemv.cu` `gemm_skinny_add_bf16`.
+    GemmSkinnyAddBf16,
+    /// `gemv.cu` `gemm_skinny_swiglu_bf16`.
+    GemmSkinnySwigluBf16,
     /// `accept.cu` `accept_block`.
     AcceptBlock,
     /// `accept.cu` `sample_children`.
@@ -53,10 +62,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in a fixed order (`Kernel as usize` indexes it).
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
+        Kernel::RopeKvWriteF32,
+        Kernel::RopeKvWriteBf16,
         Kernel::KvWriteF32,
         Kernel::KvWriteBf16,
         Kernel::KvCopyF32,
@@ -71,6 +82,8 @@ impl Kernel {
         Kernel::EmbeddingF32,
         Kernel::EmbeddingBf16,
         Kernel::GemmSkinnyBf16,
+        Kernel::GemmSkinnyAddBf16,
+        Kernel::GemmSkinnySwigluBf16,
         Kernel::AcceptBlock,
         Kernel::SampleChildren,
         Kernel::ProcessLogits,
@@ -91,6 +104,8 @@ impl Kernel {
             Kernel::RmsNorm => ("norm", "rms_norm"),
             Kernel::AddRmsNorm => ("norm", "add_rms_norm"),
             Kernel::Rope => ("rope", "rope"),
+            Kernel::RopeKvWriteF32 => ("rope", "rope_kv_write_f32"),
+            Kernel::RopeKvWriteBf16 => ("rope", "rope_kv_write_bf16"),
             Kernel::KvWriteF32 => ("kv_cache", "kv_write_f32"),
             Kernel::KvWriteBf16 => ("kv_cache", "kv_write_bf16"),
             Kernel::KvCopyF32 => ("kv_cache", "kv_copy_f32"),
@@ -105,6 +120,8 @@ impl Kernel {
             Kernel::EmbeddingF32 => ("embedding", "embedding_f32"),
             Kernel::EmbeddingBf16 => ("embedding", "embedding_bf16"),
             Kernel::GemmSkinnyBf16 => ("gemv", "gemm_skinny_bf16"),
+            Kernel::GemmSkinnyAddBf16 => ("gemv", "gemm_skinny_add_bf16"),
+            Kernel::GemmSkinnySwigluBf16 => ("gemv", "gemm_skinny_swiglu_bf16"),
             Kernel::AcceptBlock => ("accept", "accept_block"),
             Kernel::SampleChildren => ("accept", "sample_children"),
             Kernel::ProcessLogits => ("sampling", "process_logits"),
@@ -164,17 +181,6 @@ pub enum GemmInputs {
     F32,
     /// bf16 `x` and weight (u16 bit patterns).
     Bf16,
-}
-
-/// A row-major GEMM `out[rows, n] = x[rows, k] · wᵀ` for a PyTorch-layout weight `w[n, k]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct GemmShape {
-    /// Rows of `x` and `out`.
-    pub rows: usize,
-    /// Inner dimension.
-    pub k: usize,
-    /// Columns of `out` (rows of `w`).
-    pub n: usize,
 }
 
 /// A GEMM on device addresses: `out = x · wᵀ` with `x`, `w` of `inputs` type and an f32 `out`.

@@ -29,7 +29,7 @@ pub use driver::{Driver, GemmInputs, GemmShape, GemmWork, Kernel, KernelArg, Lau
 pub use graphs::MAX_GRAPHS;
 pub use paged::GpuPlan;
 
-use super::{checks, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather};
+use super::{checks, unfused_linear_add, unfused_linear_swiglu, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather};
 use crate::error::{Error, Result};
 use crate::sampling::SamplingParams;
 use crate::weights::{DType, WeightFile};
@@ -184,9 +184,7 @@ impl<D: Driver> GpuBackend<D> {
         let out_address = self.driver.address_mut(&mut out.mem);
         let (inputs, x, w) = match weight {
             GpuWeight::F32(w) => (GemmInputs::F32, self.driver.address(&x.mem), self.driver.address(&w.mem)),
-            GpuWeight::Bf16(w) if shape.rows <= geometry::SKINNY_ROWS as usize && shape.k.is_multiple_of(8) => {
-                return self.launch_gemm_skinny(x, w, shape, out);
-            }
+            GpuWeight::Bf16(w) if skinny(shape) => return self.launch_gemm_skinny(Kernel::GemmSkinnyBf16, x, &[w], shape, out),
             GpuWeight::Bf16(w) => {
                 let len = shape.rows * shape.k;
                 let mut scratch = self.bf16_inputs.lock().map_err(|_| Error::Backend("linear: the bf16 scratch buffer is poisoned".into()))?;
@@ -197,6 +195,11 @@ impl<D: Driver> GpuBackend<D> {
         };
         self.issue(Work::Gemm(GemmWork { inputs, shape, x, w, out: out_address }))
     }
+}
+
+/// Whether a bf16 GEMM of `shape` runs in the skinny decode kernels (kernels/gemv.cu).
+fn skinny(shape: GemmShape) -> bool {
+    shape.rows <= geometry::SKINNY_ROWS as usize && shape.k.is_multiple_of(8)
 }
 
 fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
@@ -316,6 +319,37 @@ impl<D: Driver> Backend for GpuBackend<D> {
         self.gemm(x, weight, GemmShape { rows, k: in_dim, n: out_dim }, out)
     }
 
+    fn linear_swiglu(
+        &self,
+        x: &GpuBuf<D>,
+        gate: &GpuWeight<D>,
+        up: &GpuWeight<D>,
+        shape: GemmShape,
+        gate_out: &mut GpuBuf<D>,
+        up_out: &mut GpuBuf<D>,
+        out: &mut GpuBuf<D>,
+    ) -> Result<()> {
+        match (gate, up) {
+            (GpuWeight::Bf16(g), GpuWeight::Bf16(u)) if skinny(shape) => {
+                for weight in [gate, up] {
+                    checks::linear(x.len(), weight.len(), shape.rows, shape.k, shape.n, out.len())?;
+                }
+                self.launch_gemm_skinny(Kernel::GemmSkinnySwigluBf16, x, &[g, u], shape, out)
+            }
+            _ => unfused_linear_swiglu(self, x, [gate, up], shape, [gate_out, up_out], out),
+        }
+    }
+
+    fn linear_add(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, projected: &mut GpuBuf<D>, acc: &mut GpuBuf<D>) -> Result<()> {
+        match weight {
+            GpuWeight::Bf16(w) if skinny(shape) => {
+                checks::linear(x.len(), weight.len(), shape.rows, shape.k, shape.n, acc.len())?;
+                self.launch_gemm_skinny(Kernel::GemmSkinnyAddBf16, x, &[w], shape, acc)
+            }
+            _ => unfused_linear_add(self, x, weight, shape, projected, acc),
+        }
+    }
+
     fn swiglu(&self, gate: &GpuBuf<D>, up: &GpuBuf<D>, out: &mut GpuBuf<D>) -> Result<()> {
         checks::same_len("swiglu", &[gate.len(), up.len(), out.len()])?;
         self.launch_swiglu(gate, up, out)
@@ -338,6 +372,24 @@ impl<D: Driver> Backend for GpuBackend<D> {
     fn kv_write(&self, pool: &mut GpuKvPool<D>, layer: usize, qkv: &GpuBuf<D>, plan: &GpuPlan<D>) -> Result<()> {
         checks::kv_write(&pool.shape, layer, qkv.len(), &plan.host.slots)?;
         self.launch_kv_write(pool, layer, qkv, plan)
+    }
+
+    fn rope_kv_write(
+        &self,
+        qkv: &mut GpuBuf<D>,
+        rows: usize,
+        n_head: usize,
+        head_dim: usize,
+        table: &GpuBuf<D>,
+        pool: &mut GpuKvPool<D>,
+        layer: usize,
+        plan: &GpuPlan<D>,
+    ) -> Result<()> {
+        let width = n_head * head_dim;
+        checks::rope(qkv.len(), rows, 3 * width, 2 * n_head, head_dim, table.len(), &plan.host.positions)?;
+        checks::kv_write(&pool.shape, layer, qkv.len(), &plan.host.slots)?;
+        check(width == pool.shape.row_width(), "rope_kv_write", || format!("{n_head} heads of {head_dim} do not match the pool's rows of {}", pool.shape.row_width()))?;
+        self.launch_rope_kv_write(qkv, head_dim, table, pool, layer, plan)
     }
 
     fn kv_copy(&self, pool: &mut GpuKvPool<D>, words: &GpuWords<D>, copies: CopyList) -> Result<()> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::buffer::{GpuBuf, GpuKvPool, GpuWords, KvData, LaunchBuilder};
 use super::driver::{Driver, Kernel};
-use super::geometry::{ATTN_WARPS, ROW_THREADS};
+use super::geometry::{ATTN_WARPS, ROPE_THREADS, ROW_THREADS};
 use super::GpuBackend;
 use crate::backend::ops::check_parts;
 use crate::backend::{AttentionLayout, CopyList, ForwardPlan, PlanOffsets};
@@ -95,6 +95,24 @@ impl<D: Driver> GpuBackend<D> {
             .u64(value_plane)
             .build();
         self.run(kv_kernel(&pool.data, Kernel::KvWriteF32, Kernel::KvWriteBf16), &launch)
+    }
+
+    /// `rope_kv_write(qkv, width, head_dim, table, positions, slots, pool, key_plane,
+    /// value_plane)` (kernels/rope.cu): one block per row, positions and slots read from the plan.
+    pub(super) fn launch_rope_kv_write(&self, qkv: &mut GpuBuf<D>, head_dim: usize, table: &GpuBuf<D>, pool: &mut GpuKvPool<D>, layer: usize, plan: &GpuPlan<D>) -> Result<()> {
+        let (key_plane, value_plane) = (pool.plane_offset(layer, false), pool.plane_offset(layer, true));
+        let launch = LaunchBuilder::new(&self.driver, (plan.host.slots.len(), 1), ROPE_THREADS)?
+            .output(qkv)
+            .i32(pool.shape.row_width())?
+            .i32(head_dim)?
+            .input(table)
+            .input_at(plan.words(), plan.positions_offset())
+            .input_at(plan.words(), plan.at.slots)
+            .kv_output(&mut pool.data)
+            .u64(key_plane)
+            .u64(value_plane)
+            .build();
+        self.run(kv_kernel(&pool.data, Kernel::RopeKvWriteF32, Kernel::RopeKvWriteBf16), &launch)
     }
 
     /// `kv_copy(pool, plane_len, width, num_slots, src, dst)`: one block per (pair, plane), the

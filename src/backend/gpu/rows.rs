@@ -91,18 +91,19 @@ impl<D: Driver> GpuBackend<D> {
         self.run(Kernel::Swiglu, &launch)
     }
 
-    /// `gemm_skinny_bf16(x, w, out, rows, k, n)`: one warp per output column.
-    pub(super) fn launch_gemm_skinny(&self, x: &GpuBuf<D>, w: &DevVec<u16, D>, shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
+    /// A skinny decode GEMM of kernels/gemv.cu, `kernel(x, weights..., out, rows, k, n)`: one
+    /// warp per output column.
+    pub(super) fn launch_gemm_skinny(&self, kernel: Kernel, x: &GpuBuf<D>, weights: &[&DevVec<u16, D>], shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
         let blocks = shape.n.div_ceil(SKINNY_WARPS as usize);
-        let launch = LaunchBuilder::new(&self.driver, (blocks, 1), SKINNY_WARPS * 32)?
-            .input(x)
-            .input(w)
+        let launch = weights
+            .iter()
+            .fold(LaunchBuilder::new(&self.driver, (blocks, 1), SKINNY_WARPS * 32)?.input(x), |launch, w| launch.input(*w))
             .output(out)
             .i32(shape.rows)?
             .i32(shape.k)?
             .i32(shape.n)?
             .build();
-        self.run(Kernel::GemmSkinnyBf16, &launch)
+        self.run(kernel, &launch)
     }
 
     /// `f32_to_bf16(x, out, n)`: one thread per element.
