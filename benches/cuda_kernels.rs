@@ -273,6 +273,7 @@ fn cuda_kernels(c: &mut Criterion) {
     for rows in [2, 10] {
         feed_forward(c, &gpu, rows);
     }
+    attention(c, &gpu, 2, 1); // batch 1 with CFG: split over the keys
     attention(c, &gpu, 8, 1);
     attention(c, &gpu, 2, 16);
     accept(c, &gpu, 8, 8);

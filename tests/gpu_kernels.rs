@@ -368,6 +368,54 @@ fn paged_attention_decode_and_tree_verification_on<D: Driver>(gpu: &GpuBackend<D
     assert_close("bf16 against f32 KV", &bf16_kv, &f32_kv, 1e-2);
 }
 
+/// Long contexts at few (row, head) pairs, where the kernel splits each pair's keys over blocks
+/// and the last block merges them: two decoding sequences (300 and 130 keys) and a 3-node tree
+/// over a 250-key prefix, on f32 and bf16 pools, twice in a row (the arrival counts must be back
+/// at zero after a launch).
+#[test]
+fn paged_attention_splits_long_contexts() {
+    on_every_device!(paged_attention_splits_long_contexts_on);
+}
+
+fn long_attention_case<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> B::Buf) -> Vec<f32> {
+    let (n_head, head_dim) = (4, 64);
+    let width = n_head * head_dim;
+    let shape = KvShape { n_layer: 1, num_blocks: 48, block_size: 16, n_head, head_dim, dtype };
+    let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
+    let mut queries = Vec::new();
+    for (keys, seed) in [(300, 30), (130, 31)] {
+        let seq = cache.add_sequence();
+        let slots = cache.extend(be, seq, keys).unwrap();
+        be.kv_write(cache.pool_mut(), 0, &be.upload(&random(keys * 3 * width, seed)).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
+        queries.push(QueryVisibility::causal(seq, keys - 1));
+    }
+    let tree = cache.add_sequence();
+    let slots = cache.extend(be, tree, 253).unwrap();
+    be.kv_write(cache.pool_mut(), 0, &be.upload(&random(253 * 3 * width, 32)).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
+    for window in [vec![true, false, false], vec![true, true, false], vec![true, false, true]] {
+        queries.push(QueryVisibility { seq: tree, prefix: 250, window_start: 250, window });
+    }
+    let layout: AttentionLayout = cache.layout(&queries).unwrap();
+    let plan = be.upload_plan(ForwardPlan::layout(layout)).unwrap();
+    let qkv = be.upload(&random(queries.len() * 3 * width, 33)).unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let mut out = poison(queries.len() * width);
+        be.attention(&qkv, cache.pool(), 0, &plan, &mut out).unwrap();
+        outputs.extend(be.download(&out).unwrap());
+    }
+    outputs
+}
+
+fn paged_attention_splits_long_contexts_on<D: Driver>(gpu: &GpuBackend<D>) {
+    assert!(spire::backend::gpu::attention_splits(5 * 4, 300) > 1, "the case must split");
+    for dtype in [KvDtype::F32, KvDtype::Bf16] {
+        let want = long_attention_case(&CpuBackend, dtype, |len| vec![f32::NAN; len]);
+        let got = long_attention_case(gpu, dtype, |len| poisoned(gpu, len));
+        assert_close(&format!("split attention over {dtype:?} KV"), &got, &want, 1e-4);
+    }
+}
+
 /// Where a non-finite value enters attention (regression: the kernel once dropped a warp whose
 /// running sum had become NaN and returned a finite softmax over the other keys).
 #[derive(Clone, Copy, Debug)]
@@ -379,10 +427,10 @@ enum NonFinite {
 }
 
 /// One query over a 40-key context (every warp of the kernel sees keys) with one non-finite input.
-fn nonfinite_attention<B: Backend>(be: &B, case: NonFinite, poison: impl Fn(usize) -> B::Buf) -> Vec<f32> {
-    let (n_head, head_dim, keys) = (4, 64, 40);
+fn nonfinite_attention<B: Backend>(be: &B, case: NonFinite, keys: usize, poison: impl Fn(usize) -> B::Buf) -> Vec<f32> {
+    let (n_head, head_dim) = (4, 64);
     let width = n_head * head_dim;
-    let shape = KvShape { n_layer: 1, num_blocks: 4, block_size: 16, n_head, head_dim, dtype: KvDtype::F32 };
+    let shape = KvShape { n_layer: 1, num_blocks: keys.div_ceil(16), block_size: 16, n_head, head_dim, dtype: KvDtype::F32 };
     let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
     let seq = cache.add_sequence();
     let slots = cache.extend(be, seq, keys).unwrap();
@@ -405,14 +453,15 @@ fn paged_attention_propagates_nan_and_inf_like_the_cpu() {
 }
 
 fn paged_attention_propagates_nan_and_inf_like_the_cpu_on<D: Driver>(gpu: &GpuBackend<D>) {
-    for case in [NonFinite::NanKey, NonFinite::InfQuery] {
-        let want = nonfinite_attention(&CpuBackend, case, |len| vec![0.0; len]);
-        let got = nonfinite_attention(gpu, case, |len| poisoned(gpu, len));
+    // 40 keys: one block per head; 300: split over the keys, the NaN in one split.
+    for (case, keys) in [NonFinite::NanKey, NonFinite::InfQuery].into_iter().flat_map(|case| [(case, 40), (case, 300)]) {
+        let want = nonfinite_attention(&CpuBackend, case, keys, |len| vec![0.0; len]);
+        let got = nonfinite_attention(gpu, case, keys, |len| poisoned(gpu, len));
         assert!(want.iter().any(|v| v.is_nan()), "{case:?}: the CPU reference gives NaN");
         let nan_pattern = |v: &[f32]| v.iter().map(|x| x.is_nan()).collect::<Vec<_>>();
-        assert_eq!(nan_pattern(&got), nan_pattern(&want), "{case:?}: NaN outputs differ from the CPU's");
+        assert_eq!(nan_pattern(&got), nan_pattern(&want), "{case:?}, {keys} keys: NaN outputs differ from the CPU's");
         let finite = |v: &[f32]| v.iter().map(|x| if x.is_nan() { 0.0 } else { *x }).collect::<Vec<_>>();
-        assert_close(&format!("{case:?} finite heads"), &finite(&got), &finite(&want), 1e-4);
+        assert_close(&format!("{case:?}, {keys} keys: finite heads"), &finite(&got), &finite(&want), 1e-4);
     }
 }
 

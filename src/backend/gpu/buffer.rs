@@ -149,8 +149,13 @@ pub(crate) struct LaunchBuilder<'d, D: Driver> {
 impl<'d, D: Driver> LaunchBuilder<'d, D> {
     /// `grid` blocks (x, y) of `threads` threads, no dynamic shared memory.
     pub(crate) fn new(driver: &'d D, grid: (usize, usize), threads: u32) -> Result<Self> {
+        Self::new_3d(driver, (grid.0, grid.1, 1), threads)
+    }
+
+    /// A launch of a three-dimensional grid of blocks of `threads` threads.
+    pub(crate) fn new_3d(driver: &'d D, grid: (usize, usize, usize), threads: u32) -> Result<Self> {
         let dim = |n: usize| u32::try_from(n).map_err(|_| Error::Backend(format!("grid dimension {n} exceeds u32")));
-        Ok(Self { driver, launch: Launch { grid: [dim(grid.0)?, dim(grid.1)?, 1], block: [threads, 1, 1], shared_bytes: 0, args: Vec::new() } })
+        Ok(Self { driver, launch: Launch { grid: [dim(grid.0)?, dim(grid.1)?, dim(grid.2)?], block: [threads, 1, 1], shared_bytes: 0, args: Vec::new() } })
     }
 
     /// One thread per element of `n`, `threads` per block.

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight, GpuWords, KvData};
 pub use driver::{Driver, GemmInputs, GemmShape, GemmWork, Kernel, KernelArg, Launch, Work};
 pub use graphs::MAX_GRAPHS;
-pub use paged::GpuPlan;
+pub use paged::{attention_splits, GpuPlan};
 
 use super::{checks, unfused_linear_add, unfused_linear_swiglu, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather};
 use crate::error::{Error, Result};
@@ -52,6 +52,8 @@ pub struct GpuBackend<D: Driver> {
     bf16_inputs: Mutex<Option<DevVec<u16, D>>>,
     /// The acceptance walk's scratch, grown as needed and reused.
     accept_work: Mutex<Option<GpuBuf<D>>>,
+    /// Split-KV attention's partial states and arrival counts (`paged.rs`), grown as needed.
+    attention_splits: Mutex<paged::SplitScratch<D>>,
     /// Recorded work and captured graphs (`graphs.rs`).
     graphs: Mutex<graphs::Graphs<D>>,
 }
@@ -59,7 +61,14 @@ pub struct GpuBackend<D: Driver> {
 impl<D: Driver> GpuBackend<D> {
     /// A backend on `driver`.
     pub fn with_driver(driver: D) -> Self {
-        Self { driver, counters: Counters::default(), bf16_inputs: Mutex::new(None), accept_work: Mutex::new(None), graphs: Mutex::default() }
+        Self {
+            driver,
+            counters: Counters::default(),
+            bf16_inputs: Mutex::new(None),
+            accept_work: Mutex::new(None),
+            attention_splits: Mutex::new(paged::SplitScratch::default()),
+            graphs: Mutex::default(),
+        }
     }
 
     fn count(counter: &AtomicU64) {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::buffer::{GpuBuf, GpuKvPool, GpuWords, KvData, LaunchBuilder};
+use super::buffer::{DevVec, GpuBuf, GpuKvPool, GpuWords, KvData, LaunchBuilder};
 use super::driver::{Driver, Kernel};
 use super::geometry::{ATTN_WARPS, ROPE_THREADS, ROW_THREADS};
 use super::GpuBackend;
@@ -133,11 +133,13 @@ impl<D: Driver> GpuBackend<D> {
     }
 
     /// `paged_attention(...)` (argument order of kernels/attention.cu): one block per
-    /// (query row, head).
+    /// (query row, head, split of the keys), the splits chosen by [`attention_splits`].
     pub(super) fn launch_attention(&self, qkv: &GpuBuf<D>, pool: &GpuKvPool<D>, layer: usize, plan: &GpuPlan<D>, out: &mut GpuBuf<D>) -> Result<()> {
         let (layout, words, at) = (&plan.host.layout, plan.words(), &plan.at.layout);
         let scale = 1.0 / (layout.head_dim as f32).sqrt();
-        let launch = LaunchBuilder::new(&self.driver, (layout.rows(), layout.n_head), ATTN_WARPS * 32)?
+        let pairs = layout.rows() * layout.n_head;
+        let splits = attention_splits(pairs, layout.query_prefix.iter().max().map_or(0, |&p| p as usize) + layout.window_len);
+        let launch = LaunchBuilder::new_3d(&self.driver, (layout.rows(), layout.n_head, splits), ATTN_WARPS * 32)?
             .input(qkv)
             .kv_input_at(&pool.data, pool.plane_offset(layer, false))
             .kv_input_at(&pool.data, pool.plane_offset(layer, true))
@@ -152,10 +154,46 @@ impl<D: Driver> GpuBackend<D> {
             .input_at(words, at[3])
             .i32(layout.window_len)?
             .input_at(words, at[4])
-            .f32(scale)
-            .build();
+            .f32(scale);
+        let launch = if splits == 1 {
+            launch.null().null().build()
+        } else {
+            let mut scratch = self.attention_splits.lock().map_err(|_| Error::Backend("attention: the split-KV scratch is poisoned".into()))?;
+            let SplitScratch { partials, arrivals } = &mut *scratch;
+            // Sized for the most splits, so a context that grows does not reallocate mid-decode.
+            launch.output(self.scratch(partials, pairs * MAX_SPLITS * (3 + layout.head_dim))?).output(self.scratch(arrivals, pairs)?).build()
+        };
         self.run(kv_kernel(&pool.data, Kernel::PagedAttentionF32, Kernel::PagedAttentionBf16), &launch)
     }
+}
+
+/// Split-KV attention's device scratch: the partial states of every (row, head, split) and one
+/// arrival count per (row, head), which the kernel leaves at zero.
+pub(super) struct SplitScratch<D: Driver> {
+    partials: Option<DevVec<f32, D>>,
+    arrivals: Option<DevVec<u32, D>>,
+}
+
+impl<D: Driver> Default for SplitScratch<D> {
+    fn default() -> Self {
+        Self { partials: None, arrivals: None }
+    }
+}
+
+/// Blocks an attention launch aims for: two per SM of an H100 (132 SMs) or H200.
+const ATTENTION_TARGET_BLOCKS: usize = 264;
+/// Fewest candidate keys a split takes (16 per warp), so a split's merge stays cheap.
+const MIN_KEYS_PER_SPLIT: usize = 64;
+/// Most splits of one (row, head) pair.
+const MAX_SPLITS: usize = 16;
+
+/// How many ranges attention splits each (row, head) pair's keys into: one when the `pairs`
+/// fill the GPU or the context (`keys` candidates at most) is short; else enough blocks to fill
+/// it, each with at least [`MIN_KEYS_PER_SPLIT`] keys (flash-decoding's split-KV for batch 1 and
+/// small batches).
+pub fn attention_splits(pairs: usize, keys: usize) -> usize {
+    let to_fill = ATTENTION_TARGET_BLOCKS.div_ceil(pairs.max(1));
+    to_fill.min(keys / MIN_KEYS_PER_SPLIT).clamp(1, MAX_SPLITS)
 }
 
 /// The variant of a KV kernel for the pool's element type.
@@ -163,5 +201,20 @@ fn kv_kernel<D: Driver>(data: &KvData<D>, f32: Kernel, bf16: Kernel) -> Kernel {
     match data {
         KvData::F32(_) => f32,
         KvData::Bf16(_) => bf16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attention_splits;
+
+    #[test]
+    fn splits_fill_the_gpu_only_where_pairs_are_few_and_contexts_long() {
+        // GPT-XL at batch 1 with CFG: 2 rows x 20 heads, 288 keys: 4 splits of 72 keys.
+        assert_eq!(attention_splits(40, 288), 4);
+        assert_eq!(attention_splits(40, 4096), 7, "enough blocks to fill the GPU, no more");
+        assert_eq!(attention_splits(40, 100), 1, "short contexts stay in one block");
+        assert_eq!(attention_splits(16 * 20, 576), 1, "many pairs fill the GPU already");
+        assert_eq!(attention_splits(1, 1 << 20), 16, "at most MAX_SPLITS");
     }
 }
