@@ -180,7 +180,7 @@ fn head_output_guidance_and_posterior_match_the_reference() {
 
     let plain = tiny.head.forward(&CpuBackend, &x, &t, &cond[..4 * 40].to_vec()).unwrap();
     check_close("head_out", &plain, &golden.f32("head_out"), HEAD_TOL);
-    let guided = tiny.head.forward_guided(&CpuBackend, &x, &t, &cond, Some(golden.scalar("head_cfg_scale"))).unwrap();
+    let guided = tiny.head.forward_guided(&CpuBackend, &x, &t, &cond, Some(&[golden.scalar("head_cfg_scale"); 4])).unwrap();
     let guided: Vec<f32> = guided.iter().map(|&v| v as f32).collect();
     check_close("head_out_cfg", &guided, &golden.f32("head_out_cfg"), HEAD_TOL);
 
@@ -199,7 +199,7 @@ fn a_guided_hundred_step_head_run_matches_the_reference() {
     let z = CpuBackend.upload(&[golden.f32("run_z_cond"), golden.f32("run_z_uncond")].concat()).unwrap();
     let (start, steps) = (golden.f32("run_x_T"), golden.f32("run_inter_noise"));
     let noise = HeadNoise { start: &start, steps: &steps };
-    let run = sample(&CpuBackend, &tiny.head, &tiny.schedule, &z, Some(golden.scalar("run_cfg_scale")), noise, golden.scalar("temperature")).unwrap();
+    let run = sample(&CpuBackend, &tiny.head, &tiny.schedule, &z, Some(&[golden.scalar("run_cfg_scale"); 3]), noise, golden.scalar("temperature")).unwrap();
     check_close("run_x0", &run.tokens(), &golden.f32("run_x0"), HEAD_TOL);
     check_close("run_mu0", &run.mu0, &golden.f32("run_mu0").iter().map(|&v| v as f64).collect::<Vec<_>>(), HEAD_TOL);
     check_close("run_sigma0", &run.sigma0, &golden.f32("run_sigma0").iter().map(|&v| v as f64).collect::<Vec<_>>(), HEAD_TOL);

@@ -286,6 +286,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn ragged_attention(&self, qkv: &Vec<f32>, seq_lens: &[usize], n_head: usize, head_dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        checks::ragged_attention(qkv.len(), seq_lens, n_head, head_dim, out.len())?;
+        attention::ragged_attention(qkv, seq_lens, n_head, head_dim, out);
+        Ok(())
+    }
+
     fn modulate(&self, x: &mut Vec<f32>, mods: &Vec<f32>, mods_width: usize, at: usize, dim: usize) -> Result<()> {
         checks::modulation("modulate", x.len(), mods.len(), mods_width, at, dim, 2 * dim)?;
         kernels::modulate(x, mods, mods_width, at, dim);
