@@ -30,7 +30,7 @@ pub use crate::image::Image;
 pub use backend_engine::{BackendEngine, KV_BLOCK_SIZE};
 pub use device::Device;
 pub use handle::{Generated, GenerationHandle, Progress};
-pub use mar::{MarEngine, MarRequest};
+pub use mar::{MarDraft, MarEngine, MarRequest};
 pub use metrics::EngineStats;
 pub use request::{Generation, Request};
 pub use service::{Engine, EngineBuilder, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY};

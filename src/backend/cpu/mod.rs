@@ -6,7 +6,7 @@
 pub mod accept;
 mod attention;
 pub mod children;
-mod erf;
+pub mod erf;
 pub mod gemm;
 pub(crate) mod kernels;
 pub mod sampling;
