@@ -5,7 +5,8 @@
 //! any number of threads or async tasks into shared forward passes, and a [`GenerationHandle`]
 //! per request to wait on, stream progress from and cancel. [`BackendEngine`] is the same models
 //! on one backend type, decoding batches synchronously (for benchmarks and tests).
-//! [`MarEngine`] runs MAR directories (`"family": "mar"`).
+//! [`MarEngine`] runs MAR directories (`"family": "mar"`), plain or with continuous speculative
+//! decoding ([`CspdOptions`]); the MAR and CSpD settings are re-exported here.
 //!
 //! ```
 //! use spire::{Engine, Request};
@@ -25,6 +26,8 @@ mod request;
 mod service;
 mod worker;
 
+pub use crate::decode::cspd::{CspdOptions, CspdOutput, CspdStats, FinalStep, VarianceFactor, Verdict, VerifyMode, WindowCfg};
+pub use crate::decode::mar::{CfgSchedule, MarSampling};
 pub use crate::decode::GenerationStats;
 pub use crate::image::Image;
 pub use backend_engine::{BackendEngine, KV_BLOCK_SIZE};

@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(mix_guidance(&raw, 1, 1, Some(&[3.0])), vec![1.0 + 3.0 * (2.0 - 1.0), 0.5]);
         assert_eq!(mix_guidance(&raw[..2], 1, 1, None), vec![2.0, 0.5]);
         // n = 2: each row is guided by its own scale.
-        let raw = [2.0, 0.5, 4.0, 0.1, 1.0, -0.5, 1.0, 0.3];
-        assert_eq!(mix_guidance(&raw, 2, 1, Some(&[3.0, 2.0])), vec![4.0, 0.5, 7.0, 0.1]);
+        let raw = [2.0, 0.5, 4.0, 0.25, 1.0, -0.5, 1.0, 0.3];
+        assert_eq!(mix_guidance(&raw, 2, 1, Some(&[3.0, 2.0])), vec![4.0, 0.5, 7.0, 0.25]);
     }
 }
