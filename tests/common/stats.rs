@@ -58,7 +58,7 @@ pub fn normal_cdf(x: f64) -> f64 {
 /// The CDF of chi-square with an even number `df` of degrees of freedom:
 /// `1 - exp(-x/2) Σ_{i < df/2} (x/2)^i / i!`.
 pub fn chi_square_cdf_even(x: f64, df: usize) -> f64 {
-    assert!(df % 2 == 0, "closed form for even degrees of freedom only");
+    assert!(df.is_multiple_of(2), "closed form for even degrees of freedom only");
     let half = x / 2.0;
     let (mut term, mut sum) = (1.0, 1.0);
     for i in 1..df / 2 {
