@@ -290,6 +290,10 @@ fn continuous_ops_check_their_shapes_and_name_themselves_where_they_have_no_kern
     let mut out = vec![0f32; 4];
     let msg = err(CpuBackend.dense_attention(&vec![0.0; 10], 2, 1, 2, &mut out));
     assert!(msg.contains("dense_attention") && msg.contains("whole sequences"), "{msg}");
+    let msg = err(CpuBackend.ragged_attention(&vec![0.0; 12], &[1, 2], 1, 2, &mut out));
+    assert!(msg.contains("ragged_attention") && msg.contains("[1, 2]"), "{msg}");
+    let msg = err(CpuBackend.ragged_attention(&vec![0.0; 12], &[2, 0], 1, 2, &mut out));
+    assert!(msg.contains("empty"), "{msg}");
     let msg = err(CpuBackend.modulate(&mut out, &vec![0.0; 6], 3, 0, 2));
     assert!(msg.contains("modulate"), "{msg}");
     let bias = CpuBackend.weight_from_host(&[1.0, 2.0, 3.0]).unwrap();
@@ -305,5 +309,7 @@ fn continuous_ops_check_their_shapes_and_name_themselves_where_they_have_no_kern
         assert!(msg.contains("layer_norm has no kernel on"), "{msg}");
         let msg = err(emu.activate(&mut out, spire::backend::Activation::Gelu));
         assert!(msg.contains("gelu has no kernel on"), "{msg}");
+        let msg = err(emu.ragged_attention(&x, &[1], 1, 2, &mut out));
+        assert!(msg.contains("ragged_attention has no kernel on"), "{msg}");
     }
 }
