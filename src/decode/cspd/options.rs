@@ -47,64 +47,33 @@ pub enum WindowCfg {
     LastStep,
 }
 
-/// The named values of an option enum, for parsing and printing.
-trait Named: Sized + Copy + 'static {
-    /// The option's name in messages.
-    const OPTION: &'static str;
-    /// Every value with its name.
-    const VALUES: &'static [(&'static str, Self)];
-}
-
-impl Named for VerifyMode {
-    const OPTION: &'static str = "verify mode";
-    const VALUES: &'static [(&'static str, Self)] = &[("leviathan_rollback", VerifyMode::LeviathanRollback), ("mar_window", VerifyMode::MarWindow)];
-}
-
-impl Named for VarianceFactor {
-    const OPTION: &'static str = "variance factor";
-    const VALUES: &'static [(&'static str, Self)] = &[("paper", VarianceFactor::Paper), ("code", VarianceFactor::Code)];
-}
-
-impl Named for FinalStep {
-    const OPTION: &'static str = "final step";
-    const VALUES: &'static [(&'static str, Self)] = &[("stochastic", FinalStep::Stochastic), ("deterministic", FinalStep::Deterministic)];
-}
-
-impl Named for WindowCfg {
-    const OPTION: &'static str = "window cfg";
-    const VALUES: &'static [(&'static str, Self)] = &[("per_position", WindowCfg::PerPosition), ("last_step", WindowCfg::LastStep)];
-}
-
-/// The value named `name`, or an error listing the names.
-fn parse_named<T: Named + PartialEq>(name: &str) -> Result<T> {
-    T::VALUES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v).ok_or_else(|| {
-        let names: Vec<String> = T::VALUES.iter().map(|(n, _)| format!("{n:?}")).collect();
-        Error::InvalidRequest(format!("unknown {} {name:?}; use {}", T::OPTION, names.join(" or ")))
-    })
-}
-
-/// The name of `value`.
-fn name_of<T: Named + PartialEq>(value: T) -> &'static str {
-    T::VALUES.iter().find(|(_, v)| *v == value).map_or("?", |(n, _)| n)
-}
-
-macro_rules! named_methods {
-    ($($ty:ty),*) => {$(
+/// `parse` and `name` for an option enum from its values' snake_case names.
+macro_rules! named_values {
+    ($ty:ident, $option:literal, [$(($name:literal, $value:ident)),* $(,)?]) => {
         impl $ty {
+            /// Every value with its name.
+            const VALUES: &'static [(&'static str, $ty)] = &[$(($name, $ty::$value)),*];
+
             /// The value named `name` (the option's snake_case spelling).
             pub fn parse(name: &str) -> Result<Self> {
-                parse_named(name)
+                Self::VALUES.iter().find(|(n, _)| *n == name).map(|&(_, v)| v).ok_or_else(|| {
+                    let names: Vec<String> = Self::VALUES.iter().map(|(n, _)| format!("{n:?}")).collect();
+                    Error::InvalidRequest(format!("unknown {} {name:?}; use {}", $option, names.join(" or ")))
+                })
             }
 
             /// This value's name.
             pub fn name(self) -> &'static str {
-                name_of(self)
+                Self::VALUES.iter().find(|(_, v)| *v == self).map_or("?", |(n, _)| n)
             }
         }
-    )*};
+    };
 }
 
-named_methods!(VerifyMode, VarianceFactor, FinalStep, WindowCfg);
+named_values!(VerifyMode, "verify mode", [("leviathan_rollback", LeviathanRollback), ("mar_window", MarWindow)]);
+named_values!(VarianceFactor, "variance factor", [("paper", Paper), ("code", Code)]);
+named_values!(FinalStep, "final step", [("stochastic", Stochastic), ("deterministic", Deterministic)]);
+named_values!(WindowCfg, "window cfg", [("per_position", PerPosition), ("last_step", LastStep)]);
 
 impl VarianceFactor {
     /// `log` of the factor for one token from the two models' `Σ_{k≥1} log σ_k` per channel.
