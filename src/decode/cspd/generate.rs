@@ -43,19 +43,29 @@ pub(super) struct DraftedStep {
 
 /// The state of one generation.
 pub(super) struct Run<'a, T, D> {
+    /// The verifying model.
     pub target: &'a T,
+    /// The drafting model.
     pub draft: &'a D,
+    /// Steps, guidance, temperature.
     pub sampling: &'a MarSampling,
+    /// The shared order and head noise.
     pub noise: &'a MarNoise,
+    /// The CSpD settings.
     pub options: &'a CspdOptions,
+    /// The acceptance tests' and residual proposals' stream.
     pub rng: &'a mut Rng,
+    /// `[seq_len, C]`: generated tokens, unverified drafts included.
     pub tokens: Vec<f32>,
     /// Current mask: true = not generated yet (drafts count as generated).
     pub mask: Vec<bool>,
     /// The next MAR step.
     pub step: usize,
+    /// Drafted steps awaiting verification, in order.
     pub window: Vec<DraftedStep>,
+    /// Counts so far.
     pub stats: CspdStats,
+    /// Every verified token so far.
     pub verdicts: Vec<Verdict>,
 }
 
