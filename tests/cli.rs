@@ -62,3 +62,31 @@ fn errors_say_what_is_wrong_and_exit_nonzero() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--device cpu"));
 }
+
+#[test]
+fn a_mar_directory_generates_with_cspd_and_benches_against_plain_mar() {
+    let out = out_path("mar.png");
+    let run = spire(&["generate", "--weights", "tests/data/mar_tiny", "--spec", "cspd", "--gamma", "8", "--class", "3", "--out", &out]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("acceptance"), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(&std::fs::read(&out).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+
+    let run = spire(&["bench", "--weights", "tests/data/mar_tiny", "--images", "1", "--gamma", "4,8", "--self-draft", "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let columns = |key: &str| rows.iter().map(|r| r[key].clone()).collect::<Vec<_>>();
+    assert_eq!(columns("mode"), ["mar", "cspd", "cspd"]);
+    assert_eq!(columns("gamma"), [serde_json::Value::Null, 4.into(), 8.into()]);
+    assert!(rows[1..].iter().all(|r| r["acceptance_rate"] == 1.0 && r["speedup_vs_mar"].is_number()), "self-speculation accepts everything: {rows:?}");
+
+    for (args, message) in [
+        (&["generate", "--weights", "tests/data/mar_tiny", "--spec", "vanilla"][..], "decodes with `none` or `cspd`"),
+        (&["generate", "--weights", "tests/data/mar_tiny", "--batch", "2"][..], "one at a time"),
+        (&["generate", "--weights", "weights/demo", "--spec", "cspd"][..], "needs a MAR weights directory"),
+        (&["bench", "--weights", "weights/demo", "--gamma", "4"][..], "--gamma applies to MAR weights directories only"),
+    ] {
+        let run = spire(args);
+        assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains(message), "{args:?}: {}", String::from_utf8_lossy(&run.stderr));
+    }
+}

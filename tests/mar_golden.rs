@@ -180,7 +180,7 @@ fn head_output_guidance_and_posterior_match_the_reference() {
 
     let plain = tiny.head.forward(&CpuBackend, &x, &t, &cond[..4 * 40].to_vec()).unwrap();
     check_close("head_out", &plain, &golden.f32("head_out"), HEAD_TOL);
-    let guided = tiny.head.forward_guided(&CpuBackend, &x, &t, &cond, Some(golden.scalar("head_cfg_scale"))).unwrap();
+    let guided = tiny.head.forward_guided(&CpuBackend, &x, &t, &cond, Some(&[golden.scalar("head_cfg_scale"); 4])).unwrap();
     let guided: Vec<f32> = guided.iter().map(|&v| v as f32).collect();
     check_close("head_out_cfg", &guided, &golden.f32("head_out_cfg"), HEAD_TOL);
 
@@ -199,7 +199,7 @@ fn a_guided_hundred_step_head_run_matches_the_reference() {
     let z = CpuBackend.upload(&[golden.f32("run_z_cond"), golden.f32("run_z_uncond")].concat()).unwrap();
     let (start, steps) = (golden.f32("run_x_T"), golden.f32("run_inter_noise"));
     let noise = HeadNoise { start: &start, steps: &steps };
-    let run = sample(&CpuBackend, &tiny.head, &tiny.schedule, &z, Some(golden.scalar("run_cfg_scale")), noise, golden.scalar("temperature")).unwrap();
+    let run = sample(&CpuBackend, &tiny.head, &tiny.schedule, &z, Some(&[golden.scalar("run_cfg_scale"); 3]), noise, golden.scalar("temperature")).unwrap();
     check_close("run_x0", &run.tokens(), &golden.f32("run_x0"), HEAD_TOL);
     check_close("run_mu0", &run.mu0, &golden.f32("run_mu0").iter().map(|&v| v as f64).collect::<Vec<_>>(), HEAD_TOL);
     check_close("run_sigma0", &run.sigma0, &golden.f32("run_sigma0").iter().map(|&v| v as f64).collect::<Vec<_>>(), HEAD_TOL);
@@ -290,6 +290,10 @@ fn continuous_ops_check_their_shapes_and_name_themselves_where_they_have_no_kern
     let mut out = vec![0f32; 4];
     let msg = err(CpuBackend.dense_attention(&vec![0.0; 10], 2, 1, 2, &mut out));
     assert!(msg.contains("dense_attention") && msg.contains("whole sequences"), "{msg}");
+    let msg = err(CpuBackend.ragged_attention(&vec![0.0; 12], &[1, 2], 1, 2, &mut out));
+    assert!(msg.contains("ragged_attention") && msg.contains("[1, 2]"), "{msg}");
+    let msg = err(CpuBackend.ragged_attention(&vec![0.0; 12], &[2, 0], 1, 2, &mut out));
+    assert!(msg.contains("empty"), "{msg}");
     let msg = err(CpuBackend.modulate(&mut out, &vec![0.0; 6], 3, 0, 2));
     assert!(msg.contains("modulate"), "{msg}");
     let bias = CpuBackend.weight_from_host(&[1.0, 2.0, 3.0]).unwrap();
@@ -305,5 +309,7 @@ fn continuous_ops_check_their_shapes_and_name_themselves_where_they_have_no_kern
         assert!(msg.contains("layer_norm has no kernel on"), "{msg}");
         let msg = err(emu.activate(&mut out, spire::backend::Activation::Gelu));
         assert!(msg.contains("gelu has no kernel on"), "{msg}");
+        let msg = err(emu.ragged_attention(&x, &[1], 1, 2, &mut out));
+        assert!(msg.contains("ragged_attention has no kernel on"), "{msg}");
     }
 }

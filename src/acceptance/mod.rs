@@ -1,10 +1,12 @@
 //! The acceptance maths of speculative decoding, on plain numbers: the scalar acceptance ratio,
-//! the positive-part residual, and how sibling drafts are drawn without replacement.
+//! the positive-part residual, how sibling drafts are drawn without replacement, and the
+//! continuous (diagonal Gaussian) ratio and residual sampler of CSpD ([`gaussian`]).
 //!
 //! Every layer may use it: the host acceptance rules (`decode::speculative::rules`), the host
 //! verifier and the device kernel's CPU twin (`backend::cpu::accept`). It depends on
 //! nothing but [`crate::sampling`]'s probability helpers and RNG.
 
+pub mod gaussian;
 mod siblings;
 
 pub use siblings::sample_children;

@@ -126,6 +126,16 @@ pub fn dense_attention(qkv_len: usize, seq_len: usize, n_head: usize, head_dim: 
     })
 }
 
+/// `ragged_attention`: `qkv [rows, 3 * n_head * head_dim]` and `out [rows, n_head * head_dim]`,
+/// the rows the sum of the non-empty `seq_lens`.
+pub fn ragged_attention(qkv_len: usize, seq_lens: &[usize], n_head: usize, head_dim: usize, out_len: usize) -> Result<()> {
+    let (width, rows) = (n_head * head_dim, seq_lens.iter().sum::<usize>());
+    check(width > 0 && !seq_lens.contains(&0), "ragged_attention", || "empty heads or sequences".into())?;
+    check(out_len == rows * width && qkv_len == 3 * out_len, "ragged_attention", || {
+        format!("qkv {qkv_len} / out {out_len} are not the {rows} rows of width {width} of sequences {seq_lens:?}")
+    })
+}
+
 /// `modulate` and `add_gated`: rows of `dim` in `x_len` values, the same rows of `mods_width`
 /// in `mods_len`, with columns `at..at + span` inside a `mods` row.
 pub fn modulation(op: &str, x_len: usize, mods_len: usize, mods_width: usize, at: usize, dim: usize, span: usize) -> Result<()> {

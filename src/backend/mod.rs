@@ -345,6 +345,13 @@ pub trait Backend: Send + Sync {
         let _ = (qkv, seq_len, n_head, head_dim, out);
         Err(no_kernel("dense_attention", self.name()))
     }
+    /// [`Self::dense_attention`] over consecutive groups of rows of the lengths `seq_lens` (one
+    /// pass over sequences of different lengths, e.g. MAR encoders whose masks differ): every
+    /// row attends to every row of its group and to no other.
+    fn ragged_attention(&self, qkv: &Self::Buf, seq_lens: &[usize], n_head: usize, head_dim: usize, out: &mut Self::Buf) -> Result<()> {
+        let _ = (qkv, seq_lens, n_head, head_dim, out);
+        Err(no_kernel("ragged_attention", self.name()))
+    }
     /// AdaLN modulation of rows of width `dim`: `x = x * (1 + scale) + shift`, with `shift` and
     /// `scale` the columns `at..at + dim` and `at + dim..at + 2 * dim` of the same row of
     /// `mods` (rows of width `mods_width`).

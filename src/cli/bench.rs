@@ -11,6 +11,8 @@ use crate::engine::{BackendEngine, GenerationStats, Request};
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
 use crate::cli::generate::SamplingArgs;
+use crate::cli::mar::{self, is_mar_dir, refuse_mar_flags};
+use crate::cli::mar_args::MarArgs;
 use crate::cli::spec_args::{SpecArgs, SpecMode};
 
 /// Arguments of `spire bench`.
@@ -18,9 +20,10 @@ use crate::cli::spec_args::{SpecArgs, SpecMode};
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Decoding modes to compare (AR, `none`, is always measured first as the baseline).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "vanilla,cool")]
-    pub modes: Vec<SpecMode>,
+    /// Decoding modes to compare (AR, `none`, is always measured first as the baseline)
+    /// [default: vanilla,cool; on a MAR directory: cspd].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub modes: Option<Vec<SpecMode>>,
     /// Images per mode (and batch size).
     #[arg(long, default_value_t = 8)]
     pub images: usize,
@@ -38,6 +41,8 @@ pub struct BenchArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub mar: MarArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -144,6 +149,10 @@ fn row(mode: SpecMode, batch: usize, m: &Measured, images: usize, ar_latency: f6
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
     anyhow::ensure!(args.batch.iter().all(|&b| b > 0), "--batch sizes must be at least 1");
+    if is_mar_dir(&args.model) {
+        return mar::bench(&args);
+    }
+    refuse_mar_flags(&args.mar, args.modes.as_deref().unwrap_or_default())?;
     with_engine(&args.model.clone(), args)
 }
 
@@ -161,7 +170,8 @@ fn bench_with<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs) -> anyhow
         let ar = measure(engine, args, SpecMode::None, batch, &classes)?;
         let ar_latency = ar.wall.as_secs_f64() * 1e3 / args.images as f64;
         rows.push(row(SpecMode::None, batch, &ar, args.images, ar_latency));
-        for &mode in args.modes.iter().filter(|&&m| m != SpecMode::None) {
+        let modes = args.modes.clone().unwrap_or_else(|| vec![SpecMode::Vanilla, SpecMode::Cool]);
+        for &mode in modes.iter().filter(|&&m| m != SpecMode::None) {
             rows.push(row(mode, batch, &measure(engine, args, mode, batch, &classes)?, args.images, ar_latency));
         }
     }

@@ -10,6 +10,8 @@ use crate::engine::{BackendEngine, GenerationStats, Image, Request};
 use crate::sampling::SamplingParams;
 
 use crate::cli::device::{with_engine, EngineTask, ModelArgs};
+use crate::cli::mar::{self, is_mar_dir, refuse_mar_flags};
+use crate::cli::mar_args::MarArgs;
 use crate::cli::spec_args::SpecArgs;
 
 /// Arguments of `spire generate`.
@@ -34,6 +36,8 @@ pub struct GenerateArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub mar: MarArgs,
     /// Output PNG path.
     #[arg(long, default_value = "sample.png")]
     pub out: PathBuf,
@@ -78,6 +82,10 @@ fn progress_bar(total: usize, label: String) -> ProgressBar {
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     check_writable(&args.out)?;
+    if is_mar_dir(&args.model) {
+        return mar::generate(&args);
+    }
+    refuse_mar_flags(&args.mar, &[args.spec.spec])?;
     with_engine(&args.model.clone(), args)
 }
 

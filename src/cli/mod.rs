@@ -4,13 +4,15 @@ mod bench;
 mod device;
 mod generate;
 mod inspect;
+mod mar;
+mod mar_args;
 #[cfg(feature = "server")]
 mod serve;
 mod spec_args;
 
 use clap::{Parser, Subcommand};
 
-/// spire: autoregressive image generation (LlamaGen) accelerated by speculative decoding.
+/// spire: autoregressive image generation (LlamaGen; MAR) accelerated by speculative decoding.
 ///
 /// Quick start: `spire generate --weights weights/demo --class 3 --out dress.png`
 /// generates one image with the shipped demo model on the CPU.
@@ -23,12 +25,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate images for one or more classes and write them as PNG.
+    /// Generate images for one or more classes and write them as PNG (a MAR directory, with
+    /// `"family": "mar"` in its config.json, uses the MAR generator: plain or `--spec cspd`).
     Generate(generate::GenerateArgs),
     /// List the models, tensors and parameter counts of a weights directory.
     Inspect(inspect::InspectArgs),
     /// Compare plain AR decoding with speculative modes on the same images: latency per image,
-    /// target forwards, mean accepted length, acceptance rate and speedup, measured in one run.
+    /// target forwards, mean accepted length, acceptance rate and speedup, measured in one run
+    /// (on a MAR directory: plain MAR against CSpD for each --gamma).
     Bench(bench::BenchArgs),
     /// Serve images over HTTP (POST /v1/images, GET /healthz, GET /metrics), batching
     /// concurrent requests.

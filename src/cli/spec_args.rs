@@ -19,6 +19,8 @@ pub enum SpecMode {
     Cool,
     /// UniformRSD: COOL-SD's relaxation with a constant --omega.
     Uniform,
+    /// Continuous speculative decoding, for MAR directories (--gamma, --cspd-preset, ...).
+    Cspd,
 }
 
 /// Which drafter proposes tokens.
@@ -69,10 +71,11 @@ pub struct SpecArgs {
 }
 
 impl SpecArgs {
-    /// The rule for `mode` with these flags' parameters, or `None` for plain AR decoding.
+    /// The rule for `mode` with these flags' parameters, or `None` for plain AR decoding
+    /// (`cspd` is refused for LlamaGen directories before: `cli::mar::refuse_mar_flags`).
     pub fn rule(&self, mode: SpecMode) -> Option<RuleConfig> {
         Some(match mode {
-            SpecMode::None => return None,
+            SpecMode::None | SpecMode::Cspd => return None,
             SpecMode::Vanilla => RuleConfig::Vanilla,
             SpecMode::Lantern => RuleConfig::Lantern { k: self.lantern_k, delta: self.lantern_delta },
             SpecMode::LanternPp => RuleConfig::LanternPlusPlus { k: self.lantern_k, lambda: self.lambda },

@@ -1,19 +1,25 @@
 //! `MarEngine`: loads a MAR weights directory (`"family": "mar"`) onto a backend and generates
-//! images: MAR's transformer and diffusion head on the backend, the KL VAE on the CPU. Plain
-//! MAR only; continuous speculative decoding (CSpD) is not implemented yet.
+//! images, plain or with continuous speculative decoding (CSpD) against the directory's `draft`
+//! model or the target itself: MAR's transformers and diffusion heads on the backend, the KL VAE
+//! on the CPU.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::{Backend, CpuBackend};
-use crate::decode::mar::{generate_tokens, MarNoise, MarSampling};
+use crate::decode::cspd::{generate_cspd, CspdOptions, CspdOutput};
+use crate::decode::mar::{generate_with, MarNoise, MarPredictor, MarSampling};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::model::diffusion::{DiffusionHead, DiffusionSchedule};
 use crate::model::mar::MarModel;
 use crate::model::vae::VaeDecoder;
 use crate::sampling::Rng;
-use crate::weights::{DirConfig, MarDirConfig, ModelConfig, WeightFile};
+use crate::weights::{DirConfig, MarConfig, MarDirConfig, ModelConfig, WeightFile};
+
+/// The random stream of CSpD's acceptance tests and residual draws, forked from the request's
+/// seed (whose own stream draws the order and noise, as for plain MAR).
+const ACCEPTANCE_STREAM: u64 = 1;
 
 /// One MAR image to generate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,12 +39,35 @@ impl MarRequest {
     }
 }
 
+/// Which model drafts for CSpD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarDraft {
+    /// The directory's `draft` section (a smaller MAR of the same token space).
+    Section,
+    /// The target itself (self-speculation: a check of the machinery, no speed-up).
+    Target,
+}
+
+/// A MAR transformer and its diffusion head.
+struct MarNet<B: Backend> {
+    model: MarModel<B>,
+    head: DiffusionHead<B>,
+}
+
+impl<B: Backend> MarNet<B> {
+    /// Load the model of section `config` from its file in `dir`.
+    fn load(backend: &B, dir: &Path, config: &MarConfig) -> Result<Self> {
+        let file = Arc::new(WeightFile::open(&dir.join(&config.file))?);
+        Ok(Self { model: MarModel::load(backend, &file, config)?, head: DiffusionHead::load(backend, &file, config)? })
+    }
+}
+
 /// A loaded MAR model set on a backend.
 pub struct MarEngine<B: Backend = CpuBackend> {
     backend: B,
     config: MarDirConfig,
-    model: MarModel<B>,
-    head: DiffusionHead<B>,
+    target: MarNet<B>,
+    draft: Option<MarNet<B>>,
     schedule: DiffusionSchedule,
     vae: Option<VaeDecoder>,
 }
@@ -51,23 +80,22 @@ impl MarEngine<CpuBackend> {
 }
 
 impl<B: Backend> MarEngine<B> {
-    /// Load the MAR weights directory `dir` onto `backend` (the target model; a `draft`
-    /// section is checked but not loaded).
+    /// Load the MAR weights directory `dir` onto `backend`: the target, the `draft` section's
+    /// model if there is one, and the VAE if there is one.
     pub fn load_on(backend: B, dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let config = match DirConfig::load(dir)? {
             DirConfig::Mar(config) => config,
             DirConfig::LlamaGen(_) => return Err(Error::Config { path: ModelConfig::path_in(dir), reason: "this is a LlamaGen directory, not a MAR one (\"family\": \"mar\"); load it with spire::Engine".into() }),
         };
-        let file = Arc::new(WeightFile::open(&dir.join(&config.mar.file))?);
-        let model = MarModel::load(&backend, &file, &config.mar)?;
-        let head = DiffusionHead::load(&backend, &file, &config.mar)?;
+        let target = MarNet::load(&backend, dir, &config.mar)?;
+        let draft = config.draft.as_ref().map(|draft| MarNet::load(&backend, dir, draft)).transpose()?;
         let schedule = DiffusionSchedule::cosine(config.mar.num_sampling_steps, config.mar.diffusion_steps)?;
         let vae = match &config.vae {
             Some(vae) => Some(VaeDecoder::load(&WeightFile::open(&dir.join(&vae.file))?, vae)?),
             None => None,
         };
-        Ok(Self { backend, config, model, head, schedule, vae })
+        Ok(Self { backend, config, target, draft, schedule, vae })
     }
 
     /// The parsed `config.json`.
@@ -75,18 +103,52 @@ impl<B: Backend> MarEngine<B> {
         &self.config
     }
 
-    /// The tokens (`[seq_len, token_dim]`) of `request`'s image: the order and noise drawn
-    /// from its seed, then `generate_tokens`.
-    pub fn generate_tokens(&self, request: &MarRequest) -> Result<Vec<f32>> {
+    /// Whether the directory has a `draft` model (for [`MarDraft::Section`]).
+    pub fn has_draft(&self) -> bool {
+        self.draft.is_some()
+    }
+
+    /// The order and noise of `request`'s image, drawn from its seed.
+    fn noise(&self, request: &MarRequest) -> MarNoise {
         let mar = &self.config.mar;
-        let noise = MarNoise::draw(&mut Rng::new(request.seed), mar.seq_len(), mar.token_dim(), self.schedule.steps());
-        generate_tokens(&self.backend, &self.model, &self.head, &self.schedule, request.class, &request.sampling, &noise)
+        MarNoise::draw(&mut Rng::new(request.seed), mar.seq_len(), mar.token_dim(), self.schedule.steps())
+    }
+
+    /// `net` predicting for `class`.
+    fn predictor<'a>(&'a self, net: &'a MarNet<B>, class: usize) -> MarPredictor<'a, B> {
+        MarPredictor { backend: &self.backend, model: &net.model, head: &net.head, schedule: &self.schedule, class }
+    }
+
+    /// The tokens (`[seq_len, token_dim]`) of `request`'s image: the order and noise drawn
+    /// from its seed, then plain MAR generation.
+    pub fn generate_tokens(&self, request: &MarRequest) -> Result<Vec<f32>> {
+        generate_with(&self.predictor(&self.target, request.class), &request.sampling, &self.noise(request))
+    }
+
+    /// The tokens of `request`'s image by CSpD with `options`, `draft` drafting: the same order
+    /// and noise as [`Self::generate_tokens`] for the same seed; the acceptance tests draw from
+    /// a stream forked from the seed.
+    pub fn generate_tokens_cspd(&self, request: &MarRequest, options: &CspdOptions, draft: MarDraft) -> Result<CspdOutput> {
+        let draft_net = match draft {
+            MarDraft::Target => &self.target,
+            MarDraft::Section => self.draft.as_ref().ok_or_else(|| {
+                Error::InvalidRequest("this MAR directory has no \"draft\" section: add a smaller MAR of the same token space (tools/convert_mar.py --section draft), or self-speculate with the target as draft".into())
+            })?,
+        };
+        let mut rng = Rng::new(request.seed).fork(ACCEPTANCE_STREAM);
+        let (target, draft) = (self.predictor(&self.target, request.class), self.predictor(draft_net, request.class));
+        generate_cspd(&target, &draft, &request.sampling, &self.noise(request), options, &mut rng)
+    }
+
+    /// The image of `tokens` (needs the `vae` section).
+    pub fn decode(&self, tokens: &[f32]) -> Result<Image> {
+        let vae = self.vae.as_ref().ok_or_else(|| Error::InvalidRequest("this MAR directory has no \"vae\" section: tokens can be generated, images need the VAE".into()))?;
+        vae.decode(&self.config.mar, tokens)
     }
 
     /// Generate `request`'s image (needs the `vae` section).
     pub fn generate(&self, request: &MarRequest) -> Result<Image> {
-        let vae = self.vae.as_ref().ok_or_else(|| Error::InvalidRequest("this MAR directory has no \"vae\" section: generate_tokens works, images need the VAE".into()))?;
-        vae.decode(&self.config.mar, &self.generate_tokens(request)?)
+        self.decode(&self.generate_tokens(request)?)
     }
 }
 

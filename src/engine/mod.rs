@@ -5,7 +5,8 @@
 //! any number of threads or async tasks into shared forward passes, and a [`GenerationHandle`]
 //! per request to wait on, stream progress from and cancel. [`BackendEngine`] is the same models
 //! on one backend type, decoding batches synchronously (for benchmarks and tests).
-//! [`MarEngine`] runs MAR directories (`"family": "mar"`).
+//! [`MarEngine`] runs MAR directories (`"family": "mar"`), plain or with continuous speculative
+//! decoding ([`CspdOptions`]); the MAR and CSpD settings are re-exported here.
 //!
 //! ```
 //! use spire::{Engine, Request};
@@ -25,12 +26,14 @@ mod request;
 mod service;
 mod worker;
 
+pub use crate::decode::cspd::{CspdOptions, CspdOutput, CspdStats, FinalStep, VarianceFactor, Verdict, VerifyMode, WindowCfg};
+pub use crate::decode::mar::{CfgSchedule, MarSampling};
 pub use crate::decode::GenerationStats;
 pub use crate::image::Image;
 pub use backend_engine::{BackendEngine, KV_BLOCK_SIZE};
 pub use device::Device;
 pub use handle::{Generated, GenerationHandle, Progress};
-pub use mar::{MarEngine, MarRequest};
+pub use mar::{MarDraft, MarEngine, MarRequest};
 pub use metrics::EngineStats;
 pub use request::{Generation, Request};
 pub use service::{Engine, EngineBuilder, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY};

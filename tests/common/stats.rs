@@ -49,3 +49,61 @@ pub fn random_distribution(rng: &mut Rng, n: usize, spread: f32) -> Vec<f32> {
     let total: f32 = w.iter().sum();
     w.iter().map(|v| v / total).collect()
 }
+
+/// The standard normal CDF.
+pub fn normal_cdf(x: f64) -> f64 {
+    0.5 * (1.0 + spire::backend::cpu::erf::erf(x / std::f64::consts::SQRT_2))
+}
+
+/// The CDF of chi-square with an even number `df` of degrees of freedom:
+/// `1 - exp(-x/2) Σ_{i < df/2} (x/2)^i / i!`.
+pub fn chi_square_cdf_even(x: f64, df: usize) -> f64 {
+    assert!(df.is_multiple_of(2), "closed form for even degrees of freedom only");
+    let half = x / 2.0;
+    let (mut term, mut sum) = (1.0, 1.0);
+    for i in 1..df / 2 {
+        term *= half / i as f64;
+        sum += term;
+    }
+    1.0 - (-half).exp() * sum
+}
+
+/// The one-sample Kolmogorov-Smirnov statistic `sup |F_n - F|` of `samples` (sorted in place)
+/// against `cdf`.
+pub fn ks_statistic(samples: &mut [f64], cdf: impl Fn(f64) -> f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len() as f64;
+    samples.iter().enumerate().map(|(i, &x)| {
+        let f = cdf(x);
+        (f - i as f64 / n).max((i + 1) as f64 / n - f)
+    }).fold(0.0, f64::max)
+}
+
+/// The asymptotic p-value of a KS statistic `d` over `n` samples (Kolmogorov's distribution with
+/// Stephens' small-sample correction).
+pub fn ks_p_value(d: f64, n: usize) -> f64 {
+    let root = (n as f64).sqrt();
+    let lambda = (root + 0.12 + 0.11 / root) * d;
+    if lambda < 0.2 {
+        return 1.0;
+    }
+    let sum: f64 = (1..=100).map(|j| (if j % 2 == 1 { 2.0 } else { -2.0 }) * (-2.0 * (j * j) as f64 * lambda * lambda).exp()).sum();
+    sum.clamp(0.0, 1.0)
+}
+
+/// The KS distance a one-sample test over `n` samples at level `alpha` detects with power about
+/// 0.99: the critical value plus 2.33 standard deviations of the statistic (at most `0.5/sqrt(n)`).
+pub fn ks_detectable_distance(n: usize, alpha: f64) -> f64 {
+    let critical = (-0.5 * (alpha / 2.0).ln()).sqrt();
+    (critical + 2.33 * 0.5) / (n as f64).sqrt()
+}
+
+/// The KS test of `samples` against `cdf` at level `alpha`: prints the statistic, the p-value
+/// and the detectable distance, returns `(D, p)`.
+pub fn ks_test(label: &str, samples: &mut [f64], cdf: impl Fn(f64) -> f64, alpha: f64) -> (f64, f64) {
+    let n = samples.len();
+    let d = ks_statistic(samples, cdf);
+    let p = ks_p_value(d, n);
+    println!("{label}: KS D = {d:.5}, p = {p:.3} (n = {n}; level {alpha:.0e} detects a KS distance of {:.4})", ks_detectable_distance(n, alpha));
+    (d, p)
+}

@@ -3,8 +3,9 @@
 
     .venv/bin/python tools/reference/make_mar_golden.py [--out tests/data/mar_tiny]
 
-Writes config.json ("family": "mar", "mar" and "vae" sections, schema in tools/README.md),
-mar.safetensors and vae.safetensors (float32, official tensor names) and golden.safetensors,
+Writes config.json ("family": "mar", "mar", "draft" and "vae" sections, schema in
+tools/README.md), mar.safetensors, draft.safetensors (a smaller random MAR of the same token
+space: the CSpD draft) and vae.safetensors (float32, official tensor names) and golden.safetensors,
 whose values come from the NumPy float64 reference mar_ref.py evaluated on the float32 weights and
 float32 inputs as stored. The tensors are listed in tests/data/mar_tiny/README.md. Deterministic
 (fixed NumPy seed; NumPy and safetensors only).
@@ -36,14 +37,19 @@ RUN_CFG = 3.0
 TEMPERATURE = 0.9
 GEN_ITERS = 4          # generation steps of the end-to-end test (16 tokens: 2, 4, 5, 5)
 TEMB_T = [0, 61, 999]
+DRAFT_SEED = SEED + 1  # the draft's own stream: the other files do not depend on it
+# The CSpD draft: the target's token grid, token width, classes and schedule, narrower and shallower.
+TINY_DRAFT = {**TINY_MAR, "file": "draft.safetensors", "encoder_embed_dim": 16, "encoder_depth": 1,
+              "encoder_num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,
+              "diffloss_d": 1, "diffloss_w": 24}
 
 
-def mar_weights(rng):
-    """Random MAR weights: embeddings and position tables N(0, 1), linears N(0, 1/fan_in),
+def mar_weights(rng, config=TINY_MAR):
+    """Random MAR weights of `config`: embeddings and position tables N(0, 1), linears N(0, 1/fan_in),
     biases N(0, 0.1^2), LayerNorm weights 1 + N(0, 0.1^2). The head's last linear is scaled by
     0.3 so that the variance channel v stays mostly inside [-1, 1], as a trained head's does."""
     w = {}
-    for name, shape in expected_mar_shapes(TINY_MAR).items():
+    for name, shape in expected_mar_shapes(config).items():
         if name.endswith(".bias"):
             w[name] = rng.normal(0.0, 0.1, shape)
         elif "norm" in name or "_ln" in name:
@@ -193,10 +199,11 @@ def main():
               **generation_outputs(m64, sched, inp), **vae}
 
     save(mw, os.path.join(out, TINY_MAR["file"]))
+    save(mar_weights(np.random.default_rng(DRAFT_SEED), TINY_DRAFT), os.path.join(out, TINY_DRAFT["file"]))
     save(vw, os.path.join(out, TINY_VAE["file"]))
     save(as_stored(golden), os.path.join(out, "golden.safetensors"))
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"family": "mar", "mar": TINY_MAR, "vae": TINY_VAE}, f, indent=2)
+        json.dump({"family": "mar", "mar": TINY_MAR, "draft": TINY_DRAFT, "vae": TINY_VAE}, f, indent=2)
         f.write("\n")
 
     np.set_printoptions(precision=6, suppress=True, linewidth=120)

@@ -54,6 +54,18 @@ pub fn dense_attention(qkv: &[f32], seq_len: usize, n_head: usize, head_dim: usi
     });
 }
 
+/// [`dense_attention`] over consecutive groups of rows of the lengths `seq_lens`: each group is
+/// its own sequence, computed exactly as a call over that group alone.
+pub fn ragged_attention(qkv: &[f32], seq_lens: &[usize], n_head: usize, head_dim: usize, out: &mut [f32]) {
+    let width = n_head * head_dim;
+    let mut first = 0;
+    for &len in seq_lens {
+        let rows = first..first + len;
+        dense_attention(&qkv[rows.start * 3 * width..rows.end * 3 * width], len, n_head, head_dim, &mut out[rows.start * width..rows.end * width]);
+        first += len;
+    }
+}
+
 /// One head of one query: `out = sum_j softmax_j(q · k_j / sqrt(d)) v_j` over the `(k_j, v_j)`
 /// pairs (as many as `scores` holds).
 fn attend<'a>(q: &[f32], keys_values: impl Iterator<Item = (&'a [f32], &'a [f32])> + Clone, scores: &mut [f32], out: &mut [f32]) {
@@ -125,5 +137,22 @@ mod tests {
         let mut out2 = vec![0f32; out.len()];
         dense_attention(&other, seq_len, n_head, head_dim, &mut out2);
         assert_eq!(out[..seq_len * width], out2[..seq_len * width]);
+    }
+
+    #[test]
+    fn ragged_attention_is_dense_attention_per_group() {
+        let (lens, n_head, head_dim) = ([2, 5, 3], 2, 4);
+        let width = n_head * head_dim;
+        let rows: usize = lens.iter().sum();
+        let qkv: Vec<f32> = (0..rows * 3 * width).map(|i| ((i * 29 % 19) as f32 - 9.0) * 0.1).collect();
+        let mut out = vec![0f32; rows * width];
+        ragged_attention(&qkv, &lens, n_head, head_dim, &mut out);
+        let mut first = 0;
+        for len in lens {
+            let mut alone = vec![0f32; len * width];
+            dense_attention(&qkv[first * 3 * width..(first + len) * 3 * width], len, n_head, head_dim, &mut alone);
+            assert_eq!(out[first * width..(first + len) * width], alone[..], "group of {len} rows");
+            first += len;
+        }
     }
 }

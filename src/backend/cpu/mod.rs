@@ -6,7 +6,7 @@
 pub mod accept;
 mod attention;
 pub mod children;
-mod erf;
+pub mod erf;
 pub mod gemm;
 pub(crate) mod kernels;
 pub mod sampling;
@@ -283,6 +283,12 @@ impl Backend for CpuBackend {
     fn dense_attention(&self, qkv: &Vec<f32>, seq_len: usize, n_head: usize, head_dim: usize, out: &mut Vec<f32>) -> Result<()> {
         checks::dense_attention(qkv.len(), seq_len, n_head, head_dim, out.len())?;
         attention::dense_attention(qkv, seq_len, n_head, head_dim, out);
+        Ok(())
+    }
+
+    fn ragged_attention(&self, qkv: &Vec<f32>, seq_lens: &[usize], n_head: usize, head_dim: usize, out: &mut Vec<f32>) -> Result<()> {
+        checks::ragged_attention(qkv.len(), seq_lens, n_head, head_dim, out.len())?;
+        attention::ragged_attention(qkv, seq_lens, n_head, head_dim, out);
         Ok(())
     }
 

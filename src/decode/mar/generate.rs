@@ -3,10 +3,11 @@
 //! layout, so a draft and a target can share it).
 
 use crate::backend::Backend;
+use crate::decode::mar::predict::{MarPredictor, StepQuery, TokenPredictor};
 use crate::decode::mar::schedule::{step_masks, CfgSchedule};
 use crate::error::{Error, Result};
-use crate::model::diffusion::{sample, DiffusionHead, DiffusionSchedule, HeadNoise};
-use crate::model::mar::{MarInput, MarModel};
+use crate::model::diffusion::{DiffusionHead, DiffusionSchedule};
+use crate::model::mar::MarModel;
 use crate::sampling::Rng;
 
 /// The sampling settings of a MAR generation.
@@ -48,6 +49,12 @@ impl MarSampling {
     pub fn guided(&self) -> bool {
         self.cfg != 1.0
     }
+
+    /// The guidance scale of a step after which `mask_len` of `seq_len` tokens are still
+    /// masked, or `None` without guidance.
+    pub fn step_guidance(&self, mask_len: usize, seq_len: usize) -> Option<f64> {
+        self.guided().then(|| self.cfg_schedule.scale(self.cfg, mask_len, seq_len))
+    }
 }
 
 /// The randomness of one MAR image: a generation order and the head noise of every token.
@@ -75,7 +82,7 @@ impl MarNoise {
     }
 
     /// Error unless this noise fits `seq_len` tokens of `token_dim` channels over `head_steps`.
-    fn check(&self, seq_len: usize, token_dim: usize, head_steps: usize) -> Result<()> {
+    pub fn check(&self, seq_len: usize, token_dim: usize, head_steps: usize) -> Result<()> {
         let mut seen = vec![false; seq_len];
         let permutation = self.order.len() == seq_len && self.order.iter().all(|&p| p < seq_len && !std::mem::replace(&mut seen[p], true));
         if !permutation || self.start.len() != seq_len * token_dim || self.steps.len() != seq_len * head_steps * token_dim {
@@ -88,8 +95,8 @@ impl MarNoise {
         Ok(())
     }
 
-    /// The head noise of the tokens at `positions`, in that order.
-    fn gather(&self, positions: &[usize], token_dim: usize, head_steps: usize) -> (Vec<f32>, Vec<f32>) {
+    /// The head noise (`x_T` rows, step rows) of the tokens at `positions`, in that order.
+    pub fn gather(&self, positions: &[usize], token_dim: usize, head_steps: usize) -> (Vec<f32>, Vec<f32>) {
         let rows = |values: &[f32], width: usize| positions.iter().flat_map(|&p| values[p * width..(p + 1) * width].iter().copied()).collect();
         (rows(&self.start, token_dim), rows(&self.steps, head_steps * token_dim))
     }
@@ -107,19 +114,23 @@ pub fn generate_tokens<B: Backend>(
     sampling: &MarSampling,
     noise: &MarNoise,
 ) -> Result<Vec<f32>> {
-    let (seq_len, c, k_steps) = (model.config().seq_len(), model.config().token_dim(), schedule.steps());
+    generate_with(&MarPredictor { backend, model, head, schedule, class }, sampling, noise)
+}
+
+/// [`generate_tokens`] with any predictor: every step's positions take the head's final mean
+/// `μ_0` (MAR's sampler adds no noise at the last step).
+pub fn generate_with<P: TokenPredictor>(predictor: &P, sampling: &MarSampling, noise: &MarNoise) -> Result<Vec<f32>> {
+    let (seq_len, c) = (predictor.seq_len(), predictor.token_dim());
     sampling.validate(seq_len)?;
-    noise.check(seq_len, c, k_steps)?;
-    let classes: &[Option<usize>] = if sampling.guided() { &[Some(class), None] } else { &[Some(class)] };
+    noise.check(seq_len, c, predictor.head_steps())?;
     let mut tokens = vec![0f32; seq_len * c];
     let mut mask = vec![true; seq_len];
     for step in 0..sampling.num_iter {
         let masks = step_masks(&noise.order, step, sampling.num_iter, &mask);
         if !masks.predict.is_empty() {
-            let z = model.conditions(backend, &MarInput { tokens: &tokens, mask: &mask, classes, positions: &masks.predict })?;
-            let guidance = sampling.guided().then(|| sampling.cfg_schedule.scale(sampling.cfg, masks.mask_len, seq_len));
-            let (start, steps) = noise.gather(&masks.predict, c, k_steps);
-            let drawn = sample(backend, head, schedule, &z, guidance, HeadNoise { start: &start, steps: &steps }, sampling.temperature)?;
+            let guidance = sampling.step_guidance(masks.mask_len, seq_len).map(|scale| vec![scale; masks.predict.len()]);
+            let query = StepQuery { mask: &mask, positions: &masks.predict, guidance: guidance.as_deref() };
+            let drawn = predictor.predict(&tokens, &[query], noise, sampling.temperature)?;
             for (&p, token) in masks.predict.iter().zip(drawn.tokens().chunks(c)) {
                 tokens[p * c..(p + 1) * c].copy_from_slice(token);
             }

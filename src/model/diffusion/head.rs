@@ -129,14 +129,18 @@ impl<B: Backend> DiffusionHead<B> {
         Ok(s.out)
     }
 
-    /// `forward_with_cfg` on host tokens `x` (`[n, C]`): with `guidance` `Some(s)`, `cond` holds
-    /// `2n` embedded conditions (the conditional rows, then the unconditional ones), both halves
-    /// run in one pass and `ε = ε_u + s (ε_c - ε_u)`, while v is the conditional branch's; with
-    /// `None`, `cond` holds `n` rows. Returns `[n, 2C]` (ε, v) in f64.
-    pub fn forward_guided(&self, backend: &B, x: &[f32], timesteps: &[f64], cond: &B::Buf, guidance: Option<f64>) -> Result<Vec<f64>> {
+    /// `forward_with_cfg` on host tokens `x` (`[n, C]`): with `guidance` `Some(scales)` (one
+    /// scale `s` per token), `cond` holds `2n` embedded conditions (the conditional rows, then the
+    /// unconditional ones), both halves run in one pass and `ε = ε_u + s (ε_c - ε_u)`, while v is
+    /// the conditional branch's; with `None`, `cond` holds `n` rows. Returns `[n, 2C]` (ε, v) in
+    /// f64.
+    pub fn forward_guided(&self, backend: &B, x: &[f32], timesteps: &[f64], cond: &B::Buf, guidance: Option<&[f64]>) -> Result<Vec<f64>> {
         let (n, c) = (timesteps.len(), self.token_dim);
         if x.len() != n * c {
             return Err(Error::InvalidRequest(format!("the diffusion head got {} values for {n} tokens of {c} channels", x.len())));
+        }
+        if let Some(scales) = guidance.filter(|scales| scales.len() != n) {
+            return Err(Error::InvalidRequest(format!("the diffusion head got {} guidance scales for {n} tokens", scales.len())));
         }
         let raw = match guidance {
             None => backend.download(&self.forward(backend, &backend.upload(x)?, timesteps, cond)?)?,
@@ -149,12 +153,12 @@ impl<B: Backend> DiffusionHead<B> {
     }
 }
 
-/// The conditional rows of a head output `raw` (`[n or 2n, 2C]`) with ε guided by `scale`
-/// against the unconditional rows `n..2n`, in f64.
-fn mix_guidance(raw: &[f32], n: usize, c: usize, guidance: Option<f64>) -> Vec<f64> {
+/// The conditional rows of a head output `raw` (`[n or 2n, 2C]`) with each row's ε guided by
+/// its scale against the unconditional rows `n..2n`, in f64.
+fn mix_guidance(raw: &[f32], n: usize, c: usize, guidance: Option<&[f64]>) -> Vec<f64> {
     let mut out: Vec<f64> = raw[..n * 2 * c].iter().map(|&v| v as f64).collect();
-    if let Some(scale) = guidance {
-        for (row, uncond) in out.chunks_mut(2 * c).zip(raw[n * 2 * c..].chunks(2 * c)) {
+    if let Some(scales) = guidance {
+        for ((row, uncond), &scale) in out.chunks_mut(2 * c).zip(raw[n * 2 * c..].chunks(2 * c)).zip(scales) {
             for (e, &u) in row[..c].iter_mut().zip(&uncond[..c]) {
                 *e = u as f64 + scale * (*e - u as f64);
             }
@@ -180,7 +184,10 @@ mod tests {
     fn guidance_mixes_eps_and_keeps_the_conditional_variance() {
         // n = 1, C = 1: conditional row [eps 2, v 0.5], unconditional row [eps 1, v -0.5].
         let raw = [2.0, 0.5, 1.0, -0.5];
-        assert_eq!(mix_guidance(&raw, 1, 1, Some(3.0)), vec![1.0 + 3.0 * (2.0 - 1.0), 0.5]);
+        assert_eq!(mix_guidance(&raw, 1, 1, Some(&[3.0])), vec![1.0 + 3.0 * (2.0 - 1.0), 0.5]);
         assert_eq!(mix_guidance(&raw[..2], 1, 1, None), vec![2.0, 0.5]);
+        // n = 2: each row is guided by its own scale.
+        let raw = [2.0, 0.5, 4.0, 0.25, 1.0, -0.5, 1.0, 0.3];
+        assert_eq!(mix_guidance(&raw, 2, 1, Some(&[3.0, 2.0])), vec![4.0, 0.5, 7.0, 0.25]);
     }
 }

@@ -37,7 +37,8 @@ impl HeadSample {
 }
 
 /// Run the `K`-step reverse process of `head` for tokens with conditions `z` (decoder outputs,
-/// `[n, Dd]`, or `[2n, Dd]` with `guidance`: conditional rows first), from `noise`:
+/// `[n, Dd]`, or `[2n, Dd]` with `guidance`, one scale per token: conditional rows first), from
+/// `noise`:
 /// `x_{k-1} = μ_k + exp(log σ²_k / 2) · temperature · ε_k` for `k > 0`, `x_0 = μ_0`. Every
 /// step is one head pass over all tokens and both guidance halves; the chain itself is kept in
 /// f64 on the host.
@@ -46,7 +47,7 @@ pub fn sample<B: Backend>(
     head: &DiffusionHead<B>,
     schedule: &DiffusionSchedule,
     z: &B::Buf,
-    guidance: Option<f64>,
+    guidance: Option<&[f64]>,
     noise: HeadNoise,
     temperature: f64,
 ) -> Result<HeadSample> {

@@ -53,12 +53,17 @@ impl<B: Backend> VitBlock<B> {
         })
     }
 
-    /// Apply the block to `x` (`[rows, width]`, whole sequences of `seq_len` rows) in place.
-    fn forward(&self, backend: &B, dims: &BlockDims, x: &mut B::Buf, rows: usize, seq_len: usize, s: &mut BlockScratch<B>) -> Result<()> {
+    /// Apply the block to `x` (`[rows, width]`, consecutive sequences of `seq_lens` rows) in
+    /// place.
+    fn forward(&self, backend: &B, dims: &BlockDims, x: &mut B::Buf, seq_lens: &[usize], s: &mut BlockScratch<B>) -> Result<()> {
+        let (rows, head_dim) = (seq_lens.iter().sum(), dims.width / dims.n_head);
         self.norm1.forward(backend, x, rows, &mut s.normed)?;
         self.qkv.forward(backend, &s.normed, rows, &mut s.qkv)?;
         backend.resize(&mut s.attn, rows * dims.width)?;
-        backend.dense_attention(&s.qkv, seq_len, dims.n_head, dims.width / dims.n_head, &mut s.attn)?;
+        match seq_lens {
+            [first, rest @ ..] if rest.iter().all(|len| len == first) => backend.dense_attention(&s.qkv, *first, dims.n_head, head_dim, &mut s.attn)?,
+            _ => backend.ragged_attention(&s.qkv, seq_lens, dims.n_head, head_dim, &mut s.attn)?,
+        }
         self.proj.forward(backend, &s.attn, rows, &mut s.projected)?;
         backend.add_assign(x, &s.projected)?;
         self.norm2.forward(backend, x, rows, &mut s.normed)?;
@@ -84,14 +89,14 @@ impl<B: Backend> BlockStack<B> {
         Ok(Self { dims, blocks, norm: LayerNorm::load(backend, file, &format!("{name}_norm"), dims.width, dims.eps)? })
     }
 
-    /// Run every block on `x` (`[rows, width]`, whole sequences of `seq_len` rows; changed in
-    /// place) and write the final norm into `out`.
-    pub fn forward(&self, backend: &B, x: &mut B::Buf, rows: usize, seq_len: usize, out: &mut B::Buf) -> Result<()> {
+    /// Run every block on `x` (`[rows, width]`, consecutive sequences of `seq_lens` rows, all
+    /// of one length or not; changed in place) and write the final norm into `out`.
+    pub fn forward(&self, backend: &B, x: &mut B::Buf, seq_lens: &[usize], out: &mut B::Buf) -> Result<()> {
         let empty = || backend.zeros(0);
         let mut scratch = BlockScratch { normed: empty()?, qkv: empty()?, attn: empty()?, projected: empty()?, hidden: empty()? };
         for block in &self.blocks {
-            block.forward(backend, &self.dims, x, rows, seq_len, &mut scratch)?;
+            block.forward(backend, &self.dims, x, seq_lens, &mut scratch)?;
         }
-        self.norm.forward(backend, x, rows, out)
+        self.norm.forward(backend, x, seq_lens.iter().sum(), out)
     }
 }

@@ -9,4 +9,4 @@ mod model;
 mod pass;
 
 pub use model::MarModel;
-pub use pass::{MarInput, MarPass};
+pub use pass::{MarBatchInput, MarInput, MarPass, MarQuery};

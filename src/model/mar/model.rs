@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, RowGather};
 use crate::error::Result;
 use crate::model::mar::block::{BlockDims, BlockStack};
-use crate::model::mar::pass::{MarInput, MarPass};
+use crate::model::mar::pass::{MarBatchInput, MarInput, MarPass};
 use crate::model::modules::{LayerNorm, Linear};
 use crate::weights::{MarConfig, WeightFile};
 
@@ -67,24 +67,35 @@ impl<B: Backend> MarModel<B> {
     /// The head conditions `z` of `input`: `[sequences * positions, decoder_embed_dim]`,
     /// sequence-major (all positions of the first class, then of the next).
     pub fn conditions(&self, backend: &B, input: &MarInput) -> Result<B::Buf> {
-        let pass = MarPass::new(&self.config, input)?;
-        let words = pass.upload(backend)?;
-        let encoded = self.encode(backend, &pass, &words)?;
-        self.decode(backend, &pass, &words, &encoded)
+        self.run_pass(backend, &MarPass::new(&self.config, input)?)
     }
 
-    /// The encoder output after `encoder_norm`: `[seqs * enc_len, encoder_embed_dim]`, per
-    /// sequence the buffer rows and then the visible tokens in position order. `words` is
+    /// The head conditions of several queries over the same tokens in one pass:
+    /// `[outputs, decoder_embed_dim]`, class-major (per class, every query's positions in
+    /// order; see [`MarPass::batch`]).
+    pub fn batch_conditions(&self, backend: &B, input: &MarBatchInput) -> Result<B::Buf> {
+        self.run_pass(backend, &MarPass::batch(&self.config, input)?)
+    }
+
+    /// Encoder and decoder over a built pass.
+    fn run_pass(&self, backend: &B, pass: &MarPass) -> Result<B::Buf> {
+        let words = pass.upload(backend)?;
+        let encoded = self.encode(backend, pass, &words)?;
+        self.decode(backend, pass, &words, &encoded)
+    }
+
+    /// The encoder output after `encoder_norm`: `[enc_rows, encoder_embed_dim]`, per sequence
+    /// the buffer rows and then the visible tokens in position order. `words` is
     /// [`MarPass::upload`]'s.
     pub fn encode(&self, backend: &B, pass: &MarPass, words: &B::Words) -> Result<B::Buf> {
-        let (de, rows) = (self.config.encoder_embed_dim, pass.seqs * pass.enc_len);
+        let (de, rows) = (self.config.encoder_embed_dim, pass.enc_rows());
         let (mut x, mut tmp, mut out) = (backend.upload(&pass.tokens)?, backend.zeros(0)?, backend.zeros(0)?);
         backend.resize(&mut out, rows * de)?;
         backend.linear(&x, &self.z_proj, rows, self.config.token_dim(), de, &mut out)?;
         add_rows(backend, &mut out, &self.encoder_addends, de, words, pass.enc_addend, &mut tmp)?;
         add_rows(backend, &mut out, &self.encoder_pos, de, words, pass.enc_pos, &mut tmp)?;
         self.z_proj_ln.forward(backend, &out, rows, &mut x)?;
-        self.encoder.forward(backend, &mut x, rows, pass.enc_len, &mut out)?;
+        self.encoder.forward(backend, &mut x, &pass.enc_lens, &mut out)?;
         Ok(out)
     }
 
@@ -95,14 +106,14 @@ impl<B: Backend> MarModel<B> {
         let dd = self.config.decoder_embed_dim;
         let rows = pass.seqs * pass.full_len;
         let (mut embedded, mut x, mut tmp) = (backend.zeros(0)?, backend.zeros(0)?, backend.zeros(0)?);
-        self.decoder_embed.forward(backend, encoded, pass.seqs * pass.enc_len, &mut embedded)?;
+        self.decoder_embed.forward(backend, encoded, pass.enc_rows(), &mut embedded)?;
         backend.resize(&mut x, rows * dd)?;
         backend.gather_rows(&embedded, dd, words, pass.dec_rows, &mut x)?;
         add_rows(backend, &mut x, &self.mask_token, dd, words, pass.dec_mask, &mut tmp)?;
         add_rows(backend, &mut x, &self.decoder_pos, dd, words, pass.dec_pos, &mut tmp)?;
-        self.decoder.forward(backend, &mut x, rows, pass.full_len, &mut embedded)?;
+        self.decoder.forward(backend, &mut x, &vec![pass.full_len; pass.seqs], &mut embedded)?;
         let mut z = backend.zeros(0)?;
-        backend.resize(&mut z, pass.seqs * pass.outputs * dd)?;
+        backend.resize(&mut z, pass.outputs * dd)?;
         backend.gather_rows(&embedded, dd, words, pass.out_rows, &mut z)?;
         add_rows(backend, &mut z, &self.diffusion_pos, dd, words, pass.out_pos, &mut tmp)?;
         Ok(z)

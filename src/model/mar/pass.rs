@@ -1,10 +1,12 @@
 //! The host side of one MAR forward pass: which rows the encoder keeps and where every row of
 //! the encoder and decoder inputs comes from, as row-gather index lists packed into one upload.
 //!
-//! A pass runs `seqs` sequences over the same tokens and mask (the conditional and, with CFG,
-//! the unconditional branch), each with its own class row. Per sequence the encoder sees the
-//! `buffer_size` buffer rows and the visible tokens in position order (`enc_len` rows); the
-//! decoder sees all `buffer_size + seq_len` positions (`full_len` rows).
+//! A pass runs one sequence per class (the conditional and, with CFG, the unconditional branch)
+//! and per query (a mask over the same tokens: one for a plain step, one per drafted step when
+//! CSpD's target verifies a window), class-major. Per sequence the encoder sees the
+//! `buffer_size` buffer rows and the visible tokens of its mask in position order (its
+//! `enc_lens` entry: sequences of different masks have different lengths); the decoder sees all
+//! `buffer_size + seq_len` positions (`full_len` rows).
 
 use crate::backend::{Backend, Packed, RowGather};
 use crate::error::{Error, Result};
@@ -27,19 +29,41 @@ pub struct MarInput<'a> {
     pub positions: &'a [usize],
 }
 
+/// One mask over a pass's tokens and the positions whose conditions are wanted under it.
+#[derive(Clone, Copy, Debug)]
+pub struct MarQuery<'a> {
+    /// `[seq_len]`, true = masked (unknown).
+    pub mask: &'a [bool],
+    /// Token positions whose head conditions `z` the pass returns for this mask.
+    pub positions: &'a [usize],
+}
+
+/// Several masks over the same tokens in one pass: each query runs as its own sequence per
+/// class, so a target can condition every drafted step of a window on what precedes it.
+#[derive(Clone, Copy, Debug)]
+pub struct MarBatchInput<'a> {
+    /// Token latents `[seq_len, token_dim]`, row-major grid; rows masked in a query are not
+    /// read by its sequences.
+    pub tokens: &'a [f32],
+    /// One class per sequence of each query; `None` is the unconditional embedding.
+    pub classes: &'a [Option<usize>],
+    /// The masks and wanted positions.
+    pub queries: &'a [MarQuery<'a>],
+}
+
 /// The index lists and encoder inputs of one pass (see the module doc).
 #[derive(Clone, Debug)]
 pub struct MarPass {
-    /// Sequences in the pass.
+    /// Sequences in the pass: classes times queries, class-major.
     pub seqs: usize,
-    /// Encoder rows per sequence: buffer plus visible tokens.
-    pub enc_len: usize,
+    /// Encoder rows of each sequence: buffer plus the visible tokens of its mask.
+    pub enc_lens: Vec<usize>,
     /// Decoder rows per sequence: buffer plus every token.
     pub full_len: usize,
-    /// Output rows per sequence (`MarInput::positions`).
+    /// Output rows of the pass: per sequence, its query's positions.
     pub outputs: usize,
-    /// Encoder inputs `[seqs * enc_len, token_dim]`: zero rows for the buffer, then the visible
-    /// tokens.
+    /// Encoder inputs `[enc_rows, token_dim]`: per sequence, zero rows for the buffer, then its
+    /// visible tokens.
     pub tokens: Vec<f32>,
     /// Every index list below, packed for one upload.
     pub words: Packed,
@@ -68,36 +92,50 @@ fn class_row(cfg: &MarConfig, class: Option<usize>) -> u32 {
 impl MarPass {
     /// Build the pass of `input` for a model of `cfg`, checking the input against it.
     pub fn new(cfg: &MarConfig, input: &MarInput) -> Result<Self> {
+        let query = MarQuery { mask: input.mask, positions: input.positions };
+        Self::batch(cfg, &MarBatchInput { tokens: input.tokens, classes: input.classes, queries: &[query] })
+    }
+
+    /// Build the pass of several queries over the same tokens, checking them against `cfg`.
+    pub fn batch(cfg: &MarConfig, input: &MarBatchInput) -> Result<Self> {
         check_input(cfg, input)?;
         let (seq_len, c, buffer) = (cfg.seq_len(), cfg.token_dim(), cfg.buffer_size);
-        let visible: Vec<usize> = (0..seq_len).filter(|&p| !input.mask[p]).collect();
-        let (enc_len, full_len) = (buffer + visible.len(), buffer + seq_len);
-        let seqs = input.classes.len();
-        // Encoder row of each decoder position (buffer rows and visible tokens), per sequence.
-        let mut enc_row_of = vec![NO_ROW; full_len];
-        for (row, pos) in (0..buffer).chain(visible.iter().map(|p| buffer + p)).enumerate() {
-            enc_row_of[pos] = row as u32;
-        }
-        let mut tokens = vec![0f32; seqs * enc_len * c];
+        let full_len = buffer + seq_len;
+        let visible: Vec<Vec<usize>> = input.queries.iter().map(|q| (0..seq_len).filter(|&p| !q.mask[p]).collect()).collect();
+        let sequences = || input.classes.iter().flat_map(|&class| visible.iter().zip(input.queries).map(move |(v, q)| (class, v, q)));
+        let enc_lens: Vec<usize> = sequences().map(|(_, v, _)| buffer + v.len()).collect();
+        let mut tokens = vec![0f32; enc_lens.iter().sum::<usize>() * c];
         let mut lists: [Vec<u32>; 7] = Default::default();
         let [enc_addend, enc_pos, dec_rows, dec_mask, dec_pos, out_rows, out_pos] = &mut lists;
-        for (s, &class) in input.classes.iter().enumerate() {
+        let mut first_enc_row = 0;
+        for (s, (class, visible, query)) in sequences().enumerate() {
+            // Encoder row of each decoder position (buffer rows and visible tokens).
+            let mut enc_row_of = vec![NO_ROW; full_len];
+            for (row, pos) in (0..buffer).chain(visible.iter().map(|p| buffer + p)).enumerate() {
+                enc_row_of[pos] = (first_enc_row + row) as u32;
+            }
             for (i, &p) in visible.iter().enumerate() {
-                let at = (s * enc_len + buffer + i) * c;
+                let at = (first_enc_row + buffer + i) * c;
                 tokens[at..at + c].copy_from_slice(&input.tokens[p * c..(p + 1) * c]);
             }
-            enc_addend.extend((0..enc_len).map(|row| if row < buffer { class_row(cfg, class) } else { cfg.class_num as u32 + 1 }));
+            enc_addend.extend((0..enc_lens[s]).map(|row| if row < buffer { class_row(cfg, class) } else { cfg.class_num as u32 + 1 }));
             enc_pos.extend((0..buffer as u32).chain(visible.iter().map(|&p| (buffer + p) as u32)));
-            let first_enc_row = (s * enc_len) as u32;
-            dec_rows.extend(enc_row_of.iter().map(|&r| if r == NO_ROW { NO_ROW } else { first_enc_row + r }));
+            dec_rows.extend(&enc_row_of);
             dec_mask.extend(enc_row_of.iter().map(|&r| if r == NO_ROW { 0 } else { NO_ROW }));
             dec_pos.extend(0..full_len as u32);
-            out_rows.extend(input.positions.iter().map(|&p| (s * full_len + buffer + p) as u32));
-            out_pos.extend(input.positions.iter().map(|&p| p as u32));
+            out_rows.extend(query.positions.iter().map(|&p| (s * full_len + buffer + p) as u32));
+            out_pos.extend(query.positions.iter().map(|&p| p as u32));
+            first_enc_row += enc_lens[s];
         }
         let mut words = Packed::default();
+        let outputs = out_rows.len();
         let [enc_addend, enc_pos, dec_rows, dec_mask, dec_pos, out_rows, out_pos] = lists.map(|list| RowGather::pack(&mut words, &list));
-        Ok(Self { seqs, enc_len, full_len, outputs: input.positions.len(), tokens, words, enc_addend, enc_pos, dec_rows, dec_mask, dec_pos, out_rows, out_pos })
+        Ok(Self { seqs: enc_lens.len(), enc_lens, full_len, outputs, tokens, words, enc_addend, enc_pos, dec_rows, dec_mask, dec_pos, out_rows, out_pos })
+    }
+
+    /// Encoder rows of the whole pass.
+    pub fn enc_rows(&self) -> usize {
+        self.enc_lens.iter().sum()
     }
 
     /// Hand the index lists to the backend (one upload).
@@ -109,19 +147,22 @@ impl MarPass {
 }
 
 /// Error unless `input` fits a model of `cfg`.
-fn check_input(cfg: &MarConfig, input: &MarInput) -> Result<()> {
+fn check_input(cfg: &MarConfig, input: &MarBatchInput) -> Result<()> {
     let (seq_len, c) = (cfg.seq_len(), cfg.token_dim());
     let bad = |what: String| Err(Error::InvalidRequest(what));
-    if input.tokens.len() != seq_len * c || input.mask.len() != seq_len {
-        return bad(format!("a MAR pass needs {seq_len} tokens of {c} values and {seq_len} mask flags, got {} values and {} flags", input.tokens.len(), input.mask.len()));
+    if input.tokens.len() != seq_len * c {
+        return bad(format!("a MAR pass needs {seq_len} tokens of {c} values, got {} values", input.tokens.len()));
     }
-    if input.classes.is_empty() {
-        return bad("a MAR pass needs at least one sequence (class)".into());
+    if let Some(query) = input.queries.iter().find(|q| q.mask.len() != seq_len) {
+        return bad(format!("a MAR pass needs {seq_len} mask flags per query, got {}", query.mask.len()));
+    }
+    if input.classes.is_empty() || input.queries.is_empty() {
+        return bad("a MAR pass needs at least one sequence (class) and one query (mask)".into());
     }
     if let Some(class) = input.classes.iter().flatten().find(|&&k| k >= cfg.class_num) {
         return bad(format!("class {class} outside the model's {} classes", cfg.class_num));
     }
-    if let Some(p) = input.positions.iter().find(|&&p| p >= seq_len) {
+    if let Some(p) = input.queries.iter().flat_map(|q| q.positions).find(|&&p| p >= seq_len) {
         return bad(format!("position {p} outside the {seq_len} tokens"));
     }
     Ok(())
@@ -149,7 +190,7 @@ mod tests {
         let tokens = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5];
         let mask = [false, true, false, true];
         let pass = MarPass::new(&config(), &MarInput { tokens: &tokens, mask: &mask, classes: &[Some(4), None], positions: &[3, 1] }).unwrap();
-        assert_eq!((pass.seqs, pass.enc_len, pass.full_len, pass.outputs), (2, 4, 6, 2));
+        assert_eq!((pass.seqs, pass.enc_lens.clone(), pass.full_len, pass.outputs), (2, vec![4, 4], 6, 4));
         let seq_tokens = [0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 2.0, 2.5];
         assert_eq!(pass.tokens, [seq_tokens, seq_tokens].concat());
         assert_eq!(list(&pass, pass.enc_addend), [4, 4, 6, 6, 5, 5, 6, 6]);
@@ -163,13 +204,32 @@ mod tests {
     }
 
     #[test]
+    fn queries_of_different_masks_are_sequences_of_their_own_lengths_class_major() {
+        // Query 0 sees token 0; query 1 sees tokens 0 and 2; both branches: 4 sequences.
+        let tokens = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5];
+        let (first, second) = ([false, true, true, true], [false, true, false, true]);
+        let queries = [MarQuery { mask: &first, positions: &[2] }, MarQuery { mask: &second, positions: &[1, 3] }];
+        let pass = MarPass::batch(&config(), &MarBatchInput { tokens: &tokens, classes: &[Some(4), None], queries: &queries }).unwrap();
+        assert_eq!((pass.seqs, pass.enc_lens.clone(), pass.enc_rows(), pass.outputs), (4, vec![3, 4, 3, 4], 14, 6));
+        let (one, two) = ([0.0, 0.0, 0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 2.0, 2.5]);
+        assert_eq!(pass.tokens, [&one[..], &two, &one, &two].concat());
+        assert_eq!(list(&pass, pass.enc_addend), [4, 4, 6, 4, 4, 6, 6, 5, 5, 6, 5, 5, 6, 6]);
+        let none = NO_ROW;
+        // Decoder rows continue the sequence's own encoder rows (sequence 1 starts at row 3).
+        assert_eq!(list(&pass, pass.dec_rows)[6..12], [3, 4, 5, none, 6, none]);
+        assert_eq!(list(&pass, pass.out_rows), [4, 6 + 3, 6 + 5, 12 + 4, 18 + 3, 18 + 5]);
+        assert_eq!(list(&pass, pass.out_pos), [2, 1, 3, 2, 1, 3]);
+    }
+
+    #[test]
     fn inputs_that_do_not_fit_the_model_are_invalid_requests() {
         let (tokens, mask) = ([0.0; 8], [true; 4]);
         let input = MarInput { tokens: &tokens, mask: &mask, classes: &[Some(0)], positions: &[0] };
         let err = |input: MarInput| MarPass::new(&config(), &input).unwrap_err().to_string();
         assert!(err(MarInput { tokens: &tokens[..6], ..input }).contains("4 tokens of 2 values"));
+        assert!(err(MarInput { mask: &mask[..3], ..input }).contains("4 mask flags per query, got 3"));
         assert!(err(MarInput { classes: &[Some(5)], ..input }).contains("class 5 outside"));
         assert!(err(MarInput { positions: &[4], ..input }).contains("position 4 outside"));
-        assert!(err(MarInput { classes: &[], ..input }).contains("at least one sequence"));
+        assert!(err(MarInput { classes: &[], ..input }).contains("at least one sequence (class) and one query"));
     }
 }

@@ -1,0 +1,202 @@
+//! `spire generate` and `spire bench` on a MAR weights directory (`"family": "mar"` in
+//! config.json): plain MAR against continuous speculative decoding (`--spec cspd`), on the CPU,
+//! one image at a time.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::bench::BenchArgs;
+use crate::cli::device::{Device, ModelArgs};
+use crate::cli::generate::{GenerateArgs, SamplingArgs};
+use crate::cli::mar_args::MarArgs;
+use crate::cli::spec_args::SpecMode;
+use crate::decode::cspd::{CspdOptions, CspdStats};
+use crate::engine::{Image, MarEngine, MarRequest};
+use crate::weights::DirConfig;
+
+/// γ values `bench` measures by default (the paper's).
+const BENCH_GAMMAS: [usize; 4] = [4, 8, 16, 32];
+
+/// Whether `model` names a MAR weights directory (its config.json says `"family": "mar"`).
+pub fn is_mar_dir(model: &ModelArgs) -> bool {
+    !model.random_tiny && matches!(DirConfig::load(&model.weights), Ok(DirConfig::Mar(_)))
+}
+
+/// Error if MAR-only flags or `--spec cspd` were given for a LlamaGen directory.
+pub fn refuse_mar_flags(mar: &MarArgs, modes: &[SpecMode]) -> anyhow::Result<()> {
+    anyhow::ensure!(!modes.contains(&SpecMode::Cspd), "--spec cspd needs a MAR weights directory (\"family\": \"mar\" in config.json); this one holds a LlamaGen model");
+    let given = mar.given();
+    anyhow::ensure!(given.is_empty(), "{} appl{} to MAR weights directories only; this one holds a LlamaGen model", given.join(", "), if given.len() == 1 { "ies" } else { "y" });
+    Ok(())
+}
+
+/// Error if settings MAR cannot use were given: LlamaGen's decoding modes, top-k / top-p, a
+/// device other than the CPU, batches.
+fn refuse_llamagen_flags(model: &ModelArgs, sampling: &SamplingArgs, modes: &[SpecMode], batches: &[usize]) -> anyhow::Result<()> {
+    if let Some(mode) = modes.iter().find(|m| !matches!(m, SpecMode::None | SpecMode::Cspd)) {
+        anyhow::bail!("--spec {} is for LlamaGen directories; a MAR directory decodes with `none` or `cspd`", format!("{mode:?}").to_lowercase());
+    }
+    anyhow::ensure!(sampling.top_k == 0 && sampling.top_p == 1.0, "--top-k and --top-p filter discrete tokens; MAR's tokens are continuous (use --temperature)");
+    anyhow::ensure!(model.device == Device::Cpu, "MAR models run on the CPU backend only (the continuous-token ops have no GPU kernels yet): use --device cpu");
+    anyhow::ensure!(batches.iter().all(|&b| b == 1), "MAR images are generated one at a time (no batched MAR passes yet): use --batch 1");
+    Ok(())
+}
+
+/// Load the MAR engine of `dir`.
+fn load(dir: &Path) -> anyhow::Result<MarEngine> {
+    MarEngine::load(dir).with_context(|| format!("loading MAR weights from {}", dir.display()))
+}
+
+/// `spire generate` on a MAR directory.
+pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    refuse_llamagen_flags(&args.model, &args.sampling, &[args.spec.spec], &[args.batch])?;
+    let engine = load(&args.model.weights)?;
+    let sampling = args.mar.sampling(engine.config().mar.seq_len(), args.sampling.cfg, args.sampling.temperature);
+    let gammas = args.mar.gammas(&[CspdOptions::default().gamma]);
+    anyhow::ensure!(gammas.len() == 1, "generate takes one --gamma value (bench takes a list)");
+    let options = args.mar.options(&gammas)[0];
+    let classes = args.class.iter().flat_map(|&class| std::iter::repeat_n(class as usize, args.samples));
+    let mut images: Vec<Image> = Vec::new();
+    for (i, class) in classes.enumerate() {
+        let request = MarRequest { class, seed: args.seed + i as u64, sampling };
+        let tokens = if args.spec.spec == SpecMode::Cspd {
+            let out = engine.generate_tokens_cspd(&request, &options, args.mar.draft())?;
+            eprintln!("  class {class} seed {}: {}", request.seed, describe(&out.stats));
+            out.tokens
+        } else {
+            let tokens = engine.generate_tokens(&request)?;
+            eprintln!("  class {class} seed {}: {} tokens, {} target forwards", request.seed, tokens.len() / engine.config().mar.token_dim(), sampling.num_iter);
+            tokens
+        };
+        images.push(engine.decode(&tokens)?);
+    }
+    let image = if images.len() == 1 { images.remove(0) } else { Image::grid(&images, args.samples) };
+    image.save_png(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote {} ({}x{})", args.out.display(), image.width, image.height);
+    Ok(())
+}
+
+/// One line about a CSpD generation.
+fn describe(s: &CspdStats) -> String {
+    format!(
+        "{} tokens, {} target forwards ({} pre-fill + {} windows), {} draft forwards, acceptance {:.3} ({} of {} verified), {} resampled ({} capped), {} discarded, {} bonus",
+        s.tokens, s.target_forwards, s.prefill_steps, s.windows, s.draft_forwards, s.acceptance_rate(), s.accepted, s.verified, s.resampled, s.capped, s.discarded, s.bonus
+    )
+}
+
+/// One row of the MAR bench table.
+#[derive(Debug, Serialize)]
+struct MarBenchRow {
+    /// `mar` (plain) or `cspd`.
+    mode: &'static str,
+    /// Drafted steps per verification (CSpD).
+    gamma: Option<usize>,
+    batch: usize,
+    images: usize,
+    latency_ms_per_image: f64,
+    target_forwards_per_image: f64,
+    draft_forwards_per_image: f64,
+    tokens_per_target_forward: f64,
+    /// Accepted over verified drafted tokens (α).
+    acceptance_rate: Option<f64>,
+    resampled_per_image: f64,
+    /// Residual samples that hit the proposal cap, in all.
+    capped: usize,
+    /// Against plain MAR, measured in the same run.
+    speedup_vs_mar: f64,
+    /// Summed counts (CSpD).
+    stats: Option<CspdStats>,
+}
+
+/// `spire bench` on a MAR directory: plain MAR, then CSpD for each γ, on the same images.
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let modes = args.modes.clone().unwrap_or_else(|| vec![SpecMode::Cspd]);
+    refuse_llamagen_flags(&args.model, &args.sampling, &modes, &args.batch)?;
+    let engine = load(&args.model.weights)?;
+    let mar = &engine.config().mar;
+    let sampling = args.mar.sampling(mar.seq_len(), args.sampling.cfg, args.sampling.temperature);
+    let classes: Vec<usize> = args.classes.as_ref().map_or_else(|| (0..mar.class_num.min(10)).collect(), |c| c.iter().map(|&k| k as usize).collect());
+    let requests: Vec<MarRequest> = (0..args.images).map(|i| MarRequest { class: classes[i % classes.len()], seed: args.seed + i as u64, sampling }).collect();
+    let per_image = |n: usize| n as f64 / args.images as f64;
+
+    let start = Instant::now();
+    for request in &requests {
+        engine.generate_tokens(request)?;
+    }
+    let plain_ms = start.elapsed().as_secs_f64() * 1e3 / args.images as f64;
+    let mut rows = vec![MarBenchRow {
+        mode: "mar",
+        gamma: None,
+        batch: 1,
+        images: args.images,
+        latency_ms_per_image: plain_ms,
+        target_forwards_per_image: sampling.num_iter as f64,
+        draft_forwards_per_image: 0.0,
+        tokens_per_target_forward: mar.seq_len() as f64 / sampling.num_iter as f64,
+        acceptance_rate: None,
+        resampled_per_image: 0.0,
+        capped: 0,
+        speedup_vs_mar: 1.0,
+        stats: None,
+    }];
+    let options = if modes.contains(&SpecMode::Cspd) { args.mar.options(&args.mar.gammas(&BENCH_GAMMAS)) } else { Vec::new() };
+    for options in options {
+        let (mut stats, start) = (CspdStats::default(), Instant::now());
+        for request in &requests {
+            stats.accumulate(&engine.generate_tokens_cspd(request, &options, args.mar.draft())?.stats);
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / args.images as f64;
+        rows.push(MarBenchRow {
+            mode: "cspd",
+            gamma: Some(options.gamma),
+            batch: 1,
+            images: args.images,
+            latency_ms_per_image: ms,
+            target_forwards_per_image: per_image(stats.target_forwards),
+            draft_forwards_per_image: per_image(stats.draft_forwards),
+            tokens_per_target_forward: stats.tokens_per_target_forward(),
+            acceptance_rate: Some(stats.acceptance_rate()),
+            resampled_per_image: per_image(stats.resampled),
+            capped: stats.capped,
+            speedup_vs_mar: plain_ms / ms,
+            stats: Some(stats),
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    print_table(&engine, args, &rows);
+    Ok(())
+}
+
+/// The bench table, with the settings it ran under.
+fn print_table(engine: &MarEngine, args: &BenchArgs, rows: &[MarBenchRow]) {
+    let options = args.mar.options(&[0])[0];
+    println!(
+        "backend: cpu, weights: {} (MAR, {} tokens), draft: {}, cfg {}, temperature {}; CSpD: {} / variance factor {} / tau_a {} / {} final step / prefill {} / {} window cfg; batch 1 only (no batched MAR passes yet)",
+        args.model.weights.display(),
+        engine.config().mar.seq_len(),
+        if args.mar.self_draft { "the target itself (self-speculation)" } else { "the directory's draft section" },
+        args.sampling.cfg,
+        args.sampling.temperature,
+        options.verify.name(),
+        options.variance_factor.name(),
+        options.tau_a,
+        options.final_step.name(),
+        options.prefill_ratio,
+        options.window_cfg.name()
+    );
+    println!("{:<5} {:>5} {:>5} {:>7} {:>10} {:>14} {:>13} {:>10} {:>10} {:>11} {:>7} {:>8}", "mode", "gamma", "batch", "images", "ms/image", "target fwd/img", "draft fwd/img", "tokens/fwd", "acceptance", "resampled/img", "capped", "speedup");
+    for r in rows {
+        let gamma = r.gamma.map_or("-".into(), |g| g.to_string());
+        let acceptance = r.acceptance_rate.map_or("-".into(), |a| format!("{a:.3}"));
+        println!(
+            "{:<5} {gamma:>5} {:>5} {:>7} {:>10.1} {:>14.1} {:>13.1} {:>10.2} {acceptance:>10} {:>13.1} {:>7} {:>7.2}x",
+            r.mode, r.batch, r.images, r.latency_ms_per_image, r.target_forwards_per_image, r.draft_forwards_per_image, r.tokens_per_target_forward, r.resampled_per_image, r.capped, r.speedup_vs_mar
+        );
+    }
+}
