@@ -41,6 +41,10 @@ pub struct GenerateArgs {
     /// Output PNG path.
     #[arg(long, default_value = "sample.png")]
     pub out: PathBuf,
+    /// Also write every image as its own PNG in this directory (`{index:06}_class{class}.png`),
+    /// e.g. for tools/fid_npz.py.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Logits-processing flags shared by `generate` and `bench`.
@@ -81,18 +85,23 @@ fn progress_bar(total: usize, label: String) -> ProgressBar {
 /// Generate the requested images and write the PNG.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    check_writable(&args.out)?;
+    check_writable(&args.out, "--out")?;
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
+        check_writable(&dir.join("000000_probe.png"), "--out-dir")?;
+    }
     if is_mar_dir(&args.model) {
+        anyhow::ensure!(args.out_dir.is_none(), "--out-dir is not supported for MAR directories yet: drop it (the grid goes to --out)");
         return mar::generate(&args);
     }
     refuse_mar_flags(&args.mar, &[args.spec.spec])?;
     with_engine(&args.model.clone(), args)
 }
 
-/// Fail now, before any generation, if `path` cannot be written.
-fn check_writable(path: &Path) -> anyhow::Result<()> {
+/// Fail now, before any generation, if `path` (the value of option `flag`) cannot be written.
+pub fn check_writable(path: &Path, flag: &str) -> anyhow::Result<()> {
     let existed = path.exists();
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot write {} (choose another --out)", path.display()))?;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot write {} (choose another {flag})", path.display()))?;
     if !existed {
         std::fs::remove_file(path).with_context(|| format!("removing the probe file {}", path.display()))?;
     }
@@ -141,7 +150,12 @@ fn generate_with<B: crate::backend::Backend>(engine: &BackendEngine<B>, args: &G
         bar.finish();
         for (request, generation) in chunk.iter().zip(&generations) {
             report(request, &generation.stats);
-            images.push(engine.decode(&generation.tokens)?);
+            let image = engine.decode(&generation.tokens)?;
+            if let Some(dir) = &args.out_dir {
+                let path = dir.join(format!("{:06}_class{}.png", images.len(), request.class_id));
+                image.save_png(&path).with_context(|| format!("writing {}", path.display()))?;
+            }
+            images.push(image);
         }
     }
     let image = if images.len() == 1 { images.remove(0) } else { Image::grid(&images, args.samples) };
