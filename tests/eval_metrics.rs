@@ -111,7 +111,7 @@ fn shipped_reference_loads_and_the_test_split_is_close_to_train() {
     let reference = RealReference::load(&net.reference_path(), net.config().feature_dim).unwrap();
     assert_eq!(reference.test_sample.len(), reference.test_labels.len());
     let fid = reference.train.distance(&Gaussian::fit(&rows(&reference.test_sample)));
-    assert!(fid < 2.0, "test split FID against train {fid}");
+    assert!(fid < 3.0, "test split FID against train {fid} (sampling bias alone is about 1.8 at 2,000 images)");
     let correct = reference.test_sample.iter().zip(&reference.test_labels).filter(|(f, &y)| net.classify(f) == y as usize).count();
     assert!(correct as f64 / reference.test_labels.len() as f64 > 0.85);
 }

@@ -210,4 +210,16 @@ mod tests {
         let tight = Lantern::new(neighbours(), 0.01);
         assert_eq!(tight.residual_after(0, &p, &q, 0), tight.residual(0, &p, &q));
     }
+
+    #[test]
+    fn optimal_resampling_is_g_star() {
+        // G* = norm([p - q f]+) with LANTERN++'s f, computed from its definition.
+        let (p, q) = ([0.1, 0.2, 0.3, 0.4], [0.6, 0.3, 0.05, 0.05]);
+        let pp = LanternPlusPlus::new(neighbours(), 4.0).with_resample(LanternResample::Optimal);
+        let g_star = positive_part_residual(&p, |y| q[y] * pp.accept_probability(0, &p, &q, y));
+        let optimal = pp.residual_after(0, &p, &q, 0);
+        assert!(optimal.iter().zip(&g_star).all(|(a, b)| (a - b).abs() < 1e-6), "{optimal:?} vs {g_star:?}");
+        assert_eq!(optimal, pp.residual(0, &p, &q), "the vanilla residual");
+        assert_ne!(LanternPlusPlus::new(neighbours(), 4.0).residual_after(0, &p, &q, 0), optimal);
+    }
 }
