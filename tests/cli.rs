@@ -118,3 +118,13 @@ fn eval_refuses_bad_outputs_and_missing_networks_before_generating() {
     let run = spire(&["eval", "--weights", "weights/demo", "--modes", "cool", "--sweep", "omega=2", "--plot", &out_path("bad.png")]);
     assert!(String::from_utf8_lossy(&run.stderr).contains("changes none of the modes cool"));
 }
+
+#[test]
+fn generate_out_dir_writes_one_png_per_image() {
+    let dir = out_path("out-dir");
+    let run = spire(&["generate", "--random-tiny", "--class", "0,1", "--samples", "2", "--out-dir", &dir]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["000000_class0.png", "000001_class0.png", "000002_class1.png", "000003_class1.png"]);
+}

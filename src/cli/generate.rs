@@ -41,8 +41,9 @@ pub struct GenerateArgs {
     /// Output PNG path.
     #[arg(long, default_value = "sample.png")]
     pub out: PathBuf,
-    /// Also write every image as its own PNG in this directory (`{index:06}_class{class}.png`),
-    /// e.g. for tools/fid_npz.py.
+    /// Write every image as its own PNG in this directory (`{index:06}_class{class}.png`)
+    /// instead of a grid at --out, keeping none in memory (e.g. 50,000 images for
+    /// tools/fid_npz.py).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
 }
@@ -85,10 +86,12 @@ fn progress_bar(total: usize, label: String) -> ProgressBar {
 /// Generate the requested images and write the PNG.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    check_writable(&args.out, "--out")?;
-    if let Some(dir) = &args.out_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
-        check_writable(&dir.join("000000_probe.png"), "--out-dir")?;
+    match &args.out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
+            check_writable(&dir.join("000000_probe.png"), "--out-dir")?;
+        }
+        None => check_writable(&args.out, "--out")?,
     }
     if is_mar_dir(&args.model) {
         anyhow::ensure!(args.out_dir.is_none(), "--out-dir is not supported for MAR directories yet: drop it (the grid goes to --out)");
@@ -139,7 +142,8 @@ fn generate_with<B: crate::backend::Backend>(engine: &BackendEngine<B>, args: &G
         .enumerate()
         .map(|(i, class)| Request { class_id: class, seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(args.spec.spec), ..Request::new(0, 0) })
         .collect();
-    let mut images = Vec::with_capacity(requests.len());
+    let mut images = Vec::with_capacity(if args.out_dir.is_some() { 0 } else { requests.len() });
+    let mut written = 0;
     for chunk in requests.chunks(args.batch) {
         let label = match chunk {
             [one] => format!("class {} seed {}", one.class_id, one.seed),
@@ -151,12 +155,19 @@ fn generate_with<B: crate::backend::Backend>(engine: &BackendEngine<B>, args: &G
         for (request, generation) in chunk.iter().zip(&generations) {
             report(request, &generation.stats);
             let image = engine.decode(&generation.tokens)?;
-            if let Some(dir) = &args.out_dir {
-                let path = dir.join(format!("{:06}_class{}.png", images.len(), request.class_id));
-                image.save_png(&path).with_context(|| format!("writing {}", path.display()))?;
+            match &args.out_dir {
+                Some(dir) => {
+                    let path = dir.join(format!("{written:06}_class{}.png", request.class_id));
+                    image.save_png(&path).with_context(|| format!("writing {}", path.display()))?;
+                    written += 1;
+                }
+                None => images.push(image),
             }
-            images.push(image);
         }
+    }
+    if let Some(dir) = &args.out_dir {
+        eprintln!("wrote {written} images to {}", dir.display());
+        return Ok(());
     }
     let image = if images.len() == 1 { images.remove(0) } else { Image::grid(&images, args.samples) };
     image.save_png(&args.out).with_context(|| format!("writing {}", args.out.display()))?;

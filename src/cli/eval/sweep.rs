@@ -1,10 +1,11 @@
 //! `--sweep KEY=V1,V2,...`: the settings `spire eval` measures, each value applied through the
 //! same clap parser as the speculative flags (`--KEY V`), so a sweep accepts exactly what the
-//! flag does.
+//! flag does. The parser's defaults are removed first, so applying one flag leaves every other
+//! field as it was (the command line's values and earlier sweeps).
 
 use std::str::FromStr;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Command, FromArgMatches, ValueEnum};
 
 use crate::cli::spec_args::{SpecArgs, SpecMode};
 
@@ -33,19 +34,18 @@ impl FromStr for Sweep {
     }
 }
 
-/// The speculative flags alone, to apply one swept value with clap.
-#[derive(Parser)]
-#[command(no_binary_name = true)]
-struct SpecOverride {
-    #[command(flatten)]
-    spec: SpecArgs,
+/// The speculative flags alone, without defaults: only the flags given are set.
+fn spec_flags() -> Command {
+    SpecArgs::augment_args(Command::new("sweep").no_binary_name(true)).mut_args(|arg| arg.default_value(None))
 }
 
 /// `base` with `--key value` applied.
 fn apply(base: &SpecArgs, key: &str, value: &str) -> anyhow::Result<SpecArgs> {
-    let mut parsed = SpecOverride { spec: base.clone() };
-    parsed.try_update_from([format!("--{key}"), value.to_string()]).map_err(|e| anyhow::anyhow!("--sweep {key}={value}: {}", e.to_string().lines().next().unwrap_or_default()))?;
-    Ok(parsed.spec)
+    let error = |e: clap::Error| anyhow::anyhow!("--sweep {key}={value}: {}", e.to_string().lines().next().unwrap_or_default());
+    let matches = spec_flags().try_get_matches_from([format!("--{key}"), value.to_string()]).map_err(error)?;
+    let mut spec = base.clone();
+    spec.update_from_arg_matches(&matches).map_err(error)?;
+    Ok(spec)
 }
 
 /// A mode's name on the command line (`ar` for plain decoding).
@@ -117,8 +117,10 @@ pub fn expand(modes: &[SpecMode], base: &SpecArgs, sweeps: &[Sweep]) -> anyhow::
 mod tests {
     use super::*;
 
+    /// The flags' defaults, with `--nu 0.5` from the "command line".
     fn base() -> SpecArgs {
-        SpecOverride::try_parse_from(Vec::<String>::new()).unwrap().spec
+        let command = SpecArgs::augment_args(Command::new("spire").no_binary_name(true));
+        SpecArgs::from_arg_matches(&command.get_matches_from(["--nu", "0.5"])).unwrap()
     }
 
     #[test]
@@ -138,7 +140,7 @@ mod tests {
         assert_eq!(labels.iter().filter(|l| l.starts_with("cool")).count(), 8);
         assert_eq!(labels.iter().filter(|l| l.starts_with("uniform")).count(), 2);
         let cool = settings.iter().find(|s| s.label() == "cool delta=2 cool-schedule=literal draft-len=4").unwrap();
-        assert_eq!((cool.spec.delta, cool.spec.draft_len), (2.0, 4));
+        assert_eq!((cool.spec.delta, cool.spec.draft_len, cool.spec.nu), (2.0, 4, 0.5), "every sweep and the command line kept");
         assert_eq!(cool.curve(), "cool cool-schedule=literal draft-len=4");
     }
 
