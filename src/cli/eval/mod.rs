@@ -97,7 +97,7 @@ struct Generated {
 }
 
 fn generate<B: Backend>(engine: &BackendEngine<B>, args: &EvalArgs, setting: &Setting, bar: &ProgressBar) -> anyhow::Result<Generated> {
-    let classes = engine.config().gpt.num_classes.min(10).max(1) as u32;
+    let classes = engine.config().gpt.num_classes.max(1) as u32;
     let requests: Vec<Request> = (0..args.images)
         .map(|i| Request { class_id: i as u32 % classes, seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: setting.spec.config(setting.mode), ..Request::new(0, 0) })
         .collect();
