@@ -178,7 +178,7 @@ fn attention(c: &mut Criterion, gpu: &CudaBackend, seqs: usize, nodes: usize) {
     let plan = gpu.upload_plan(ForwardPlan::layout(cache.layout(&queries).expect("layout"))).expect("plan");
     let qkv = buf(gpu, queries.len() * 3 * width, 15);
     let mut out = buf(gpu, queries.len() * width, 16);
-    bench(c, gpu, &format!("attention/{seqs}seq_{nodes}q_ctx{ctx}"), cost::attention(queries.len(), ctx + nodes / 2, width, KvDtype::Bf16), || {
+    bench(c, gpu, &format!("attention/{seqs}seq_{nodes}q_ctx{ctx}"), cost::attention(cost::Queries::trees(seqs, nodes, ctx + nodes), width, KvDtype::Bf16), || {
         gpu.attention(&qkv, cache.pool(), 0, &plan, &mut out).expect("attention")
     });
 }

@@ -416,6 +416,74 @@ fn paged_attention_splits_long_contexts_on<D: Driver>(gpu: &GpuBackend<D>) {
     }
 }
 
+/// Draft trees larger than one attention block's group of rows (kernels/attention.cu serves up
+/// to ATTN_GROUP_ROWS rows with the same keys per block): a 20-node tree over a 200-key prefix in
+/// two sequences (a CFG pair: the same layout, adjacent, so only the sequence tells the groups
+/// apart), a decoding row between them and a 3-node tree with a one-key prefix, on f32 and bf16
+/// pools, twice in a row (split-KV's arrival counts back at zero). 6 groups over 46 rows.
+#[test]
+fn paged_attention_serves_large_trees_in_groups() {
+    on_every_device!(paged_attention_serves_large_trees_in_groups_on);
+}
+
+fn tree_windows(parents: &[Option<usize>]) -> Vec<Vec<bool>> {
+    (0..parents.len())
+        .map(|node| {
+            let mut window = vec![false; parents.len()];
+            let mut cur = Some(node);
+            while let Some(n) = cur {
+                window[n] = true;
+                cur = parents[n];
+            }
+            window
+        })
+        .collect()
+}
+
+fn large_tree_attention<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> B::Buf) -> (Vec<f32>, AttentionLayout) {
+    let (n_head, head_dim) = (2, 64);
+    let width = n_head * head_dim;
+    let shape = KvShape { n_layer: 1, num_blocks: 40, block_size: 16, n_head, head_dim, dtype };
+    let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
+    let fill = |cache: &mut PagedKvCache<B>, keys: usize, seed: u64| {
+        let seq = cache.add_sequence();
+        let slots = cache.extend(be, seq, keys).unwrap();
+        be.kv_write(cache.pool_mut(), 0, &be.upload(&random(keys * 3 * width, seed)).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
+        seq
+    };
+    let (cond, uncond, decode, small) = (fill(&mut cache, 220, 40), fill(&mut cache, 220, 41), fill(&mut cache, 90, 42), fill(&mut cache, 20, 43));
+    let mut rng = Rng::new(44);
+    let parents: Vec<Option<usize>> = (0..20).map(|n| (n > 0).then(|| rng.below(n + 1)).and_then(|p| p.checked_sub(1))).collect();
+    let mut queries = Vec::new();
+    for (seq, extra) in [(cond, None), (uncond, Some(QueryVisibility::causal(decode, 89)))] {
+        queries.extend(tree_windows(&parents).into_iter().map(|window| QueryVisibility { seq, prefix: 200, window_start: 200, window }));
+        queries.extend(extra);
+    }
+    let mut small_windows = tree_windows(&[None, Some(0), Some(0)]);
+    small_windows.iter_mut().for_each(|w| w.resize(20, false));
+    queries.extend(small_windows.into_iter().map(|window| QueryVisibility { seq: small, prefix: 1, window_start: 1, window }));
+    let layout: AttentionLayout = cache.layout(&queries).unwrap();
+    let plan = be.upload_plan(ForwardPlan::layout(layout.clone())).unwrap();
+    let qkv = be.upload(&random(queries.len() * 3 * width, 45)).unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let mut out = poison(queries.len() * width);
+        be.attention(&qkv, cache.pool(), 0, &plan, &mut out).unwrap();
+        outputs.extend(be.download(&out).unwrap());
+    }
+    (outputs, layout)
+}
+
+fn paged_attention_serves_large_trees_in_groups_on<D: Driver>(gpu: &GpuBackend<D>) {
+    for dtype in [KvDtype::F32, KvDtype::Bf16] {
+        let (want, layout) = large_tree_attention(&CpuBackend, dtype, |len| vec![f32::NAN; len]);
+        assert_eq!(spire::backend::gpu::attention_groups(&layout), 6, "16 + 4 rows per tree, the decoding row, the small tree");
+        assert!(spire::backend::gpu::attention_splits(6 * 2, 220) > 1, "the case must split");
+        let (got, _) = large_tree_attention(gpu, dtype, |len| poisoned(gpu, len));
+        assert_close(&format!("grouped tree attention over {dtype:?} KV"), &got, &want, 1e-4);
+    }
+}
+
 /// Where a non-finite value enters attention (regression: the kernel once dropped a warp whose
 /// running sum had become NaN and returned a finite softmax over the other keys).
 #[derive(Clone, Copy, Debug)]

@@ -9,7 +9,7 @@
 //! when it is not in a replayed graph. The shortest kernel and the launch cost are assumptions
 //! (marked so below) for the first GPU run to check (`tools/gpu_check.sh`).
 
-use super::geometry::SKINNY_ROWS;
+use super::geometry::{ATTN_GROUP_ROWS, SKINNY_ROWS};
 use crate::backend::KvDtype;
 use crate::weights::GptConfig;
 
@@ -115,11 +115,36 @@ pub fn kv_write(rows: usize, dim: usize, kv: KvDtype) -> Cost {
     Cost { bytes: (rows * 2 * dim) as f64 * (F32 + kv_bytes(kv)), flops: 0.0, tensor: false }
 }
 
-/// `paged_attention` of `rows` query rows, each seeing `keys` keys of width `dim`, over a `kv`
-/// pool: each row reads its keys and values (today's kernel re-reads a prefix shared by several
-/// rows once per row).
-pub fn attention(rows: usize, keys: usize, dim: usize, kv: KvDtype) -> Cost {
-    let kv_read = (rows * keys * 2 * dim) as f64 * kv_bytes(kv);
+/// The query rows of one forward pass as attention sees them: `rows` rows in `groups` groups
+/// that read the same `keys` keys (kernels/attention.cu reads a group's keys once).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Queries {
+    /// Query rows.
+    pub rows: usize,
+    /// Groups of rows with the same keys.
+    pub groups: usize,
+    /// Keys each row sees (at most).
+    pub keys: usize,
+}
+
+impl Queries {
+    /// `rows` rows each seeing keys of its own (decoding rows, a catch-up pass).
+    pub fn separate(rows: usize, keys: usize) -> Self {
+        Self { rows, groups: rows, keys }
+    }
+
+    /// `sequences` draft trees (or chains) of `nodes` rows each over `keys` keys (verification):
+    /// a group serves up to [`ATTN_GROUP_ROWS`] nodes.
+    pub fn trees(sequences: usize, nodes: usize, keys: usize) -> Self {
+        Self { rows: sequences * nodes, groups: sequences * nodes.div_ceil(ATTN_GROUP_ROWS as usize), keys }
+    }
+}
+
+/// `paged_attention` of `queries` over keys of width `dim` in a `kv` pool: each group reads its
+/// keys and values once, each row its query and output.
+pub fn attention(queries: Queries, dim: usize, kv: KvDtype) -> Cost {
+    let Queries { rows, groups, keys } = queries;
+    let kv_read = (groups * keys * 2 * dim) as f64 * kv_bytes(kv);
     Cost { bytes: kv_read + (rows * 2 * dim) as f64 * F32, flops: (rows * keys * 4 * dim) as f64, tensor: false }
 }
 
@@ -205,14 +230,15 @@ pub struct Precision {
     pub kv: KvDtype,
 }
 
-/// The launches of one forward pass of `config` over `rows` rows, each seeing `keys` keys, as
+/// The launches of one forward pass of `config` over the rows of `queries`, as
 /// `model::Gpt::forward_planned` issues them (one embedding gather; per layer the norm, the QKV
 /// GEMM, the fused RoPE + KV append, attention, the output projection, the residual add + norm
 /// and the feed-forward; then the head). At skinny row counts bf16 GEMMs read f32 activations
 /// as they are and the feed-forward runs as two GEMMs with fused epilogues (SwiGLU; residual
 /// add); beyond, each bf16 GEMM casts its input and the epilogues are launches of their own.
-pub fn gpt_forward(config: &GptConfig, rows: usize, keys: usize, precision: Precision) -> Step {
+pub fn gpt_forward(config: &GptConfig, queries: Queries, precision: Precision) -> Step {
     let (d, h, v) = (config.dim, config.ffn_hidden(), config.vocab_size);
+    let rows = queries.rows;
     let w = precision.weight_bytes;
     let mut step = Step::default();
     let skinny = |k: usize| w < F32 && rows <= SKINNY_ROWS as usize && k.is_multiple_of(8);
@@ -229,7 +255,7 @@ pub fn gpt_forward(config: &GptConfig, rows: usize, keys: usize, precision: Prec
         step.push("rms_norm", rms_norm(rows, d, false));
         linear(&mut step, "gemm qkv", d, 3 * d);
         step.push("rope_kv_write", rope_kv_write(rows, d, precision.kv));
-        step.push("paged_attention", attention(rows, keys, d, precision.kv));
+        step.push("paged_attention", attention(queries, d, precision.kv));
         linear(&mut step, "gemm wo", d, d);
         step.push("add_rms_norm", rms_norm(rows, d, true));
         if skinny(d) {
@@ -261,7 +287,7 @@ pub fn weights_floor(config: &GptConfig, weight_bytes: f64, gpu: &Ceilings) -> f
 /// A plain AR step of `images` images with CFG (two rows each) at `context` keys: one target
 /// forward, the logits processing and the draw.
 pub fn ar_step(config: &GptConfig, images: usize, context: usize, precision: Precision) -> Step {
-    let mut step = gpt_forward(config, 2 * images, context, precision);
+    let mut step = gpt_forward(config, Queries::separate(2 * images, context), precision);
     step.push("process_logits", process_logits(images, config.vocab_size, true));
     step.push("accept_block", accept(images, 0, config.vocab_size));
     step
@@ -273,15 +299,15 @@ pub fn ar_step(config: &GptConfig, images: usize, context: usize, precision: Pre
 pub fn chain_step(target: &GptConfig, draft: &GptConfig, images: usize, len: usize, catch_up: usize, context: usize, precision: Precision) -> Step {
     let v = target.vocab_size;
     let mut step = Step::default();
-    step.extend(gpt_forward(draft, 2 * images * catch_up, context, precision));
+    step.extend(gpt_forward(draft, Queries::separate(2 * images * catch_up, context), precision));
     step.push("process_logits", process_logits(images, v, true));
     step.push("sample_children", sample_children(images, 1, v));
     for level in 1..len {
-        step.extend(gpt_forward(draft, 2 * images, context + level, precision));
+        step.extend(gpt_forward(draft, Queries::separate(2 * images, context + level), precision));
         step.push("process_logits", process_logits(images, v, true));
         step.push("sample_children", sample_children(images, 1, v));
     }
-    step.extend(gpt_forward(target, 2 * images * (len + 1), context + len / 2, precision));
+    step.extend(gpt_forward(target, Queries::trees(2 * images, len + 1, context + len), precision));
     step.push("process_logits", process_logits(images * (len + 1), v, true));
     step.push("accept_block", accept(images, len, v));
     step
@@ -307,6 +333,15 @@ mod tests {
         assert_eq!(rms_norm(2, 1280, false).time(&H100_SXM, false), 1.5e-6 + 4e-6);
     }
 
+    #[test]
+    fn a_tree_reads_its_keys_once_per_group() {
+        let one_row = attention(Queries::separate(1, 256), 1280, KvDtype::Bf16);
+        let tree = attention(Queries::trees(1, 16, 256), 1280, KvDtype::Bf16);
+        let queries_and_outputs = (15 * 2 * 1280) as f64 * F32;
+        assert_eq!(tree.bytes, one_row.bytes + queries_and_outputs, "16 nodes: one group, the keys read once");
+        assert_eq!(Queries::trees(2, 17, 256).groups, 4, "17 nodes need two groups per tree");
+    }
+
     fn gemm_flops() -> Cost {
         gemm(4096, 4096, 4096, 2.0, 2.0)
     }
@@ -314,7 +349,7 @@ mod tests {
     #[test]
     fn an_xl_forward_reads_its_weights_once() {
         let config = xl();
-        let step = gpt_forward(&config, 2, 1, BF16);
+        let step = gpt_forward(&config, Queries::separate(2, 1), BF16);
         let weights = weights_floor(&config, 2.0, &H100_SXM) * 3.35e12;
         assert!((1.5e9..1.7e9).contains(&weights), "GPT-XL's bf16 weights: {weights:e} bytes");
         assert!(step.bytes() > weights && step.bytes() < 1.02 * weights, "{:e} bytes moved against {weights:e}", step.bytes());
@@ -323,6 +358,6 @@ mod tests {
         assert_eq!(step.launches.len(), 36 * 8 + 3);
         // A 32-row pass casts before each of its 5 GEMMs per layer and the head's, and runs the
         // SwiGLU and the residual add on their own.
-        assert_eq!(gpt_forward(&config, 32, 1, BF16).launches.len(), 36 * 16 + 4);
+        assert_eq!(gpt_forward(&config, Queries::separate(32, 1), BF16).launches.len(), 36 * 16 + 4);
     }
 }

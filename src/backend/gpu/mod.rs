@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight, GpuWords, KvData};
 pub use driver::{Driver, GemmInputs, GemmShape, GemmWork, Kernel, KernelArg, Launch, Work};
 pub use graphs::MAX_GRAPHS;
-pub use paged::{attention_splits, GpuPlan};
+pub use paged::{attention_groups, attention_splits, GpuPlan};
 
 use super::{checks, unfused_linear_add, unfused_linear_swiglu, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather};
 use crate::error::{Error, Result};
