@@ -167,19 +167,6 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn add_rms_norm(
-        &self,
-        residual: &mut Vec<f32>,
-        x: &Vec<f32>,
-        weight: &CpuWeight,
-        eps: f32,
-        dim: usize,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        self.add_assign(residual, x)?;
-        self.rms_norm(residual, weight, eps, dim, out)
-    }
-
     fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {
         checks::same_len("add_assign", &[acc.len(), x.len()])?;
         kernels::add_assign(acc, x);

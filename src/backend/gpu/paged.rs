@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use super::buffer::{DevVec, GpuBuf, GpuKvPool, GpuWords, KvData, LaunchBuilder};
 use super::driver::{Driver, Kernel};
-use super::geometry::{ATTN_GROUP_ROWS, ATTN_WARPS, ROPE_THREADS, ROW_THREADS};
+use super::geometry::{ATTN_GROUP_ROWS, ATTN_WARPS, ROPE_THREADS, ROW_THREADS, SKINNY_WARPS};
 use super::GpuBackend;
 use crate::backend::ops::check_parts;
-use crate::backend::{AttentionLayout, CopyList, ForwardPlan, PlanOffsets};
+use crate::backend::{AttentionLayout, CopyList, ForwardPlan, GemmShape, PlanOffsets};
 use crate::error::{Error, Result};
 
 /// A [`ForwardPlan`] on the device: a view of its arrays packed in an uploaded words buffer
@@ -100,19 +100,37 @@ impl<D: Driver> GpuBackend<D> {
     /// `rope_kv_write(qkv, width, head_dim, table, positions, slots, pool, key_plane,
     /// value_plane)` (kernels/rope.cu): one block per row, positions and slots read from the plan.
     pub(super) fn launch_rope_kv_write(&self, qkv: &mut GpuBuf<D>, head_dim: usize, table: &GpuBuf<D>, pool: &mut GpuKvPool<D>, layer: usize, plan: &GpuPlan<D>) -> Result<()> {
-        let (key_plane, value_plane) = (pool.plane_offset(layer, false), pool.plane_offset(layer, true));
-        let launch = LaunchBuilder::new(&self.driver, (plan.host.slots.len(), 1), ROPE_THREADS)?
-            .output(qkv)
-            .i32(pool.shape.row_width())?
-            .i32(head_dim)?
-            .input(table)
-            .input_at(plan.words(), plan.positions_offset())
-            .input_at(plan.words(), plan.at.slots)
-            .kv_output(&mut pool.data)
-            .u64(key_plane)
-            .u64(value_plane)
-            .build();
+        let launch = LaunchBuilder::new(&self.driver, (plan.host.slots.len(), 1), ROPE_THREADS)?.output(qkv);
+        let launch = rope_kv_params(launch, head_dim, table, pool, layer, plan)?.build();
         self.run(kv_kernel(&pool.data, Kernel::RopeKvWriteF32, Kernel::RopeKvWriteBf16), &launch)
+    }
+
+    /// `gemm_skinny_norm_qkv_rope_kv_*(x, norm, eps, w, qkv, rows, k, width, head_dim, table,
+    /// positions, slots, pool, key_plane, value_plane)` (kernels/gemv.cu): one warp per qkv
+    /// column, positions and slots read from the plan.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch_norm_qkv_rope_kv(
+        &self,
+        x: &GpuBuf<D>,
+        (norm, eps): (&GpuBuf<D>, f32),
+        w: &DevVec<u16, D>,
+        (shape, head_dim): (GemmShape, usize),
+        table: &GpuBuf<D>,
+        pool: &mut GpuKvPool<D>,
+        layer: usize,
+        plan: &GpuPlan<D>,
+        qkv: &mut GpuBuf<D>,
+    ) -> Result<()> {
+        let launch = LaunchBuilder::new(&self.driver, (shape.n.div_ceil(SKINNY_WARPS as usize), 1), SKINNY_WARPS * 32)?
+            .input(x)
+            .input(norm)
+            .f32(eps)
+            .input(w)
+            .output(qkv)
+            .i32(shape.rows)?
+            .i32(shape.k)?;
+        let launch = rope_kv_params(launch, head_dim, table, pool, layer, plan)?.build();
+        self.run(kv_kernel(&pool.data, Kernel::GemmSkinnyNormQkvRopeKvF32, Kernel::GemmSkinnyNormQkvRopeKvBf16), &launch)
     }
 
     /// `kv_copy(pool, plane_len, width, num_slots, src, dst)`: one block per (pair, plane), the
@@ -170,6 +188,21 @@ impl<D: Driver> GpuBackend<D> {
         };
         self.run(kv_kernel(&pool.data, Kernel::PagedAttentionF32, Kernel::PagedAttentionBf16), &launch)
     }
+}
+
+/// The parameters every RoPE + KV-append kernel ends with: `width, head_dim, table, positions,
+/// slots, pool, key_plane, value_plane`, the positions and slots read from the plan.
+fn rope_kv_params<'d, D: Driver>(launch: LaunchBuilder<'d, D>, head_dim: usize, table: &GpuBuf<D>, pool: &mut GpuKvPool<D>, layer: usize, plan: &GpuPlan<D>) -> Result<LaunchBuilder<'d, D>> {
+    let (key_plane, value_plane) = (pool.plane_offset(layer, false), pool.plane_offset(layer, true));
+    Ok(launch
+        .i32(pool.shape.row_width())?
+        .i32(head_dim)?
+        .input(table)
+        .input_at(plan.words(), plan.positions_offset())
+        .input_at(plan.words(), plan.at.slots)
+        .kv_output(&mut pool.data)
+        .u64(key_plane)
+        .u64(value_plane))
 }
 
 /// Split-KV attention's device scratch: the partial states of every (row, head, split) and one
