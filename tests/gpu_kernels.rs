@@ -836,7 +836,7 @@ fn acceptance_kernels_match_their_twins_at<D: Driver>(gpu: &GpuBackend<D>, vocab
         let nodes = parents_one.len();
         let p = distributions(batch * (nodes + 1), vocab, 0.5, seed + 1);
         let q = distributions(batch * (nodes + 1), vocab, 0.6, seed + 2);
-        let mut tokens: Vec<u32> = (0..batch * nodes).map(|_| rng.below(vocab as u64) as u32).collect();
+        let mut tokens: Vec<u32> = (0..batch * nodes).map(|_| rng.below(vocab) as u32).collect();
         tokens[1] = NO_TOKEN;
         tokens[nodes] = vocab as u32 - 1;
         let parents = parents_one.repeat(batch);
