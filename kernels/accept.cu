@@ -134,6 +134,17 @@ __device__ __forceinline__ bool counts(float v, int y, const unsigned int* drawn
     return true;
 }
 
+// sum plus the weights that count of group v (elements g, g + 1, ...), in index order.
+__device__ __forceinline__ float add_group(float sum, const float* v, int g, const unsigned int* drawn, int n) {
+#pragma unroll
+    for (int i = 0; i < GROUP; ++i) {
+        if (counts(v[i], g + i, drawn, n)) {
+            sum = __fadd_rn(sum, v[i]);
+        }
+    }
+    return sum;
+}
+
 // Step 1: this thread's serial sum of the weights of w that count, in its order.
 __device__ float lane_sum(const float* w, int vocab, const unsigned int* drawn, int n) {
     const bool vec = vectorisable(w, vocab);
@@ -141,12 +152,7 @@ __device__ float lane_sum(const float* w, int vocab, const unsigned int* drawn, 
     for (int g = GROUP * (int)threadIdx.x; g < vocab; g += OWN_STRIDE) {
         float v[GROUP];
         load_group(w, g, vocab, vec, v);
-#pragma unroll
-        for (int i = 0; i < GROUP; ++i) {
-            if (counts(v[i], g + i, drawn, n)) {
-                sum = __fadd_rn(sum, v[i]);
-            }
-        }
+        sum = add_group(sum, v, g, drawn, n);
     }
     return sum;
 }
@@ -250,6 +256,25 @@ __device__ int inverse_cdf(const float* w, int vocab, const unsigned int* drawn,
     return choice;
 }
 
+// The block total of dst from this thread's lane sum `sum` of it; when positive, dst divided by
+// it (each thread its own elements, which it wrote). Returns the total; ends with a barrier.
+__device__ float normalise(float* dst, int vocab, bool vec, float sum, float* warp_totals) {
+    const float total = block_scan(sum, warp_totals).total;
+    if (total > 0.0f) {
+        for (int g = GROUP * (int)threadIdx.x; g < vocab; g += OWN_STRIDE) {
+            float v[GROUP];
+            load_group(dst, g, vocab, vec, v);
+#pragma unroll
+            for (int i = 0; i < GROUP; ++i) {
+                v[i] = __fdiv_rn(v[i], total);
+            }
+            store_group(dst, g, vocab, vec, v);
+        }
+    }
+    __syncthreads();
+    return total;
+}
+
 // dst = [cur - emitted]+ with emitted = min(q, omega cur) (omega >= 0) or q (omega < 0, the
 // plain multi-draft residual), normalised in place when it has mass. Returns its mass (the block
 // total of dst); ends with a barrier.
@@ -265,26 +290,11 @@ __device__ float residual(const float* cur, const float* q, float omega, int voc
         for (int i = 0; i < GROUP; ++i) {
             const float emitted = omega >= 0.0f ? fminf(r[i], __fmul_rn(omega, c[i])) : r[i];
             r[i] = fmaxf(__fsub_rn(c[i], emitted), 0.0f);
-            if (r[i] > 0.0f) {
-                sum = __fadd_rn(sum, r[i]);
-            }
         }
+        sum = add_group(sum, r, g, nullptr, 0);
         store_group(dst, g, vocab, vec, r);
     }
-    const float total = block_scan(sum, warp_totals).total;
-    if (total > 0.0f) {
-        for (int g = GROUP * (int)threadIdx.x; g < vocab; g += OWN_STRIDE) {  // this thread's own elements
-            float r[GROUP];
-            load_group(dst, g, vocab, vec, r);
-#pragma unroll
-            for (int i = 0; i < GROUP; ++i) {
-                r[i] = __fdiv_rn(r[i], total);
-            }
-            store_group(dst, g, vocab, vec, r);
-        }
-    }
-    __syncthreads();
-    return total;
+    return normalise(dst, vocab, vec, sum, warp_totals);
 }
 
 // dst = q without token x, renormalised (dst may be q). Ends with a barrier.
@@ -294,30 +304,16 @@ __device__ void drop_token(const float* q, unsigned int x, int vocab, float* dst
     for (int g = GROUP * (int)threadIdx.x; g < vocab; g += OWN_STRIDE) {
         float v[GROUP];
         load_group(q, g, vocab, vec, v);
+        sum = add_group(sum, v, g, &x, 1);  // the lane sum of dst: x has no weight there
 #pragma unroll
         for (int i = 0; i < GROUP; ++i) {
             if ((unsigned int)(g + i) == x) {
                 v[i] = 0.0f;
             }
-            if (v[i] > 0.0f) {
-                sum = __fadd_rn(sum, v[i]);
-            }
         }
         store_group(dst, g, vocab, vec, v);
     }
-    const float total = block_scan(sum, warp_totals).total;
-    if (total > 0.0f) {
-        for (int g = GROUP * (int)threadIdx.x; g < vocab; g += OWN_STRIDE) {
-            float v[GROUP];
-            load_group(dst, g, vocab, vec, v);
-#pragma unroll
-            for (int i = 0; i < GROUP; ++i) {
-                v[i] = __fdiv_rn(v[i], total);
-            }
-            store_group(dst, g, vocab, vec, v);
-        }
-    }
-    __syncthreads();
+    normalise(dst, vocab, vec, sum, warp_totals);
 }
 
 extern "C" __global__ void accept_block(const float* p, const float* q, const unsigned int* tokens, const int* parents,
