@@ -835,6 +835,148 @@ fn child_draws_match_their_twin_exactly_on<D: Driver>(gpu: &GpuBackend<D>) {
     }
 }
 
+/// `sample_children` on `be`: `width` children of each parent row `rows[i]` of `probs`.
+fn child_draws<B: Backend>(be: &B, probs: &[f32], vocab: usize, width: usize, rows: &[u32], uniforms: &[f32]) -> Vec<u32> {
+    let first: Vec<u32> = (0..rows.len() as u32).map(|i| i * width as u32).collect();
+    let mut packed = Packed::default();
+    let draws = ChildDraws::pack(&mut packed, vocab, width, rows, &first, uniforms).unwrap();
+    let mut tokens = be.words(rows.len() * width).unwrap();
+    be.sample_children(&be.upload(probs).unwrap(), &words_on(be, &packed), draws, &mut tokens).unwrap();
+    be.download_words(&tokens).unwrap()
+}
+
+/// Uniforms at the edges of the inverse CDF: 0, the largest f32 below 1, and 1 itself (an f64
+/// uniform below 1 can round to it), among ordinary ones.
+const EDGE_UNIFORMS: [f32; 6] = [0.0, 0.3, 0.6, 0.999, 1.0 - f32::EPSILON / 2.0, 1.0];
+
+/// Rows of `vocab` whose draws reach every branch of the kernel's inverse CDF: a random
+/// distribution; a sparse one over several warps, lanes and groups; one whose lane sums and
+/// warp scan round apart (`1 + 7 * 2^-23`, `3 * 2^-25`, `6 * 2^-25` on lanes 0..2: the scan's
+/// lane 2 ends one ulp below the warp total, so at u = 1 - 2^-24 no lane crosses the target and
+/// the draw falls back to the last lane with mass); a row all on the last element; and NaN.
+fn cdf_rows(vocab: usize, seed: u64) -> Vec<f32> {
+    let mut rows = distributions(5, vocab, 0.8, seed);
+    let row = |r: usize| r * vocab..(r + 1) * vocab;
+    rows[row(1)].fill(0.0);
+    for (i, &y) in [3usize, 1029, 8191, 4100, 16383, 12288, 777, 2, 1023, 4098].iter().enumerate() {
+        if y < vocab {
+            rows[vocab + y] = 0.05 + 0.01 * i as f32;
+        }
+    }
+    rows[row(2)].fill(0.0);
+    rows[2 * vocab..][..9].copy_from_slice(&[1.0 + 7.0 * f32::EPSILON, 0.0, 0.0, 0.0, 3.0 * f32::EPSILON / 4.0, 0.0, 0.0, 0.0, 6.0 * f32::EPSILON / 4.0]);
+    rows[row(3)].fill(0.0);
+    rows[4 * vocab - 1] = 1.0;
+    rows[4 * vocab + 7] = f32::NAN;
+    rows
+}
+
+/// Both acceptance kernels against their twins at `vocab`: `accept_block` over a tree and a chain
+/// (tokens anywhere in the vocabulary, NO_TOKEN, edge uniforms for the final draw) and
+/// `sample_children` over [`cdf_rows`] at the edge uniforms, widths 1 to 3.
+fn acceptance_kernels_match_their_twins_at<D: Driver>(gpu: &GpuBackend<D>, vocab: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let batch = 3;
+    for parents_one in [vec![-1, -1, 0, 0, 2], vec![-1, 0, 1]] {
+        let nodes = parents_one.len();
+        let p = distributions(batch * (nodes + 1), vocab, 0.5, seed + 1);
+        let q = distributions(batch * (nodes + 1), vocab, 0.6, seed + 2);
+        let mut tokens: Vec<u32> = (0..batch * nodes).map(|_| rng.below(vocab) as u32).collect();
+        tokens[1] = NO_TOKEN;
+        tokens[nodes] = vocab as u32 - 1;
+        let parents = parents_one.repeat(batch);
+        let u_accept: Vec<f32> = (0..batch * nodes).map(|_| rng.uniform() as f32 * 0.2).collect();
+        for u_sample in EDGE_UNIFORMS.chunks(batch) {
+            for omega in [vec![1.0; nodes], vec![3.0; nodes]] {
+                let block = DraftBlock { batch, nodes, vocab, tokens: &tokens, parents: &parents, omega: &omega, u_accept: &u_accept, u_sample };
+                let want = accept_twin::accept_block(&p, &q, &block).unwrap();
+                assert_eq!(accept_on_host(gpu, &p, &q, &block).unwrap(), want, "vocab {vocab}, parents {parents_one:?}, u {u_sample:?}, omega {omega:?}");
+            }
+        }
+    }
+    let probs = cdf_rows(vocab, seed + 3);
+    let rows: Vec<u32> = (0..5).flat_map(|r| [r; EDGE_UNIFORMS.len()]).collect();
+    for width in 1..=3 {
+        let uniforms: Vec<f32> = (0..rows.len()).flat_map(|i| (0..width).map(move |j| EDGE_UNIFORMS[(i + j) % EDGE_UNIFORMS.len()])).collect();
+        let want = child_draws(&CpuBackend, &probs, vocab, width, &rows, &uniforms);
+        assert_eq!(child_draws(gpu, &probs, vocab, width, &rows, &uniforms), want, "vocab {vocab}, width {width}");
+        // The rounding row: lane 2's element (index 8) at u = 1 - 2^-24, through the fallback.
+        let at = rows.iter().zip(uniforms.chunks(width)).position(|(&r, u)| r == 2 && u[0] == 1.0 - f32::EPSILON / 2.0).unwrap();
+        assert_eq!(want[at * width], 8);
+    }
+}
+
+/// The scalar load path (vocab not a multiple of 4, the last group cut short, five groups per
+/// thread): both acceptance kernels match their twins exactly.
+#[test]
+fn acceptance_kernels_match_their_twins_at_a_vocabulary_not_a_multiple_of_4() {
+    on_every_device!(acceptance_kernels_at_4099_on);
+}
+
+fn acceptance_kernels_at_4099_on<D: Driver>(gpu: &GpuBackend<D>) {
+    acceptance_kernels_match_their_twins_at(gpu, 4099, 61);
+}
+
+/// The 128-bit load path at LlamaGen's vocabulary: both acceptance kernels match their twins
+/// exactly, and the draw runs in ownership order (index 1024, thread 0's second group, comes
+/// before index 4, thread 1's first).
+#[test]
+fn acceptance_kernels_match_their_twins_at_16384() {
+    on_every_device!(acceptance_kernels_at_16384_on);
+}
+
+fn acceptance_kernels_at_16384_on<D: Driver>(gpu: &GpuBackend<D>) {
+    acceptance_kernels_match_their_twins_at(gpu, 16384, 71);
+    let vocab = 16384;
+    let mut probs = vec![0.0f32; vocab];
+    probs[4] = 0.5;
+    probs[1024] = 0.5;
+    assert_eq!(child_draws(gpu, &probs, vocab, 2, &[0, 0], &[0.25, 0.0, 0.75, 0.0]), vec![1024, 4, 4, 1024]);
+}
+
+/// The law of the kernels' inverse-CDF draw in ownership order: two children without replacement
+/// from 12 tokens spread over a vocabulary of 3000 so that ownership order differs from index
+/// order; the ordered pairs must follow `p(x) p(y) / (1 - p(x))` (chi-square at level 1e-4 over
+/// 132 cells, 20,000 pairs), on the twin and through the kernel.
+#[test]
+fn the_ownership_order_draw_has_the_target_law() {
+    child_pairs_follow_the_law(&CpuBackend, "twin");
+    on_every_device!(child_pairs_follow_the_law_on);
+}
+
+fn child_pairs_follow_the_law_on<D: Driver>(gpu: &GpuBackend<D>) {
+    child_pairs_follow_the_law(gpu, "kernel");
+}
+
+fn child_pairs_follow_the_law<B: Backend>(be: &B, label: &str) {
+    let support = [0usize, 5, 1030, 1500, 2047, 2900, 13, 1024, 2999, 700, 1111, 2222];
+    let (vocab, parents, launches) = (3000, 10_000, 2);
+    let mut rng = Rng::new(83);
+    let law = common::stats::random_distribution(&mut rng, support.len(), 0.5);
+    let mut probs = vec![0.0f32; vocab];
+    support.iter().zip(&law).for_each(|(&y, &v)| probs[y] = v);
+    let mass: f64 = law.iter().map(|&v| f64::from(v)).sum();
+    let p: Vec<f64> = law.iter().map(|&v| f64::from(v) / mass).collect();
+    let cell = |x: usize, y: usize| x * support.len() + y;
+    let mut want = vec![0.0; support.len() * support.len()];
+    for (x, &px) in p.iter().enumerate() {
+        for (y, &py) in p.iter().enumerate().filter(|&(y, _)| y != x) {
+            want[cell(x, y)] = px * py / (1.0 - px);
+        }
+    }
+    let mut counts = vec![0u64; want.len()];
+    for _ in 0..launches {
+        let uniforms: Vec<f32> = (0..parents * 2).map(|_| rng.uniform() as f32).collect();
+        let tokens = child_draws(be, &probs, vocab, 2, &vec![0; parents], &uniforms);
+        for pair in tokens.chunks(2) {
+            assert_ne!(pair[0], pair[1], "{label}: a child drawn twice");
+            let at = |t: u32| support.iter().position(|&y| y == t as usize).expect("a token of the support");
+            counts[cell(at(pair[0]), at(pair[1]))] += 1;
+        }
+    }
+    assert!(common::stats::passes_chi_square(&format!("child pairs ({label})"), &counts, &want), "{label}: the draw does not follow the law");
+}
+
 /// A graphed region (`Backend::graphed`) gives the results of running its work directly: the
 /// first sighting runs directly, the second is captured and replayed, the third replays; new
 /// inputs in the same buffers give new results; a buffer that must grow inside the region runs

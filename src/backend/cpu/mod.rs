@@ -5,6 +5,7 @@
 
 pub mod accept;
 mod attention;
+mod block_cdf;
 pub mod children;
 pub mod erf;
 pub mod gemm;
