@@ -38,7 +38,7 @@ fn decode(c: &mut Criterion) {
     let modes = [
         ("ar", None),
         ("vanilla_chain4", Some(SpecConfig::chain(RuleConfig::Vanilla, DrafterChoice::Model, 4))),
-        ("cool_chain4", Some(SpecConfig::chain(RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, DrafterChoice::Model, 4))),
+        ("cool_chain4", Some(SpecConfig::chain(RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0, schedule: spire::CoolSchedule::Floored }, DrafterChoice::Model, 4))),
     ];
     for (name, speculative) in modes {
         let mut request = Request::new(1, 0);

@@ -45,7 +45,7 @@ fn decode(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("gpt_xl_256_tokens");
     group.sample_size(10);
-    let cool = SpecConfig::chain(RuleConfig::Cool { delta: 2.0, nu: 0.7, mu: 0.0 }, DrafterChoice::Model, 4);
+    let cool = SpecConfig::chain(RuleConfig::Cool { delta: 2.0, nu: 0.7, mu: 0.0, schedule: spire::CoolSchedule::Floored }, DrafterChoice::Model, 4);
     for (mode, speculative) in [("ar", None), ("cool_chain4", Some(cool))] {
         for batch in [1u32, 8] {
             let requests: Vec<Request> = (0..batch)

@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::load(&dir)?;
     let mut request = Request::new(class, 7);
     request.sampling.cfg_scale = 2.0;
-    request.speculative = Some(SpecConfig::chain(spire::RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, spire::DrafterChoice::Model, 4));
+    request.speculative = Some(SpecConfig::chain(spire::RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0, schedule: spire::CoolSchedule::Floored }, spire::DrafterChoice::Model, 4));
     request.preview_every = 16;
     let mut handle = engine.submit(request)?;
     while let Some(event) = handle.blocking_progress() {

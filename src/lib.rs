@@ -44,7 +44,7 @@ macro_rules! internal_modules {
     };
 }
 
-internal_modules!(acceptance, decode, kv, model, sampling);
+internal_modules!(acceptance, decode, eval, kv, model, sampling);
 
 pub mod backend;
 #[doc(hidden)]
@@ -58,6 +58,7 @@ pub mod weights;
 
 pub use backend::KvDtype;
 pub use decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
+pub use decode::speculative::rules::{CoolSchedule, LanternResample};
 pub use decode::GenerationStats;
 pub use engine::{Device, Engine, EngineBuilder, EngineStats, Generated, GenerationHandle, Image, Progress, Request};
 pub use error::{Error, Result};

@@ -90,3 +90,41 @@ fn a_mar_directory_generates_with_cspd_and_benches_against_plain_mar() {
         assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains(message), "{args:?}: {}", String::from_utf8_lossy(&run.stderr));
     }
 }
+
+#[test]
+fn eval_prints_the_table_and_writes_json_and_plot() {
+    let (json, plot) = (out_path("eval.json"), out_path("eval.png"));
+    let run = spire(&["eval", "--weights", "weights/demo", "-n", "20", "--modes", "vanilla,cool", "--sweep", "delta=1.5,3", "--resamples", "20", "--json", &json, "--plot", &plot]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(table.contains("FID - AR") && table.contains("cool delta=3"), "{table}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let settings: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["setting"].as_str().unwrap()).collect();
+    assert_eq!(settings, ["test split", "ar", "vanilla", "cool delta=1.5", "cool delta=3"]);
+    for key in ["fid", "fid_interval", "accuracy", "accuracy_interval", "precision", "recall"] {
+        assert!(!report["rows"][2][key].is_null(), "missing {key}");
+    }
+    assert!(report["rows"][2]["speed"]["speedup_vs_ar"].is_number());
+    assert_eq!(&std::fs::read(&plot).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn eval_refuses_bad_outputs_and_missing_networks_before_generating() {
+    let run = spire(&["eval", "--weights", "weights/demo", "--plot", "no/such/dir/frontier.png"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("choose another --plot"), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = spire(&["eval", "--random-tiny", "-n", "10", "--plot", &out_path("tiny.png")]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("eval_net.json"), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = spire(&["eval", "--weights", "weights/demo", "--modes", "cool", "--sweep", "omega=2", "--plot", &out_path("bad.png")]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("changes none of the modes cool"));
+}
+
+#[test]
+fn generate_out_dir_writes_one_png_per_image() {
+    let dir = out_path("out-dir");
+    let run = spire(&["generate", "--random-tiny", "--class", "0,1", "--samples", "2", "--out-dir", &dir]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["000000_class0.png", "000001_class0.png", "000002_class1.png", "000003_class1.png"]);
+}

@@ -75,7 +75,7 @@ fn demo_model_generates_the_same_tokens_on_the_kernel_backends() {
 }
 
 fn same_tokens<B: Backend>(cpu: &BackendEngine<CpuBackend>, emu: &BackendEngine<B>) {
-    let cool = RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 };
+    let cool = RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0, schedule: spire::CoolSchedule::Floored };
     let modes: [(&str, Option<SpecConfig>); 6] = [
         ("AR", None),
         ("vanilla chain", Some(SpecConfig::chain(RuleConfig::Vanilla, DrafterChoice::Model, 4))),
@@ -111,7 +111,7 @@ fn step_budget<B: Backend>(_: &BackendEngine<CpuBackend>, emu: &BackendEngine<B>
     let modes: [(&str, Option<SpecConfig>, u64); 4] = [
         ("AR", None, 1),
         ("vanilla chain (draft model)", Some(SpecConfig::chain(RuleConfig::Vanilla, DrafterChoice::Model, 4)), 1),
-        ("COOL-SD tree (draft head)", Some(SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] }), 1),
+        ("COOL-SD tree (draft head)", Some(SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0, schedule: spire::CoolSchedule::Floored }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] }), 1),
         ("LANTERN chain (host walk)", Some(SpecConfig::chain(RuleConfig::Lantern { k: 20, delta: 0.1 }, DrafterChoice::Model, 4)), 3),
     ];
     for (mode, spec, downloads_per_step) in modes {
@@ -143,7 +143,7 @@ fn bf16_kv<B: Backend>(cpu: &BackendEngine<CpuBackend>, kernels: &BackendEngine<
     let (err, scale) = logits_error(cpu, kernels);
     println!("bf16 KV: {} vs CPU logits: max error {err:e} of the largest |logit| {scale}", kernels.backend().name());
     assert!(err < 1e-3, "bf16 KV logits differ from the CPU's by {err:e} (relative)");
-    let spec = SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] };
+    let spec = SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0, schedule: spire::CoolSchedule::Floored }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] };
     let request = Request { class_id: 4, seed: 9, sampling: SamplingParams { cfg_scale: 2.0, ..Default::default() }, speculative: Some(spec), ..Request::new(0, 0) };
     kernels.backend().take_device_counts();
     let generation = kernels.generate_tokens(&request, &mut |_, _| {}).unwrap();

@@ -29,7 +29,7 @@ fn request(i: u64) -> Request {
     request.speculative = match i % 3 {
         0 => None,
         1 => Some(SpecConfig::chain(RuleConfig::Vanilla, DrafterChoice::Model, 4)),
-        _ => Some(SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0 }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] }),
+        _ => Some(SpecConfig { rule: RuleConfig::Cool { delta: 1.5, nu: 0.7, mu: 0.0, schedule: spire::CoolSchedule::Floored }, drafter: DrafterChoice::Head, widths: vec![2, 2, 1] }),
     };
     request
 }

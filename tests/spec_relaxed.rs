@@ -79,7 +79,7 @@ impl<R: AcceptanceRule> AcceptanceRule for NaiveResidual<R> {
 const PAPER_NU: f32 = 0.7;
 
 fn cool(delta: f32) -> Cool {
-    Cool { delta, nu: PAPER_NU, mu: 0.0 }
+    Cool::floored(delta, PAPER_NU, 0.0)
 }
 
 #[test]

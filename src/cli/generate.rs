@@ -41,6 +41,11 @@ pub struct GenerateArgs {
     /// Output PNG path.
     #[arg(long, default_value = "sample.png")]
     pub out: PathBuf,
+    /// Write every image as its own PNG in this directory (`{index:06}_class{class}.png`)
+    /// instead of a grid at --out, keeping none in memory (e.g. 50,000 images for
+    /// tools/fid_npz.py).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Logits-processing flags shared by `generate` and `bench`.
@@ -81,18 +86,25 @@ fn progress_bar(total: usize, label: String) -> ProgressBar {
 /// Generate the requested images and write the PNG.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    check_writable(&args.out)?;
+    match &args.out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
+            check_writable(&dir.join("000000_probe.png"), "--out-dir")?;
+        }
+        None => check_writable(&args.out, "--out")?,
+    }
     if is_mar_dir(&args.model) {
+        anyhow::ensure!(args.out_dir.is_none(), "--out-dir is not supported for MAR directories yet: drop it (the grid goes to --out)");
         return mar::generate(&args);
     }
     refuse_mar_flags(&args.mar, &[args.spec.spec])?;
     with_engine(&args.model.clone(), args)
 }
 
-/// Fail now, before any generation, if `path` cannot be written.
-fn check_writable(path: &Path) -> anyhow::Result<()> {
+/// Fail now, before any generation, if `path` (the value of option `flag`) cannot be written.
+pub fn check_writable(path: &Path, flag: &str) -> anyhow::Result<()> {
     let existed = path.exists();
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot write {} (choose another --out)", path.display()))?;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).with_context(|| format!("cannot write {} (choose another {flag})", path.display()))?;
     if !existed {
         std::fs::remove_file(path).with_context(|| format!("removing the probe file {}", path.display()))?;
     }
@@ -130,7 +142,8 @@ fn generate_with<B: crate::backend::Backend>(engine: &BackendEngine<B>, args: &G
         .enumerate()
         .map(|(i, class)| Request { class_id: class, seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(args.spec.spec), ..Request::new(0, 0) })
         .collect();
-    let mut images = Vec::with_capacity(requests.len());
+    let mut images = Vec::with_capacity(if args.out_dir.is_some() { 0 } else { requests.len() });
+    let mut written = 0;
     for chunk in requests.chunks(args.batch) {
         let label = match chunk {
             [one] => format!("class {} seed {}", one.class_id, one.seed),
@@ -141,8 +154,20 @@ fn generate_with<B: crate::backend::Backend>(engine: &BackendEngine<B>, args: &G
         bar.finish();
         for (request, generation) in chunk.iter().zip(&generations) {
             report(request, &generation.stats);
-            images.push(engine.decode(&generation.tokens)?);
+            let image = engine.decode(&generation.tokens)?;
+            match &args.out_dir {
+                Some(dir) => {
+                    let path = dir.join(format!("{written:06}_class{}.png", request.class_id));
+                    image.save_png(&path).with_context(|| format!("writing {}", path.display()))?;
+                    written += 1;
+                }
+                None => images.push(image),
+            }
         }
+    }
+    if let Some(dir) = &args.out_dir {
+        eprintln!("wrote {written} images to {}", dir.display());
+        return Ok(());
     }
     let image = if images.len() == 1 { images.remove(0) } else { Image::grid(&images, args.samples) };
     image.save_png(&args.out).with_context(|| format!("writing {}", args.out.display()))?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod device;
+mod eval;
 mod generate;
 mod inspect;
 mod mar;
@@ -34,6 +35,10 @@ enum Command {
     /// target forwards, mean accepted length, acceptance rate and speedup, measured in one run
     /// (on a MAR directory: plain MAR against CSpD for each --gamma).
     Bench(bench::BenchArgs),
+    /// The speed-quality frontier: AR and each speculative setting (with --sweep) generate N
+    /// images, scored by the evaluation network (FID, class accuracy, precision/recall, bootstrap
+    /// intervals); one table, optional JSON, and a PNG plot of FID against tokens per forward.
+    Eval(eval::EvalArgs),
     /// Serve images over HTTP (POST /v1/images, GET /healthz, GET /metrics), batching
     /// concurrent requests.
     #[cfg(feature = "server")]
@@ -55,6 +60,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args),
     };

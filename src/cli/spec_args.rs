@@ -3,6 +3,7 @@
 use clap::{Args, ValueEnum};
 
 use crate::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
+use crate::decode::speculative::rules::{CoolSchedule, LanternResample};
 
 /// Decoding mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,6 +57,10 @@ pub struct SpecArgs {
     /// COOL-SD offset mu.
     #[arg(long, default_value_t = 0.0)]
     pub mu: f32,
+    /// COOL-SD schedule: omega_i floored at 1, the literal delta * exp(-nu * i - mu), or
+    /// normalised to mean delta over the block (mu ignored).
+    #[arg(long, value_enum, default_value_t = CoolSchedule::Floored)]
+    pub cool_schedule: CoolSchedule,
     /// UniformRSD constant omega.
     #[arg(long, default_value_t = 1.5)]
     pub omega: f32,
@@ -68,6 +73,9 @@ pub struct SpecArgs {
     /// LANTERN++ cap lambda.
     #[arg(long, default_value_t = 2.0)]
     pub lambda: f32,
+    /// LANTERN++ resampling after a rejection: as the reference code, or COOL-SD's optimal G*.
+    #[arg(long, value_enum, default_value_t = LanternResample::Reference)]
+    pub lantern_resample: LanternResample,
 }
 
 impl SpecArgs {
@@ -78,8 +86,8 @@ impl SpecArgs {
             SpecMode::None | SpecMode::Cspd => return None,
             SpecMode::Vanilla => RuleConfig::Vanilla,
             SpecMode::Lantern => RuleConfig::Lantern { k: self.lantern_k, delta: self.lantern_delta },
-            SpecMode::LanternPp => RuleConfig::LanternPlusPlus { k: self.lantern_k, lambda: self.lambda },
-            SpecMode::Cool => RuleConfig::Cool { delta: self.delta, nu: self.nu, mu: self.mu },
+            SpecMode::LanternPp => RuleConfig::LanternPlusPlus { k: self.lantern_k, lambda: self.lambda, resample: self.lantern_resample },
+            SpecMode::Cool => RuleConfig::Cool { delta: self.delta, nu: self.nu, mu: self.mu, schedule: self.cool_schedule },
             SpecMode::Uniform => RuleConfig::Uniform { omega: self.omega },
         })
     }

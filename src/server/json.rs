@@ -126,10 +126,10 @@ impl SpeculativeJson {
     fn config(&self) -> SpecConfig {
         let rule = match self.rule {
             RuleName::Vanilla => RuleConfig::Vanilla,
-            RuleName::Cool => RuleConfig::Cool { delta: self.delta.unwrap_or(1.5), nu: self.nu.unwrap_or(0.7), mu: self.mu.unwrap_or(0.0) },
+            RuleName::Cool => RuleConfig::Cool { delta: self.delta.unwrap_or(1.5), nu: self.nu.unwrap_or(0.7), mu: self.mu.unwrap_or(0.0), schedule: crate::CoolSchedule::Floored },
             RuleName::Uniform => RuleConfig::Uniform { omega: self.omega.unwrap_or(1.5) },
             RuleName::Lantern => RuleConfig::Lantern { k: self.k.unwrap_or(100), delta: self.delta.unwrap_or(0.1) },
-            RuleName::LanternPp => RuleConfig::LanternPlusPlus { k: self.k.unwrap_or(100), lambda: self.lambda.unwrap_or(2.0) },
+            RuleName::LanternPp => RuleConfig::LanternPlusPlus { k: self.k.unwrap_or(100), lambda: self.lambda.unwrap_or(2.0), resample: crate::LanternResample::Reference },
         };
         let drafter = match self.drafter {
             DrafterName::Model => DrafterChoice::Model,

@@ -13,3 +13,4 @@ $PY train_gpt.py --model draft --budget-s 240 --lr 2e-3
 $PY train_draft_head.py --budget-s 300
 $PY export.py
 $PY measure_acceptance.py
+$PY train_eval_net.py                # the evaluation network of spire eval, ~3 min

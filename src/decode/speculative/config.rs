@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::decode::speculative::rules::{AcceptanceRule, Cool, LatentNeighbours, Lantern, LanternPlusPlus, UniformRsd, Vanilla};
+use crate::decode::speculative::rules::{AcceptanceRule, Cool, CoolSchedule, LatentNeighbours, Lantern, LanternPlusPlus, LanternResample, UniformRsd, Vanilla};
 use crate::decode::speculative::tree::TreeShape;
 use crate::error::{Error, Result};
 
@@ -24,8 +24,11 @@ pub enum RuleConfig {
         k: usize,
         /// Cap factor.
         lambda: f32,
+        /// The resampling after a rejection.
+        resample: LanternResample,
     },
-    /// COOL-SD: omega_i = delta * exp(-nu * i - mu) with the optimal resampling G*.
+    /// COOL-SD: omega_i = delta * exp(-nu * i - mu) (floored at 1 by default) with the optimal
+    /// resampling G*.
     Cool {
         /// Scale of the relaxation.
         delta: f32,
@@ -33,6 +36,8 @@ pub enum RuleConfig {
         nu: f32,
         /// Offset.
         mu: f32,
+        /// The schedule's form (floored at 1 by default).
+        schedule: CoolSchedule,
     },
     /// UniformRSD: the COOL-SD relaxation with a constant omega.
     Uniform {
@@ -47,12 +52,12 @@ impl RuleConfig {
         let bad = |what: &str| Err(Error::InvalidRequest(what.to_string()));
         match *self {
             RuleConfig::Vanilla => Ok(()),
-            RuleConfig::Cool { delta, nu, mu } if !(delta.is_finite() && delta > 0.0 && nu.is_finite() && mu.is_finite()) => {
+            RuleConfig::Cool { delta, nu, mu, .. } if !(delta.is_finite() && delta > 0.0 && nu.is_finite() && mu.is_finite()) => {
                 bad(&format!("COOL-SD delta {delta} must be finite and > 0, nu {nu} and mu {mu} finite"))
             }
             RuleConfig::Uniform { omega } if !(omega.is_finite() && omega > 0.0) => bad(&format!("UniformRSD omega {omega} must be finite and > 0")),
             RuleConfig::Lantern { k, delta } if k == 0 || !(0.0..=1.0).contains(&delta) => bad(&format!("LANTERN k {k} must be >= 1 and delta {delta} in [0, 1]")),
-            RuleConfig::LanternPlusPlus { k, lambda } if k == 0 || !(lambda.is_finite() && lambda >= 1.0) => {
+            RuleConfig::LanternPlusPlus { k, lambda, .. } if k == 0 || !(lambda.is_finite() && lambda >= 1.0) => {
                 bad(&format!("LANTERN++ k {k} must be >= 1 and lambda {lambda} finite and >= 1"))
             }
             _ => Ok(()),
@@ -97,8 +102,8 @@ impl SpecConfig {
         Ok(match self.rule {
             RuleConfig::Vanilla => Box::new(Vanilla),
             RuleConfig::Lantern { k, delta } => Box::new(Lantern::new(neighbours(k)?, delta)),
-            RuleConfig::LanternPlusPlus { k, lambda } => Box::new(LanternPlusPlus::new(neighbours(k)?, lambda)),
-            RuleConfig::Cool { delta, nu, mu } => Box::new(Cool { delta, nu, mu }),
+            RuleConfig::LanternPlusPlus { k, lambda, resample } => Box::new(LanternPlusPlus::new(neighbours(k)?, lambda).with_resample(resample)),
+            RuleConfig::Cool { delta, nu, mu, schedule } => Box::new(Cool { delta, nu, mu, schedule, block_depth: self.widths.len() }),
             RuleConfig::Uniform { omega } => Box::new(UniformRsd { omega }),
         })
     }

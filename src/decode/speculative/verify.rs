@@ -278,7 +278,7 @@ mod tests {
         let bad = [node(0, 1, Some(0), 1)];
         assert!(verify_tree(&TreeDraft { nodes: &bad, q: &q, p: &p }, &Vanilla, &mut Rng::new(5)).is_err());
         let missing = TreeDraft { nodes: &nodes, q: &q[..1], p: &p };
-        assert!(verify_tree(&missing, &Cool { delta: 2.0, nu: 0.7, mu: 0.0 }, &mut Rng::new(5)).is_err());
+        assert!(verify_tree(&missing, &Cool::floored(2.0, 0.7, 0.0), &mut Rng::new(5)).is_err());
     }
 
     #[test]

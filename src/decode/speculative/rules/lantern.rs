@@ -101,18 +101,39 @@ impl AcceptanceRule for Lantern {
     }
 }
 
+/// What LANTERN++ resamples from after a rejection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LanternResample {
+    /// As the reference code: `norm([p - q']+)`, `q'` with the rejected token's pooled
+    /// neighbourhood zeroed.
+    #[default]
+    Reference,
+    /// COOL-SD's optimal `G* = norm([p - q f]+)` for LANTERN++'s acceptance `f`. As
+    /// `p~ >= p`, `p - min(q, p~)` is positive exactly where `p > q`, so `G*` is the vanilla
+    /// residual `norm((p - q)+)`.
+    Optimal,
+}
+
 /// LANTERN++: pool neighbour mass within `(lambda - 1) p(x)`, so `p~(x) <= lambda p(x)`; accept
-/// with `min(1, p~(x)/q(x))`; resample as LANTERN does.
+/// with `min(1, p~(x)/q(x))`; resample as LANTERN does, or with `G*` ([`LanternResample`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LanternPlusPlus {
     pooling: Pooling,
     lambda: f32,
+    resample: LanternResample,
 }
 
 impl LanternPlusPlus {
-    /// LANTERN++ with neighbourhoods `neighbours` and cap factor `lambda`.
+    /// LANTERN++ with neighbourhoods `neighbours` and cap factor `lambda`, resampling as the
+    /// reference code does.
     pub fn new(neighbours: impl Into<Arc<LatentNeighbours>>, lambda: f32) -> Self {
-        Self { pooling: Pooling { neighbours: neighbours.into() }, lambda }
+        Self { pooling: Pooling { neighbours: neighbours.into() }, lambda, resample: LanternResample::Reference }
+    }
+
+    /// The same rule resampling with `resample`.
+    pub fn with_resample(self, resample: LanternResample) -> Self {
+        Self { resample, ..self }
     }
 
     fn budget(&self, p: &[f32], x: usize) -> f32 {
@@ -127,7 +148,7 @@ impl LanternPlusPlus {
 
 impl AcceptanceRule for LanternPlusPlus {
     fn describe(&self) -> String {
-        format!("lantern++ (k {}, lambda {})", self.pooling.neighbours.k(), self.lambda)
+        format!("lantern++ (k {}, lambda {}, {:?} resampling)", self.pooling.neighbours.k(), self.lambda, self.resample)
     }
 
     fn accept_probability(&self, _depth: usize, p: &[f32], q: &[f32], x: usize) -> f32 {
@@ -139,8 +160,11 @@ impl AcceptanceRule for LanternPlusPlus {
         positive_part_residual(p, |y| at(q, y))
     }
 
-    fn residual_after(&self, _depth: usize, p: &[f32], q: &[f32], rejected: usize) -> Vec<f32> {
-        self.pooling.residual(p, q, rejected, self.budget(p, rejected))
+    fn residual_after(&self, depth: usize, p: &[f32], q: &[f32], rejected: usize) -> Vec<f32> {
+        match self.resample {
+            LanternResample::Reference => self.pooling.residual(p, q, rejected, self.budget(p, rejected)),
+            LanternResample::Optimal => self.residual(depth, p, q),
+        }
     }
 }
 
@@ -185,5 +209,17 @@ mod tests {
         // Budget too small to take any neighbour: the vanilla residual.
         let tight = Lantern::new(neighbours(), 0.01);
         assert_eq!(tight.residual_after(0, &p, &q, 0), tight.residual(0, &p, &q));
+    }
+
+    #[test]
+    fn optimal_resampling_is_g_star() {
+        // G* = norm([p - q f]+) with LANTERN++'s f, computed from its definition.
+        let (p, q) = ([0.1, 0.2, 0.3, 0.4], [0.6, 0.3, 0.05, 0.05]);
+        let pp = LanternPlusPlus::new(neighbours(), 4.0).with_resample(LanternResample::Optimal);
+        let g_star = positive_part_residual(&p, |y| q[y] * pp.accept_probability(0, &p, &q, y));
+        let optimal = pp.residual_after(0, &p, &q, 0);
+        assert!(optimal.iter().zip(&g_star).all(|(a, b)| (a - b).abs() < 1e-6), "{optimal:?} vs {g_star:?}");
+        assert_eq!(optimal, pp.residual(0, &p, &q), "the vanilla residual");
+        assert_ne!(LanternPlusPlus::new(neighbours(), 4.0).residual_after(0, &p, &q, 0), optimal);
     }
 }

@@ -19,8 +19,8 @@ mod relaxed;
 mod uniform;
 mod vanilla;
 
-pub use cool::Cool;
-pub use lantern::{Lantern, LanternPlusPlus};
+pub use cool::{Cool, CoolSchedule};
+pub use lantern::{Lantern, LanternPlusPlus, LanternResample};
 pub use neighbours::LatentNeighbours;
 pub use uniform::UniformRsd;
 pub use vanilla::Vanilla;

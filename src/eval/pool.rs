@@ -1,0 +1,43 @@
+//! CPU ops the evaluation network adds to the VQ decoder's: ReLU and 2x2 max-pooling.
+
+use crate::model::vq::ops::FeatureMap;
+
+/// `max(x, 0)` in place.
+pub fn relu(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = v.max(0.0));
+}
+
+/// 2x2 max-pooling with stride 2 (odd trailing rows or columns are dropped, as in PyTorch).
+pub fn max_pool2(x: &FeatureMap) -> FeatureMap {
+    let (h, w) = (x.height / 2, x.width / 2);
+    let mut out = FeatureMap::zeros(x.channels, h, w);
+    for (c, plane) in out.data.chunks_mut((h * w).max(1)).enumerate() {
+        let src = &x.data[c * x.plane()..];
+        for (i, v) in plane.iter_mut().enumerate() {
+            let (y, xx) = (2 * (i / w), 2 * (i % w));
+            let at = |dy: usize, dx: usize| src[(y + dy) * x.width + xx + dx];
+            *v = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_each_window_of_each_channel() {
+        let x = FeatureMap { channels: 2, height: 2, width: 4, data: vec![1., 5., 2., 0., 3., 4., 8., 7., 0., -1., -2., -3., -4., -5., -6., -7.] };
+        let y = max_pool2(&x);
+        assert_eq!((y.channels, y.height, y.width), (2, 1, 2));
+        assert_eq!(y.data, vec![5., 8., 0., -2.]);
+    }
+
+    #[test]
+    fn relu_clamps_negatives() {
+        let mut v = [-1.0, 0.5, 0.0];
+        relu(&mut v);
+        assert_eq!(v, [0.0, 0.5, 0.0]);
+    }
+}
