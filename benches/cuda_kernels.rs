@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spire::backend::cuda::has_precompiled;
 use spire::backend::gpu::cost::{self, Ceilings, Cost, H100_SXM, H200};
 use spire::backend::gpu::{GemmShape, GpuBuf};
-use spire::backend::{Backend, BlockInputs, BlockLayout, ChildDraws, CudaBackend, ForwardPlan, KvDtype, KvShape, LogitsMap, Packed, RowGather};
+use spire::backend::{Backend, BlockInputs, BlockLayout, ChildDraws, CudaBackend, ForwardPlan, KvDtype, KvShape, LogitsMap, Packed, RmsNorm, RowGather};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::{normal, write_safetensors, HostTensor};
@@ -76,11 +76,7 @@ fn row_kernels(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let (dim, hidden, n_head, head_dim) = (1280, 3584, 20, 64);
     let (x, weight) = (buf(gpu, rows * dim, 1), gpu.weight_from_host(&random(dim, 2)).expect("weight"));
     let mut out = buf(gpu, rows * dim, 3);
-    let mut residual = buf(gpu, rows * dim, 4);
-    bench(c, gpu, &format!("rms_norm/{rows}x{dim}"), cost::rms_norm(rows, dim, false), || gpu.rms_norm(&x, &weight, 1e-5, dim, &mut out).expect("rms_norm"));
-    bench(c, gpu, &format!("add_rms_norm/{rows}x{dim}"), cost::rms_norm(rows, dim, true), || {
-        gpu.add_rms_norm(&mut residual, &x, &weight, 1e-5, dim, &mut out).expect("add_rms_norm")
-    });
+    bench(c, gpu, &format!("rms_norm/{rows}x{dim}"), cost::rms_norm(rows, dim), || gpu.rms_norm(&x, &weight, 1e-5, dim, &mut out).expect("rms_norm"));
 
     let (gate, up, mut act) = (buf(gpu, rows * hidden, 5), buf(gpu, rows * hidden, 6), buf(gpu, rows * hidden, 7));
     bench(c, gpu, &format!("swiglu/{rows}x{hidden}"), cost::elementwise(rows * hidden, 2), || gpu.swiglu(&gate, &up, &mut act).expect("swiglu"));
@@ -124,18 +120,41 @@ fn linear(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     bench(c, gpu, &format!("{name}/{rows}x{k}x{n}"), cost::gemm(rows, k, n, 2.0, if skinny { 4.0 } else { 2.0 }), || gpu.linear(&x, &w16, rows, k, n, &mut out).expect("linear"));
 }
 
-/// A decoder layer's feed-forward GEMMs with bf16 weights and their fused epilogues (kernels/gemv.cu
-/// at decode row counts: SwiGLU over w1 and w3, the residual add after w2).
+/// A decoder layer's feed-forward GEMMs with bf16 weights, the norm before them and their fused
+/// epilogues (kernels/gemv.cu at decode row counts: the norm and SwiGLU over w1 and w3, the
+/// residual add after w2).
 fn feed_forward(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
     let (d, h) = (1280, 3584);
     let (w1, w3, w2) = (bf16_weight(gpu, h, d, 20), bf16_weight(gpu, h, d, 21), bf16_weight(gpu, d, h, 22));
     let (x, mut gate, mut up, mut act) = (buf(gpu, rows * d, 23), buf(gpu, rows * h, 24), buf(gpu, rows * h, 25), buf(gpu, rows * h, 26));
-    let (mut projected, mut residual) = (buf(gpu, rows * d, 27), buf(gpu, rows * d, 28));
-    bench(c, gpu, &format!("linear_swiglu_bf16/{rows}x{d}x{h}"), cost::gemm_swiglu(rows, d, h, 2.0), || {
-        gpu.linear_swiglu(&x, &w1, &w3, GemmShape { rows, k: d, n: h }, &mut gate, &mut up, &mut act).expect("linear_swiglu")
+    let (mut projected, mut residual, mut normed) = (buf(gpu, rows * d, 27), buf(gpu, rows * d, 28), buf(gpu, rows * d, 29));
+    let norm = gpu.weight_from_host(&random(d, 30)).expect("norm");
+    bench(c, gpu, &format!("norm_linear_swiglu_bf16/{rows}x{d}x{h}"), cost::gemm_norm_swiglu(rows, d, h, 2.0), || {
+        let norm = RmsNorm { weight: &norm, eps: 1e-5 };
+        gpu.norm_linear_swiglu(&x, norm, [&w1, &w3], GemmShape { rows, k: d, n: h }, &mut normed, [&mut gate, &mut up], &mut act).expect("norm_linear_swiglu")
     });
     bench(c, gpu, &format!("linear_add_bf16/{rows}x{h}x{d}"), cost::gemm_add(rows, h, d, 2.0), || {
         gpu.linear_add(&act, &w2, GemmShape { rows, k: h, n: d }, &mut projected, &mut residual).expect("linear_add")
+    });
+}
+
+/// A decoder layer's attention prologue for `rows` decoding rows with bf16 weights and KV: the
+/// norm, the QKV GEMM, RoPE and the KV append (one kernel at decode row counts, kernels/gemv.cu).
+fn attention_prologue(c: &mut Criterion, gpu: &CudaBackend, rows: usize) {
+    let (n_head, head_dim) = (20, 64);
+    let width = n_head * head_dim;
+    let shape = KvShape { n_layer: 1, num_blocks: 4, block_size: 16, n_head, head_dim, dtype: KvDtype::Bf16 };
+    let mut cache: PagedKvCache<CudaBackend> = PagedKvCache::new(gpu, shape).expect("cache");
+    let seq = cache.add_sequence();
+    let slots = cache.extend(gpu, seq, rows).expect("extend");
+    let positions: Vec<u32> = (1..=rows as u32).collect();
+    let plan = gpu.upload_plan(ForwardPlan { positions, slots, ..ForwardPlan::default() }).expect("plan");
+    let (x, table, wqkv) = (buf(gpu, rows * width, 31), buf(gpu, 577 * head_dim, 32), bf16_weight(gpu, 3 * width, width, 33));
+    let norm = gpu.weight_from_host(&random(width, 34)).expect("norm");
+    let (mut normed, mut qkv) = (buf(gpu, rows * width, 35), buf(gpu, rows * 3 * width, 36));
+    bench(c, gpu, &format!("norm_qkv_rope_kv_write_bf16/{rows}x{width}"), cost::norm_qkv_rope_kv_write(rows, width, 2.0, KvDtype::Bf16), || {
+        let norm = RmsNorm { weight: &norm, eps: 1e-5 };
+        gpu.norm_qkv_rope_kv_write(&x, norm, &wqkv, (rows, n_head, head_dim), &table, (cache.pool_mut(), 0), &plan, &mut normed, &mut qkv).expect("norm_qkv_rope_kv_write")
     });
 }
 
@@ -178,7 +197,7 @@ fn attention(c: &mut Criterion, gpu: &CudaBackend, seqs: usize, nodes: usize) {
     let plan = gpu.upload_plan(ForwardPlan::layout(cache.layout(&queries).expect("layout"))).expect("plan");
     let qkv = buf(gpu, queries.len() * 3 * width, 15);
     let mut out = buf(gpu, queries.len() * width, 16);
-    bench(c, gpu, &format!("attention/{seqs}seq_{nodes}q_ctx{ctx}"), cost::attention(queries.len(), ctx + nodes / 2, width, KvDtype::Bf16), || {
+    bench(c, gpu, &format!("attention/{seqs}seq_{nodes}q_ctx{ctx}"), cost::attention(cost::Queries::trees(seqs, nodes, ctx + nodes), width, KvDtype::Bf16), || {
         gpu.attention(&qkv, cache.pool(), 0, &plan, &mut out).expect("attention")
     });
 }
@@ -271,6 +290,7 @@ fn cuda_kernels(c: &mut Criterion) {
     }
     // Decode row counts: AR with CFG, a verified chain of 4 with CFG.
     for rows in [2, 10] {
+        attention_prologue(c, &gpu, rows);
         feed_forward(c, &gpu, rows);
     }
     attention(c, &gpu, 2, 1); // batch 1 with CFG: split over the keys

@@ -4,8 +4,8 @@
 
 // Launch-geometry constants come from one Rust file, src/backend/gpu/geometry.rs, as -D flags
 // (build.rs for nvcc and the emulator, the NVRTC loader, tools/check_kernels.sh).
-#if !defined(ROW_THREADS) || !defined(ROPE_THREADS) || !defined(ATTN_WARPS) || !defined(MAX_HEAD_DIM) || !defined(ACCEPT_THREADS) || !defined(SAMPLING_THREADS) || !defined(SKINNY_ROWS) || !defined(SKINNY_WARPS)
-#error "compile with the -D flags of src/backend/gpu/geometry.rs (ROW_THREADS, ROPE_THREADS, ATTN_WARPS, MAX_HEAD_DIM, ACCEPT_THREADS, SAMPLING_THREADS, SKINNY_ROWS, SKINNY_WARPS)"
+#if !defined(ROW_THREADS) || !defined(ROPE_THREADS) || !defined(ATTN_WARPS) || !defined(MAX_HEAD_DIM) || !defined(ATTN_GROUP_ROWS) || !defined(ACCEPT_THREADS) || !defined(SAMPLING_THREADS) || !defined(SKINNY_ROWS) || !defined(SKINNY_WARPS)
+#error "compile with the -D flags of src/backend/gpu/geometry.rs (ROW_THREADS, ROPE_THREADS, ATTN_WARPS, MAX_HEAD_DIM, ATTN_GROUP_ROWS, ACCEPT_THREADS, SAMPLING_THREADS, SKINNY_ROWS, SKINNY_WARPS)"
 #endif
 
 #define WARP 32

@@ -71,18 +71,27 @@ fn a_mar_directory_generates_with_cspd_and_benches_against_plain_mar() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("acceptance"), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(&std::fs::read(&out).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
 
-    let run = spire(&["bench", "--weights", "tests/data/mar_tiny", "--images", "1", "--gamma", "4,8", "--self-draft", "--json"]);
+    // A batch of two gives the images of two batches of one.
+    let grid = |batch: &str, name: &str| {
+        let out = out_path(name);
+        let run = spire(&["generate", "--weights", "tests/data/mar_tiny", "--spec", "cspd", "--gamma", "4", "--class", "3,5", "--batch", batch, "--out", &out]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        std::fs::read(&out).unwrap()
+    };
+    assert_eq!(grid("2", "mar_b2.png"), grid("1", "mar_b1.png"), "--batch changed the images");
+
+    let run = spire(&["bench", "--weights", "tests/data/mar_tiny", "--images", "2", "--gamma", "4,8", "--batch", "1,2", "--self-draft", "--json"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     let columns = |key: &str| rows.iter().map(|r| r[key].clone()).collect::<Vec<_>>();
-    assert_eq!(columns("mode"), ["mar", "cspd", "cspd"]);
-    assert_eq!(columns("gamma"), [serde_json::Value::Null, 4.into(), 8.into()]);
-    assert!(rows[1..].iter().all(|r| r["acceptance_rate"] == 1.0 && r["speedup_vs_mar"].is_number()), "self-speculation accepts everything: {rows:?}");
+    assert_eq!(columns("mode"), ["mar", "cspd", "cspd", "mar", "cspd", "cspd"]);
+    assert_eq!(columns("gamma"), [serde_json::Value::Null, 4.into(), 8.into(), serde_json::Value::Null, 4.into(), 8.into()]);
+    assert_eq!(columns("batch"), [1, 1, 1, 2, 2, 2].map(serde_json::Value::from));
+    assert!(rows.iter().filter(|r| r["mode"] == "cspd").all(|r| r["acceptance_rate"] == 1.0 && r["speedup_vs_mar"].is_number()), "self-speculation accepts everything: {rows:?}");
 
     for (args, message) in [
         (&["generate", "--weights", "tests/data/mar_tiny", "--spec", "vanilla"][..], "decodes with `none` or `cspd`"),
-        (&["generate", "--weights", "tests/data/mar_tiny", "--batch", "2"][..], "one at a time"),
         (&["generate", "--weights", "weights/demo", "--spec", "cspd"][..], "needs a MAR weights directory"),
         (&["bench", "--weights", "weights/demo", "--gamma", "4"][..], "--gamma applies to MAR weights directories only"),
     ] {

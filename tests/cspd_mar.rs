@@ -39,7 +39,7 @@ fn a_pass_over_several_masks_equals_separate_passes_bit_for_bit() {
     let positions: [&[usize]; 3] = [&[0, 2], &[8], &[1, 14, 3]];
     let classes = [Some(3), None];
     let queries: Vec<MarQuery> = masks.iter().zip(positions).map(|(mask, positions)| MarQuery { mask, positions }).collect();
-    let batched = model.batch_conditions(&CpuBackend, &MarBatchInput { tokens: &tokens, classes: &classes, queries: &queries }).unwrap();
+    let batched = model.batch_conditions(&CpuBackend, &[MarBatchInput { tokens: &tokens, classes: &classes, queries: &queries }]).unwrap();
     let width = config.mar.decoder_embed_dim;
     let mut row = 0;
     for class in classes {
@@ -137,4 +137,25 @@ fn cspd_errors_name_the_problem() {
     assert!(!engine.has_draft());
     assert!(err(engine.generate_tokens_cspd(&request(1), &CspdOptions::default(), MarDraft::Section)).contains("no \"draft\" section"));
     engine.generate_tokens_cspd(&request(1), &CspdOptions::default(), MarDraft::Target).unwrap();
+}
+
+#[test]
+fn a_batch_gives_every_image_the_tokens_it_gets_alone() {
+    // Four classes and seeds in one batch: plain MAR, and CSpD with the random draft (whose
+    // rejections put the images out of step) in both semantics.
+    let engine = MarEngine::load(data_dir()).unwrap();
+    let requests: Vec<MarRequest> = [(3, 5), (0, 6), (7, 7), (3, 8)].iter().map(|&(class, seed)| MarRequest { class, ..request(seed) }).collect();
+    let plain = engine.generate_tokens_batch(&requests).unwrap();
+    for (request, tokens) in requests.iter().zip(&plain) {
+        assert_eq!(&engine.generate_tokens(request).unwrap(), tokens, "plain MAR, {request:?}");
+    }
+    for options in [CspdOptions { gamma: 3, ..CspdOptions::default() }, CspdOptions::official_code()] {
+        let batch = engine.generate_tokens_cspd_batch(&requests, &options, MarDraft::Section).unwrap();
+        for (request, out) in requests.iter().zip(&batch) {
+            assert_eq!(&engine.generate_tokens_cspd(request, &options, MarDraft::Section).unwrap(), out, "{options:?}, {request:?}");
+        }
+    }
+    let mixed = [requests[0], MarRequest { sampling: MarSampling { cfg: 1.0, ..requests[1].sampling }, ..requests[1] }];
+    assert!(engine.generate_tokens_batch(&mixed).unwrap_err().to_string().contains("share their sampling settings"));
+    assert!(engine.generate_tokens_batch(&[]).unwrap_err().to_string().contains("at least one request"));
 }

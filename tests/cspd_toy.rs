@@ -15,7 +15,7 @@ use common::stats::{chi_square_cdf_even, ks_test, normal_cdf};
 use spire::acceptance::gaussian::{log_acceptance_ratio, sample_residual, DiagGaussian};
 use spire::decode::cspd::{generate_cspd, verify_token, CspdOptions, CspdOutput, FinalStep, TokenLaw, VarianceFactor, Verdict, VerifyMode};
 use spire::decode::mar::schedule::step_masks;
-use spire::decode::mar::{generate_with, MarNoise, MarSampling, StepQuery, TokenPredictor};
+use spire::decode::mar::{generate_batch, ImageQueries, MarImage, MarNoise, MarSampling, TokenPredictor};
 use spire::model::diffusion::HeadSample;
 use spire::sampling::Rng;
 
@@ -365,10 +365,13 @@ impl TokenPredictor for ToyAr {
         1
     }
 
-    fn predict(&self, tokens: &[f32], queries: &[StepQuery], _noise: &MarNoise, _temperature: f64) -> spire::Result<HeadSample> {
-        let mu0: Vec<f64> = queries.iter().flat_map(|q| q.positions.iter().map(|&p| self.mean(p, tokens, q.mask))).collect();
-        let sigma0 = queries.iter().flat_map(|q| q.positions.iter().map(|&p| self.std[p])).collect();
-        Ok(HeadSample { sum_log_sigma: vec![0.0; mu0.len()], sigma0, mu0 })
+    fn predict(&self, images: &[ImageQueries], _temperature: f64) -> spire::Result<Vec<HeadSample>> {
+        let run = |image: &ImageQueries| {
+            let positions = || image.queries.iter().flat_map(|q| q.positions.iter().map(move |&p| (p, q.mask)));
+            let mu0: Vec<f64> = positions().map(|(p, mask)| self.mean(p, image.tokens, mask)).collect();
+            HeadSample { sum_log_sigma: vec![0.0; mu0.len()], sigma0: positions().map(|(p, _)| self.std[p]).collect(), mu0 }
+        };
+        Ok(images.iter().map(run).collect())
     }
 }
 
@@ -379,6 +382,11 @@ const TOY_STEPS: usize = 4;
 /// A fixed order (the toy's joint depends on it) with fresh noise from `rng`.
 fn toy_noise(rng: &mut Rng, order: &[usize]) -> MarNoise {
     MarNoise { order: order.to_vec(), ..MarNoise::draw(rng, TOY_LEN, 1, 1) }
+}
+
+/// A toy image (the toys ignore the class).
+fn toy_image(noise: &MarNoise) -> MarImage<'_> {
+    MarImage { class: 0, noise }
 }
 
 fn toy_sampling() -> MarSampling {
@@ -432,7 +440,7 @@ fn toy_runs(target: &ToyAr, draft: &ToyAr, order: &[usize], options: &CspdOption
     let samples = (0..n)
         .map(|_| {
             let noise = toy_noise(&mut rng, order);
-            let out = generate_cspd(target, draft, &toy_sampling(), &noise, options, &mut rng).unwrap();
+            let out = generate_cspd(target, draft, &toy_sampling(), toy_image(&noise), options, &mut rng).unwrap();
             stats.accumulate(&out.stats);
             out.tokens.iter().map(|&t| t as f64).collect()
         })
@@ -478,16 +486,48 @@ fn self_speculation_accepts_everything_and_reproduces_plain_generation() {
         for final_step in [FinalStep::Deterministic, FinalStep::Stochastic] {
             let options = CspdOptions { verify, gamma, final_step, prefill_ratio: 0.0, ..CspdOptions::default() };
             let noise = toy_noise(&mut rng, &order);
-            let run = |options: &CspdOptions| -> CspdOutput { generate_cspd(&target, &target, &toy_sampling(), &noise, options, &mut Rng::new(5)).unwrap() };
+            let run = |options: &CspdOptions| -> CspdOutput { generate_cspd(&target, &target, &toy_sampling(), toy_image(&noise), options, &mut Rng::new(5)).unwrap() };
             let out = run(&options);
             let label = format!("{} gamma {gamma}, {} final step", verify.name(), final_step.name());
             assert!(!out.verdicts.is_empty() && out.verdicts.iter().all(|v| v.log_ratio == 0.0 && v.accepted), "{label}: {:?}", out.verdicts);
             assert_eq!(out.stats.acceptance_rate(), 1.0, "{label}");
             let plain = match final_step {
-                FinalStep::Deterministic => generate_with(&target, &toy_sampling(), &noise).unwrap(),
+                FinalStep::Deterministic => generate_batch(&target, &toy_sampling(), &[toy_image(&noise)]).unwrap().remove(0),
                 FinalStep::Stochastic => run(&CspdOptions { prefill_ratio: 1.0, ..options }).tokens,
             };
             assert_eq!(out.tokens, plain, "{label}: self-speculation changed the tokens");
         }
+    }
+}
+
+#[test]
+fn a_batch_gives_every_image_the_output_it_gets_alone() {
+    // A perturbed draft: images reject at different steps, so with rollback their windows fall
+    // out of step.
+    let mut rng = Rng::new(19);
+    let target = ToyAr::random(&mut rng, TOY_LEN);
+    let draft = target.perturbed(&mut rng, 0.5);
+    let noises: Vec<MarNoise> = (0..9)
+        .map(|i| {
+            let mut order: Vec<usize> = (0..TOY_LEN).collect();
+            order.rotate_left(i % TOY_LEN);
+            toy_noise(&mut rng, &order)
+        })
+        .collect();
+    let images: Vec<MarImage> = noises.iter().map(toy_image).collect();
+    for options in [CspdOptions { gamma: 2, prefill_ratio: 0.3, ..CspdOptions::default() }, CspdOptions { gamma: 3, ..CspdOptions::official_code() }] {
+        let mut rngs: Vec<Rng> = (0..images.len() as u64).map(Rng::new).collect();
+        let batch = spire::decode::cspd::generate_cspd_batch(&target, &draft, &toy_sampling(), &images, &mut rngs, &options).unwrap();
+        let forwards: Vec<usize> = batch.iter().map(|out| out.stats.target_forwards).collect();
+        if options.verify == VerifyMode::LeviathanRollback {
+            assert!(forwards.iter().any(|&f| f != forwards[0]), "rollbacks should put the images out of step: {forwards:?}");
+        }
+        for (i, (image, out)) in images.iter().zip(&batch).enumerate() {
+            assert_eq!(&generate_cspd(&target, &draft, &toy_sampling(), *image, &options, &mut Rng::new(i as u64)).unwrap(), out, "{options:?}: image {i}");
+        }
+    }
+    let plain = generate_batch(&target, &toy_sampling(), &images).unwrap();
+    for (image, tokens) in images.iter().zip(&plain) {
+        assert_eq!(&generate_batch(&target, &toy_sampling(), &[*image]).unwrap()[0], tokens);
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::devices::on_every_device;
 use spire::backend::cpu::accept as accept_twin;
 use spire::backend::gpu::{Driver, GemmShape, GpuBackend, GpuBuf};
-use spire::backend::{accept_on_host, AttentionLayout, Backend, ChildDraws, CpuBackend, DraftBlock, ForwardPlan, Gather, KvDtype, KvShape, LogitsMap, Packed, RowGather, NO_TOKEN};
+use spire::backend::{accept_on_host, AttentionLayout, Backend, ChildDraws, CpuBackend, DraftBlock, ForwardPlan, Gather, KvDtype, KvShape, LogitsMap, Packed, RmsNorm, RowGather, NO_TOKEN};
 use spire::kv::{PagedKvCache, QueryVisibility};
 use spire::sampling::Rng;
 use spire::weights::synthetic::{normal, write_safetensors, HostTensor};
@@ -45,25 +45,18 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
 }
 
 #[test]
-fn rms_norm_and_fused_residual_add() {
-    on_every_device!(rms_norm_and_fused_residual_add_on);
+fn rms_norm_rows() {
+    on_every_device!(rms_norm_rows_on);
 }
 
-fn rms_norm_and_fused_residual_add_on<D: Driver>(gpu: &GpuBackend<D>) {
+fn rms_norm_rows_on<D: Driver>(gpu: &GpuBackend<D>) {
     for &(rows, dim) in &[(7usize, 1280usize), (3, 100)] {
-        let (x, w, res) = (random(rows * dim, 1), random(dim, 2), random(rows * dim, 3));
+        let (x, w) = (random(rows * dim, 1), random(dim, 2));
         let mut want = vec![0.0; rows * dim];
         CpuBackend.rms_norm(&x, &CpuBackend.weight_from_host(&w).unwrap(), 1e-5, dim, &mut want).unwrap();
         let mut out = poisoned(gpu, rows * dim);
         gpu.rms_norm(&gpu.upload(&x).unwrap(), &gpu.weight_from_host(&w).unwrap(), 1e-5, dim, &mut out).unwrap();
         assert_close("rms_norm", &gpu.download(&out).unwrap(), &want, 1e-4);
-
-        let (mut res_cpu, mut want) = (res.clone(), vec![0.0; rows * dim]);
-        CpuBackend.add_rms_norm(&mut res_cpu, &x, &CpuBackend.weight_from_host(&w).unwrap(), 1e-5, dim, &mut want).unwrap();
-        let (mut res_gpu, mut out) = (gpu.upload(&res).unwrap(), poisoned(gpu, rows * dim));
-        gpu.add_rms_norm(&mut res_gpu, &gpu.upload(&x).unwrap(), &gpu.weight_from_host(&w).unwrap(), 1e-5, dim, &mut out).unwrap();
-        assert_close("add_rms_norm out", &gpu.download(&out).unwrap(), &want, 1e-4);
-        assert_close("add_rms_norm residual", &gpu.download(&res_gpu).unwrap(), &res_cpu, 1e-6);
     }
 }
 
@@ -203,9 +196,10 @@ fn skinny_bf16_gemm_matches_the_cpu_on<D: Driver>(gpu: &GpuBackend<D>) {
     }
 }
 
-/// The fused decode epilogues (`linear_swiglu`, `linear_add`: kernels/gemv.cu) against the CPU's
-/// unfused ops (two `linear`s and `swiglu`; `linear` and `add_assign`) with the same weights, to
-/// f32 rounding at skinny shapes; bf16 weights past 16 rows and f32 weights take the unfused path.
+/// The fused decode GEMMs (`norm_linear_swiglu`, `linear_add`: kernels/gemv.cu) against the
+/// CPU's unfused ops (`rms_norm`, two `linear`s and `swiglu`; `linear` and `add_assign`) with the
+/// same weights, to f32 rounding at skinny shapes; bf16 weights past 16 rows and f32 weights take
+/// the unfused path.
 #[test]
 fn fused_gemm_epilogues_match_the_cpu() {
     on_every_device!(fused_gemm_epilogues_match_the_cpu_on);
@@ -225,17 +219,20 @@ fn fused_gemm_epilogues_are_one_launch() {
 
 fn fused_gemm_case<D: Driver>(gpu: &GpuBackend<D>, count_launches: bool) {
     for &(rows, k, n, bf16, tol) in &[(1usize, 256usize, 37usize, true, 1e-5), (10, 512, 130, true, 1e-5), (17, 64, 40, true, 1e-2), (2, 64, 24, false, 1e-4)] {
-        let (x, w1, w3, acc) = (random(rows * k, 80), random(n * k, 81), random(n * k, 82), random(rows * n, 83));
+        let (x, w1, w3, acc, g) = (random(rows * k, 80), random(n * k, 81), random(n * k, 82), random(rows * n, 83), random(k, 86));
+        let (cpu_g, gpu_g) = (CpuBackend.weight_from_host(&g).unwrap(), gpu.weight_from_host(&g).unwrap());
         let shape = GemmShape { rows, k, n };
-        let files: Vec<_> = [&w1, &w3].iter().map(|w| bf16_file(w, &[n, k], "fused")).collect();
+        let files: Vec<_> = [&w1, &w3].iter().enumerate().map(|(i, w)| bf16_file(w, &[n, k], &format!("fused-{i}"))).collect();
         let cpu_weight = |i: usize, w: &[f32]| if bf16 { CpuBackend.load_weight(&files[i], "w", &[n, k]).unwrap() } else { CpuBackend.weight_from_host(w).unwrap() };
         let gpu_weight = |i: usize, w: &[f32]| if bf16 { gpu.load_weight(&files[i], "w", &[n, k]).unwrap() } else { gpu.weight_from_host(w).unwrap() };
         let (c1, c3, g1, g3) = (cpu_weight(0, &w1), cpu_weight(1, &w3), gpu_weight(0, &w1), gpu_weight(1, &w3));
         let what = format!("{rows}x{k}x{n} {}", if bf16 { "bf16" } else { "f32" });
 
         let mut want = vec![0.0; rows * n];
-        CpuBackend.linear_swiglu(&x, &c1, &c3, shape, &mut vec![0.0; rows * n], &mut vec![0.0; rows * n], &mut want).unwrap();
+        let cpu_norm = RmsNorm { weight: &cpu_g, eps: 1e-5 };
+        CpuBackend.norm_linear_swiglu(&x, cpu_norm, [&c1, &c3], shape, &mut vec![0.0; rows * k], [&mut vec![0.0; rows * n], &mut vec![0.0; rows * n]], &mut want).unwrap();
         let (x_dev, mut out, mut gate_out, mut up_out) = (gpu.upload(&x).unwrap(), poisoned(gpu, rows * n), poisoned(gpu, rows * n), poisoned(gpu, rows * n));
+        let mut normed = poisoned(gpu, rows * k);
         // Unfused, a bf16 GEMM past the skinny rows is a cast and a GEMM.
         let (fused, per_linear) = (bf16 && rows <= 16, if bf16 { 2 } else { 1 });
         let launches = |want: u64, op: &str| {
@@ -244,9 +241,9 @@ fn fused_gemm_case<D: Driver>(gpu: &GpuBackend<D>, count_launches: bool) {
             }
         };
         gpu.take_device_counts();
-        gpu.linear_swiglu(&x_dev, &g1, &g3, shape, &mut gate_out, &mut up_out, &mut out).unwrap();
-        launches(if fused { 1 } else { 2 * per_linear + 1 }, "linear_swiglu");
-        assert_close(&format!("linear_swiglu {what}"), &gpu.download(&out).unwrap(), &want, tol);
+        gpu.norm_linear_swiglu(&x_dev, RmsNorm { weight: &gpu_g, eps: 1e-5 }, [&g1, &g3], shape, &mut normed, [&mut gate_out, &mut up_out], &mut out).unwrap();
+        launches(if fused { 1 } else { 1 + 2 * per_linear + 1 }, "norm_linear_swiglu");
+        assert_close(&format!("norm_linear_swiglu {what}"), &gpu.download(&out).unwrap(), &want, tol);
 
         let mut want = acc.clone();
         CpuBackend.linear_add(&x, &c1, shape, &mut vec![0.0; rows * n], &mut want).unwrap();
@@ -254,32 +251,59 @@ fn fused_gemm_case<D: Driver>(gpu: &GpuBackend<D>, count_launches: bool) {
         let mut projected = poisoned(gpu, rows * n);
         gpu.take_device_counts();
         gpu.linear_add(&x_dev, &g1, shape, &mut projected, &mut got).unwrap();
-        launches(if fused { 1 } else { per_linear + 1 }, "linear_add");
+        launches(if fused { 1 } else { per_linear }, "linear_add"); // cuBLAS adds into acc itself
         assert_close(&format!("linear_add {what}"), &gpu.download(&got).unwrap(), &want, tol);
     }
 }
 
-/// The fused attention prologue (`rope_kv_write`: kernels/rope.cu) against the CPU's `rope` then
-/// `kv_write`, on f32 and bf16 pools: the rotated qkv rows, and attention over the written keys
-/// and values (which reads every slot the op wrote).
+/// The attention prologue against the CPU's composition (`rms_norm`, `linear`, `rope`,
+/// `kv_write`), on f32 and bf16 pools: `rope_kv_write` (kernels/rope.cu) on given qkv rows, and
+/// `norm_qkv_rope_kv_write` from the residual stream, fused into the skinny GEMM
+/// (kernels/gemv.cu) at bf16 weights and 9 rows, unfused at 20 rows and with f32 weights; the
+/// rotated qkv rows, and attention over the written keys and values (which reads every slot the
+/// op wrote).
 #[test]
 fn fused_rope_and_kv_append_match_the_cpu() {
     on_every_device!(fused_rope_and_kv_append_match_the_cpu_on);
 }
 
-fn rope_kv_case<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> B::Buf) -> (Vec<f32>, Vec<f32>) {
-    let (n_head, head_dim, rows) = (4, 64, 9);
+/// How a [`rope_kv_case`] makes its qkv rows.
+#[derive(Clone, Copy, Debug)]
+enum Prologue {
+    /// Given qkv rows, then `rope_kv_write`.
+    RopeKvWrite,
+    /// `norm_qkv_rope_kv_write` from a residual stream, with bf16 (true) or f32 weights.
+    Fused { rows: usize, bf16: bool },
+}
+
+fn rope_kv_case<B: Backend>(be: &B, dtype: KvDtype, prologue: Prologue, poison: impl Fn(usize) -> B::Buf) -> (Vec<f32>, Vec<f32>) {
+    let (n_head, head_dim) = (4, 64);
+    let rows = match prologue {
+        Prologue::RopeKvWrite => 9,
+        Prologue::Fused { rows, .. } => rows,
+    };
     let width = n_head * head_dim;
     let shape = KvShape { n_layer: 2, num_blocks: 4, block_size: 16, n_head, head_dim, dtype };
     let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
     let seq = cache.add_sequence();
     let slots = cache.extend(be, seq, rows).unwrap();
     let queries: Vec<_> = (0..rows).map(|r| QueryVisibility::causal(seq, r)).collect();
-    let plan = ForwardPlan { positions: (0..rows as u32).map(|r| 2 * r + 1).collect(), slots, layout: cache.layout(&queries).unwrap(), ..ForwardPlan::default() };
+    let plan = ForwardPlan { positions: (0..rows as u32).map(|r| r + 1).collect(), slots, layout: cache.layout(&queries).unwrap(), ..ForwardPlan::default() };
     let plan = be.upload_plan(plan).unwrap();
-    let table = be.upload(&random(20 * head_dim, 85)).unwrap();
+    let table = be.upload(&random(41 * head_dim, 85)).unwrap();
     let mut qkv = be.upload(&random(rows * 3 * width, 84)).unwrap();
-    be.rope_kv_write(&mut qkv, rows, n_head, head_dim, &table, cache.pool_mut(), 1, &plan).unwrap();
+    match prologue {
+        Prologue::RopeKvWrite => be.rope_kv_write(&mut qkv, rows, n_head, head_dim, &table, cache.pool_mut(), 1, &plan).unwrap(),
+        Prologue::Fused { bf16, .. } => {
+            let w = random(3 * width * width, 87);
+            let wqkv = if bf16 { be.load_weight(&bf16_file(&w, &[3 * width, width], &format!("wqkv-{rows}")), "w", &[3 * width, width]).unwrap() } else { be.weight_from_host(&w).unwrap() };
+            let g = be.weight_from_host(&random(width, 88)).unwrap();
+            let x = be.upload(&random(rows * width, 89)).unwrap();
+            let mut normed = poison(rows * width);
+            let norm = RmsNorm { weight: &g, eps: 1e-5 };
+            be.norm_qkv_rope_kv_write(&x, norm, &wqkv, (rows, n_head, head_dim), &table, (cache.pool_mut(), 1), &plan, &mut normed, &mut qkv).unwrap();
+        }
+    }
     let mut out = poison(rows * width);
     be.attention(&qkv, cache.pool(), 1, &plan, &mut out).unwrap();
     (be.download(&qkv).unwrap(), be.download(&out).unwrap())
@@ -287,11 +311,32 @@ fn rope_kv_case<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> B:
 
 fn fused_rope_and_kv_append_match_the_cpu_on<D: Driver>(gpu: &GpuBackend<D>) {
     for dtype in [KvDtype::F32, KvDtype::Bf16] {
-        let (want_qkv, want_out) = rope_kv_case(&CpuBackend, dtype, |len| vec![f32::NAN; len]);
-        let (got_qkv, got_out) = rope_kv_case(gpu, dtype, |len| poisoned(gpu, len));
-        assert_close(&format!("rope_kv_write qkv, {dtype:?} KV"), &got_qkv, &want_qkv, 1e-6);
-        assert_close(&format!("attention after rope_kv_write, {dtype:?} KV"), &got_out, &want_out, 1e-4);
+        // Past the skinny rows a bf16 GEMM reads its input rounded to bf16 (2^-9 relative), which
+        // the softmax amplifies.
+        let cases = [
+            (Prologue::RopeKvWrite, 1e-6, 1e-4),
+            (Prologue::Fused { rows: 9, bf16: true }, 1e-5, 1e-4),
+            (Prologue::Fused { rows: 20, bf16: true }, 1e-2, 1e-1),
+            (Prologue::Fused { rows: 3, bf16: false }, 1e-5, 1e-4),
+        ];
+        for (prologue, qkv_tol, out_tol) in cases {
+            let (want_qkv, want_out) = rope_kv_case(&CpuBackend, dtype, prologue, |len| vec![f32::NAN; len]);
+            let (got_qkv, got_out) = rope_kv_case(gpu, dtype, prologue, |len| poisoned(gpu, len));
+            assert_close(&format!("{prologue:?} qkv, {dtype:?} KV"), &got_qkv, &want_qkv, qkv_tol);
+            assert_close(&format!("attention after {prologue:?}, {dtype:?} KV"), &got_out, &want_out, out_tol);
+        }
     }
+}
+
+/// The attention prologue is one launch at skinny shapes with bf16 weights.
+#[cfg(feature = "emulator")]
+#[test]
+fn fused_attention_prologue_is_one_launch() {
+    let gpu = spire::backend::EmuBackend::new().unwrap();
+    gpu.take_device_counts();
+    rope_kv_case(&gpu, KvDtype::Bf16, Prologue::Fused { rows: 2, bf16: true }, |len| poisoned(&gpu, len));
+    // Uploads aside: the prologue and attention.
+    assert_eq!(gpu.take_device_counts().unwrap().launches, 2);
 }
 
 #[test]
@@ -413,6 +458,74 @@ fn paged_attention_splits_long_contexts_on<D: Driver>(gpu: &GpuBackend<D>) {
         let want = long_attention_case(&CpuBackend, dtype, |len| vec![f32::NAN; len]);
         let got = long_attention_case(gpu, dtype, |len| poisoned(gpu, len));
         assert_close(&format!("split attention over {dtype:?} KV"), &got, &want, 1e-4);
+    }
+}
+
+/// Draft trees larger than one attention block's group of rows (kernels/attention.cu serves up
+/// to ATTN_GROUP_ROWS rows with the same keys per block): a 20-node tree over a 200-key prefix in
+/// two sequences (a CFG pair: the same layout, adjacent, so only the sequence tells the groups
+/// apart), a decoding row between them and a 3-node tree with a one-key prefix, on f32 and bf16
+/// pools, twice in a row (split-KV's arrival counts back at zero). 6 groups over 46 rows.
+#[test]
+fn paged_attention_serves_large_trees_in_groups() {
+    on_every_device!(paged_attention_serves_large_trees_in_groups_on);
+}
+
+fn tree_windows(parents: &[Option<usize>]) -> Vec<Vec<bool>> {
+    (0..parents.len())
+        .map(|node| {
+            let mut window = vec![false; parents.len()];
+            let mut cur = Some(node);
+            while let Some(n) = cur {
+                window[n] = true;
+                cur = parents[n];
+            }
+            window
+        })
+        .collect()
+}
+
+fn large_tree_attention<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> B::Buf) -> (Vec<f32>, AttentionLayout) {
+    let (n_head, head_dim) = (2, 64);
+    let width = n_head * head_dim;
+    let shape = KvShape { n_layer: 1, num_blocks: 40, block_size: 16, n_head, head_dim, dtype };
+    let mut cache: PagedKvCache<B> = PagedKvCache::new(be, shape).unwrap();
+    let fill = |cache: &mut PagedKvCache<B>, keys: usize, seed: u64| {
+        let seq = cache.add_sequence();
+        let slots = cache.extend(be, seq, keys).unwrap();
+        be.kv_write(cache.pool_mut(), 0, &be.upload(&random(keys * 3 * width, seed)).unwrap(), &be.upload_plan(ForwardPlan::slots(&slots)).unwrap()).unwrap();
+        seq
+    };
+    let (cond, uncond, decode, small) = (fill(&mut cache, 220, 40), fill(&mut cache, 220, 41), fill(&mut cache, 90, 42), fill(&mut cache, 20, 43));
+    let mut rng = Rng::new(44);
+    let parents: Vec<Option<usize>> = (0..20).map(|n| (n > 0).then(|| rng.below(n + 1)).and_then(|p| p.checked_sub(1))).collect();
+    let mut queries = Vec::new();
+    for (seq, extra) in [(cond, None), (uncond, Some(QueryVisibility::causal(decode, 89)))] {
+        queries.extend(tree_windows(&parents).into_iter().map(|window| QueryVisibility { seq, prefix: 200, window_start: 200, window }));
+        queries.extend(extra);
+    }
+    let mut small_windows = tree_windows(&[None, Some(0), Some(0)]);
+    small_windows.iter_mut().for_each(|w| w.resize(20, false));
+    queries.extend(small_windows.into_iter().map(|window| QueryVisibility { seq: small, prefix: 1, window_start: 1, window }));
+    let layout: AttentionLayout = cache.layout(&queries).unwrap();
+    let plan = be.upload_plan(ForwardPlan::layout(layout.clone())).unwrap();
+    let qkv = be.upload(&random(queries.len() * 3 * width, 45)).unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let mut out = poison(queries.len() * width);
+        be.attention(&qkv, cache.pool(), 0, &plan, &mut out).unwrap();
+        outputs.extend(be.download(&out).unwrap());
+    }
+    (outputs, layout)
+}
+
+fn paged_attention_serves_large_trees_in_groups_on<D: Driver>(gpu: &GpuBackend<D>) {
+    for dtype in [KvDtype::F32, KvDtype::Bf16] {
+        let (want, layout) = large_tree_attention(&CpuBackend, dtype, |len| vec![f32::NAN; len]);
+        assert_eq!(spire::backend::gpu::attention_groups(&layout), 6, "16 + 4 rows per tree, the decoding row, the small tree");
+        assert!(spire::backend::gpu::attention_splits(6 * 2, 220) > 1, "the case must split");
+        let (got, _) = large_tree_attention(gpu, dtype, |len| poisoned(gpu, len));
+        assert_close(&format!("grouped tree attention over {dtype:?} KV"), &got, &want, 1e-4);
     }
 }
 
@@ -720,6 +833,148 @@ fn child_draws_match_their_twin_exactly_on<D: Driver>(gpu: &GpuBackend<D>) {
             assert!(want[4 * width..5 * width].iter().all(|&t| t == NO_TOKEN));
         }
     }
+}
+
+/// `sample_children` on `be`: `width` children of each parent row `rows[i]` of `probs`.
+fn child_draws<B: Backend>(be: &B, probs: &[f32], vocab: usize, width: usize, rows: &[u32], uniforms: &[f32]) -> Vec<u32> {
+    let first: Vec<u32> = (0..rows.len() as u32).map(|i| i * width as u32).collect();
+    let mut packed = Packed::default();
+    let draws = ChildDraws::pack(&mut packed, vocab, width, rows, &first, uniforms).unwrap();
+    let mut tokens = be.words(rows.len() * width).unwrap();
+    be.sample_children(&be.upload(probs).unwrap(), &words_on(be, &packed), draws, &mut tokens).unwrap();
+    be.download_words(&tokens).unwrap()
+}
+
+/// Uniforms at the edges of the inverse CDF: 0, the largest f32 below 1, and 1 itself (an f64
+/// uniform below 1 can round to it), among ordinary ones.
+const EDGE_UNIFORMS: [f32; 6] = [0.0, 0.3, 0.6, 0.999, 1.0 - f32::EPSILON / 2.0, 1.0];
+
+/// Rows of `vocab` whose draws reach every branch of the kernel's inverse CDF: a random
+/// distribution; a sparse one over several warps, lanes and groups; one whose lane sums and
+/// warp scan round apart (`1 + 7 * 2^-23`, `3 * 2^-25`, `6 * 2^-25` on lanes 0..2: the scan's
+/// lane 2 ends one ulp below the warp total, so at u = 1 - 2^-24 no lane crosses the target and
+/// the draw falls back to the last lane with mass); a row all on the last element; and NaN.
+fn cdf_rows(vocab: usize, seed: u64) -> Vec<f32> {
+    let mut rows = distributions(5, vocab, 0.8, seed);
+    let row = |r: usize| r * vocab..(r + 1) * vocab;
+    rows[row(1)].fill(0.0);
+    for (i, &y) in [3usize, 1029, 8191, 4100, 16383, 12288, 777, 2, 1023, 4098].iter().enumerate() {
+        if y < vocab {
+            rows[vocab + y] = 0.05 + 0.01 * i as f32;
+        }
+    }
+    rows[row(2)].fill(0.0);
+    rows[2 * vocab..][..9].copy_from_slice(&[1.0 + 7.0 * f32::EPSILON, 0.0, 0.0, 0.0, 3.0 * f32::EPSILON / 4.0, 0.0, 0.0, 0.0, 6.0 * f32::EPSILON / 4.0]);
+    rows[row(3)].fill(0.0);
+    rows[4 * vocab - 1] = 1.0;
+    rows[4 * vocab + 7] = f32::NAN;
+    rows
+}
+
+/// Both acceptance kernels against their twins at `vocab`: `accept_block` over a tree and a chain
+/// (tokens anywhere in the vocabulary, NO_TOKEN, edge uniforms for the final draw) and
+/// `sample_children` over [`cdf_rows`] at the edge uniforms, widths 1 to 3.
+fn acceptance_kernels_match_their_twins_at<D: Driver>(gpu: &GpuBackend<D>, vocab: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let batch = 3;
+    for parents_one in [vec![-1, -1, 0, 0, 2], vec![-1, 0, 1]] {
+        let nodes = parents_one.len();
+        let p = distributions(batch * (nodes + 1), vocab, 0.5, seed + 1);
+        let q = distributions(batch * (nodes + 1), vocab, 0.6, seed + 2);
+        let mut tokens: Vec<u32> = (0..batch * nodes).map(|_| rng.below(vocab) as u32).collect();
+        tokens[1] = NO_TOKEN;
+        tokens[nodes] = vocab as u32 - 1;
+        let parents = parents_one.repeat(batch);
+        let u_accept: Vec<f32> = (0..batch * nodes).map(|_| rng.uniform() as f32 * 0.2).collect();
+        for u_sample in EDGE_UNIFORMS.chunks(batch) {
+            for omega in [vec![1.0; nodes], vec![3.0; nodes]] {
+                let block = DraftBlock { batch, nodes, vocab, tokens: &tokens, parents: &parents, omega: &omega, u_accept: &u_accept, u_sample };
+                let want = accept_twin::accept_block(&p, &q, &block).unwrap();
+                assert_eq!(accept_on_host(gpu, &p, &q, &block).unwrap(), want, "vocab {vocab}, parents {parents_one:?}, u {u_sample:?}, omega {omega:?}");
+            }
+        }
+    }
+    let probs = cdf_rows(vocab, seed + 3);
+    let rows: Vec<u32> = (0..5).flat_map(|r| [r; EDGE_UNIFORMS.len()]).collect();
+    for width in 1..=3 {
+        let uniforms: Vec<f32> = (0..rows.len()).flat_map(|i| (0..width).map(move |j| EDGE_UNIFORMS[(i + j) % EDGE_UNIFORMS.len()])).collect();
+        let want = child_draws(&CpuBackend, &probs, vocab, width, &rows, &uniforms);
+        assert_eq!(child_draws(gpu, &probs, vocab, width, &rows, &uniforms), want, "vocab {vocab}, width {width}");
+        // The rounding row: lane 2's element (index 8) at u = 1 - 2^-24, through the fallback.
+        let at = rows.iter().zip(uniforms.chunks(width)).position(|(&r, u)| r == 2 && u[0] == 1.0 - f32::EPSILON / 2.0).unwrap();
+        assert_eq!(want[at * width], 8);
+    }
+}
+
+/// The scalar load path (vocab not a multiple of 4, the last group cut short, five groups per
+/// thread): both acceptance kernels match their twins exactly.
+#[test]
+fn acceptance_kernels_match_their_twins_at_a_vocabulary_not_a_multiple_of_4() {
+    on_every_device!(acceptance_kernels_at_4099_on);
+}
+
+fn acceptance_kernels_at_4099_on<D: Driver>(gpu: &GpuBackend<D>) {
+    acceptance_kernels_match_their_twins_at(gpu, 4099, 61);
+}
+
+/// The 128-bit load path at LlamaGen's vocabulary: both acceptance kernels match their twins
+/// exactly, and the draw runs in ownership order (index 1024, thread 0's second group, comes
+/// before index 4, thread 1's first).
+#[test]
+fn acceptance_kernels_match_their_twins_at_16384() {
+    on_every_device!(acceptance_kernels_at_16384_on);
+}
+
+fn acceptance_kernels_at_16384_on<D: Driver>(gpu: &GpuBackend<D>) {
+    acceptance_kernels_match_their_twins_at(gpu, 16384, 71);
+    let vocab = 16384;
+    let mut probs = vec![0.0f32; vocab];
+    probs[4] = 0.5;
+    probs[1024] = 0.5;
+    assert_eq!(child_draws(gpu, &probs, vocab, 2, &[0, 0], &[0.25, 0.0, 0.75, 0.0]), vec![1024, 4, 4, 1024]);
+}
+
+/// The law of the kernels' inverse-CDF draw in ownership order: two children without replacement
+/// from 12 tokens spread over a vocabulary of 3000 so that ownership order differs from index
+/// order; the ordered pairs must follow `p(x) p(y) / (1 - p(x))` (chi-square at level 1e-4 over
+/// 132 cells, 20,000 pairs), on the twin and through the kernel.
+#[test]
+fn the_ownership_order_draw_has_the_target_law() {
+    child_pairs_follow_the_law(&CpuBackend, "twin");
+    on_every_device!(child_pairs_follow_the_law_on);
+}
+
+fn child_pairs_follow_the_law_on<D: Driver>(gpu: &GpuBackend<D>) {
+    child_pairs_follow_the_law(gpu, "kernel");
+}
+
+fn child_pairs_follow_the_law<B: Backend>(be: &B, label: &str) {
+    let support = [0usize, 5, 1030, 1500, 2047, 2900, 13, 1024, 2999, 700, 1111, 2222];
+    let (vocab, parents, launches) = (3000, 10_000, 2);
+    let mut rng = Rng::new(83);
+    let law = common::stats::random_distribution(&mut rng, support.len(), 0.5);
+    let mut probs = vec![0.0f32; vocab];
+    support.iter().zip(&law).for_each(|(&y, &v)| probs[y] = v);
+    let mass: f64 = law.iter().map(|&v| f64::from(v)).sum();
+    let p: Vec<f64> = law.iter().map(|&v| f64::from(v) / mass).collect();
+    let cell = |x: usize, y: usize| x * support.len() + y;
+    let mut want = vec![0.0; support.len() * support.len()];
+    for (x, &px) in p.iter().enumerate() {
+        for (y, &py) in p.iter().enumerate().filter(|&(y, _)| y != x) {
+            want[cell(x, y)] = px * py / (1.0 - px);
+        }
+    }
+    let mut counts = vec![0u64; want.len()];
+    for _ in 0..launches {
+        let uniforms: Vec<f32> = (0..parents * 2).map(|_| rng.uniform() as f32).collect();
+        let tokens = child_draws(be, &probs, vocab, 2, &vec![0; parents], &uniforms);
+        for pair in tokens.chunks(2) {
+            assert_ne!(pair[0], pair[1], "{label}: a child drawn twice");
+            let at = |t: u32| support.iter().position(|&y| y == t as usize).expect("a token of the support");
+            counts[cell(at(pair[0]), at(pair[1]))] += 1;
+        }
+    }
+    assert!(common::stats::passes_chi_square(&format!("child pairs ({label})"), &counts, &want), "{label}: the draw does not follow the law");
 }
 
 /// A graphed region (`Backend::graphed`) gives the results of running its work directly: the

@@ -9,7 +9,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use safetensors::SafeTensors;
 use spire::backend::{Backend, CpuBackend};
 use spire::decode::mar::schedule::{step_masks, tokens_per_step};
 use spire::decode::mar::{generate_tokens, CfgSchedule, MarNoise, MarSampling};
@@ -21,41 +20,15 @@ use spire::model::vae::VaeDecoder;
 use spire::weights::synthetic::{write_safetensors, HostTensor};
 use spire::weights::{DType, DirConfig, MarDirConfig, ModelConfig, WeightFile};
 
+use common::golden::{check_close, Golden};
+
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mar_tiny")
 }
 
-/// The golden tensors, read by dtype.
-struct Golden(Vec<u8>);
-
-impl Golden {
-    fn load() -> Self {
-        Golden(std::fs::read(data_dir().join("golden.safetensors")).expect("tests/data/mar_tiny/golden.safetensors"))
-    }
-
-    fn bytes(&self, name: &str) -> Vec<u8> {
-        SafeTensors::deserialize(&self.0).unwrap().tensor(name).unwrap_or_else(|e| panic!("golden {name}: {e}")).data().to_vec()
-    }
-
-    fn f32(&self, name: &str) -> Vec<f32> {
-        self.bytes(name).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    }
-
-    fn f64(&self, name: &str) -> Vec<f64> {
-        self.bytes(name).chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
-    }
-
-    fn usize(&self, name: &str) -> Vec<usize> {
-        self.bytes(name).chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize).collect()
-    }
-
-    fn scalar(&self, name: &str) -> f64 {
-        self.f64(name)[0]
-    }
-
-    fn mask(&self) -> Vec<bool> {
-        self.bytes("mask").iter().map(|&m| m != 0).collect()
-    }
+/// The golden tensors of tests/data/mar_tiny.
+fn golden() -> Golden {
+    Golden::load(&data_dir().join("golden.safetensors"))
 }
 
 /// The model set of tests/data/mar_tiny on the CPU backend.
@@ -75,15 +48,6 @@ fn tiny() -> Tiny {
     Tiny { config, model, head, schedule }
 }
 
-/// Max |got - want| over max |want|, printed, and checked against `tolerance`.
-fn check_close<T: Copy + Into<f64>>(name: &str, got: &[T], want: &[T], tolerance: f64) {
-    assert_eq!(got.len(), want.len(), "{name}: length");
-    let scale = want.iter().fold(0f64, |m, &v| m.max(v.into().abs()));
-    let err = got.iter().zip(want).fold(0f64, |m, (&a, &b)| m.max((a.into() - b.into()).abs())) / scale;
-    println!("{name}: max relative error {err:.2e} (tolerance {tolerance:.1e})");
-    assert!(err <= tolerance, "{name}: max relative error {err:.3e} above {tolerance:.1e}");
-}
-
 /// Tolerances (relative to the tensor's max |value|): the float32 deviations measured for the
 /// official modules in PyTorch float32, rounded up (tests/data/mar_tiny/README.md), except the
 /// transformer's: PyTorch lands within 2.9e-7, spire's f32 attention (another summation order)
@@ -95,7 +59,7 @@ const PIXEL_TOL: f64 = 6e-7;
 
 #[test]
 fn schedule_constants_mask_counts_and_sinusoid_match_the_reference() {
-    let golden = Golden::load();
+    let golden = golden();
     let schedule = tiny().schedule;
     assert_eq!(schedule.timestep_map, golden.usize("sched_timestep_map"));
     for (name, got) in [
@@ -131,7 +95,7 @@ fn schedule_constants_mask_counts_and_sinusoid_match_the_reference() {
 
 #[test]
 fn generation_masks_and_guidance_follow_the_reference() {
-    let golden = Golden::load();
+    let golden = golden();
     let (order, num_iter, seq_len) = (golden.usize("order"), golden.usize("gen_num_iter")[0], 16);
     let mut mask = vec![true; seq_len];
     let (mut lens, mut scales) = (Vec::new(), Vec::new());
@@ -147,8 +111,8 @@ fn generation_masks_and_guidance_follow_the_reference() {
 
 #[test]
 fn encoder_output_and_head_conditions_match_the_reference() {
-    let (golden, tiny) = (Golden::load(), tiny());
-    let (tokens, mask, class) = (golden.f32("tokens"), golden.mask(), golden.usize("class_id")[0]);
+    let (golden, tiny) = (golden(), tiny());
+    let (tokens, mask, class) = (golden.f32("tokens"), golden.flags("mask"), golden.usize("class_id")[0]);
     let all: Vec<usize> = (0..16).collect();
     let input = MarInput { tokens: &tokens, mask: &mask, classes: &[Some(class)], positions: &all };
 
@@ -172,7 +136,7 @@ fn encoder_output_and_head_conditions_match_the_reference() {
 
 #[test]
 fn head_output_guidance_and_posterior_match_the_reference() {
-    let (golden, tiny) = (Golden::load(), tiny());
+    let (golden, tiny) = (golden(), tiny());
     let x = golden.f32("head_x");
     let t: Vec<f64> = golden.usize("head_t").iter().map(|&t| t as f64).collect();
     let z = CpuBackend.upload(&[golden.f32("head_z_cond"), golden.f32("head_z_uncond")].concat()).unwrap();
@@ -195,7 +159,7 @@ fn head_output_guidance_and_posterior_match_the_reference() {
 
 #[test]
 fn a_guided_hundred_step_head_run_matches_the_reference() {
-    let (golden, tiny) = (Golden::load(), tiny());
+    let (golden, tiny) = (golden(), tiny());
     let z = CpuBackend.upload(&[golden.f32("run_z_cond"), golden.f32("run_z_uncond")].concat()).unwrap();
     let (start, steps) = (golden.f32("run_x_T"), golden.f32("run_inter_noise"));
     let noise = HeadNoise { start: &start, steps: &steps };
@@ -209,7 +173,7 @@ fn a_guided_hundred_step_head_run_matches_the_reference() {
 
 #[test]
 fn a_four_step_guided_generation_matches_the_reference() {
-    let (golden, tiny) = (Golden::load(), tiny());
+    let (golden, tiny) = (golden(), tiny());
     let noise = MarNoise { order: golden.usize("order"), start: golden.f32("gen_noise"), steps: golden.f32("gen_inter_noise") };
     let sampling = MarSampling {
         num_iter: golden.usize("gen_num_iter")[0],
@@ -224,7 +188,7 @@ fn a_four_step_guided_generation_matches_the_reference() {
 
 #[test]
 fn vae_decode_matches_the_reference_pixels_and_bytes() {
-    let (golden, tiny) = (Golden::load(), tiny());
+    let (golden, tiny) = (golden(), tiny());
     let vae_config = tiny.config.vae.as_ref().unwrap();
     let vae = VaeDecoder::load(&WeightFile::open(&data_dir().join(&vae_config.file)).unwrap(), vae_config).unwrap();
     let tokens = golden.f32("tokens");

@@ -43,7 +43,7 @@ pub use cuda::CudaBackend;
 pub use emu::EmuBackend;
 pub use gpu::GpuBackend;
 pub use layout::AttentionLayout;
-pub use ops::{BlockInputs, BlockLayout, ChildDraws, CopyList, GemmShape, LogitsMap, RowGather, NO_TOKEN};
+pub use ops::{BlockInputs, BlockLayout, ChildDraws, CopyList, GemmShape, LogitsMap, RmsNorm, RowGather, NO_TOKEN};
 pub use packed::Packed;
 pub use plan::{ForwardPlan, Gather, PlanOffsets};
 
@@ -203,38 +203,30 @@ pub trait Backend: Send + Sync {
     fn concat_rows(&self, a: &Self::Buf, a_dim: usize, b: &Self::Buf, b_dim: usize, out: &mut Self::Buf) -> Result<()>;
     /// RMSNorm of each row of width `dim`: `out = x / sqrt(mean(x^2) + eps) * weight`.
     fn rms_norm(&self, x: &Self::Buf, weight: &Self::Weight, eps: f32, dim: usize, out: &mut Self::Buf) -> Result<()>;
-    /// Fused residual add + RMSNorm: `residual += x; out = rms_norm(residual)`.
-    fn add_rms_norm(
-        &self,
-        residual: &mut Self::Buf,
-        x: &Self::Buf,
-        weight: &Self::Weight,
-        eps: f32,
-        dim: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()>;
     /// `acc += x` elementwise.
     fn add_assign(&self, acc: &mut Self::Buf, x: &Self::Buf) -> Result<()>;
     /// `out[rows, out_dim] = x[rows, in_dim] · weightᵀ` for a PyTorch-layout `[out_dim, in_dim]` weight.
     fn linear(&self, x: &Self::Buf, weight: &Self::Weight, rows: usize, in_dim: usize, out_dim: usize, out: &mut Self::Buf) -> Result<()>;
     /// `out = silu(gate) * up` elementwise (SwiGLU).
     fn swiglu(&self, gate: &Self::Buf, up: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
-    /// `out = silu(x · gateᵀ) * (x · upᵀ)`: a SwiGLU feed-forward's first half, for two
-    /// `[out_dim, in_dim]` weights. Kernel backends fuse it into one GEMM launch where the shape
-    /// allows; the provided form runs two `linear`s into the scratch buffers `gate_out` and
-    /// `up_out` (each `[rows, out_dim]`) and `swiglu`.
+    /// `out = silu(n · gateᵀ) * (n · upᵀ)` with `n = rms_norm(x)` (`norm`, over rows of
+    /// `shape.k`): a decoder layer's feed-forward norm and the first half of its SwiGLU
+    /// feed-forward, for two `[out_dim, in_dim]` weights. Kernel backends fold the norm into one
+    /// fused GEMM launch where the shape allows; the provided form runs `rms_norm` into `normed`,
+    /// two `linear`s into the scratch buffers `gate_out` and `up_out` (each `[rows, out_dim]`)
+    /// and `swiglu`.
     #[allow(clippy::too_many_arguments)]
-    fn linear_swiglu(
+    fn norm_linear_swiglu(
         &self,
         x: &Self::Buf,
-        gate: &Self::Weight,
-        up: &Self::Weight,
+        norm: RmsNorm<'_, Self::Weight>,
+        [gate, up]: [&Self::Weight; 2],
         shape: GemmShape,
-        gate_out: &mut Self::Buf,
-        up_out: &mut Self::Buf,
+        normed: &mut Self::Buf,
+        [gate_out, up_out]: [&mut Self::Buf; 2],
         out: &mut Self::Buf,
     ) -> Result<()> {
-        unfused_linear_swiglu(self, x, [gate, up], shape, [gate_out, up_out], out)
+        unfused_norm_linear_swiglu(self, x, norm, [gate, up], shape, normed, [gate_out, up_out], out)
     }
     /// `acc += x · weightᵀ`: a projection added into the residual stream. Kernel backends fuse
     /// the add into the GEMM's epilogue where the shape allows; the provided form runs `linear`
@@ -260,14 +252,33 @@ pub trait Backend: Send + Sync {
     /// `layer` into pool slots `plan.slots[r]`.
     fn kv_write(&self, pool: &mut Self::KvPool, layer: usize, qkv: &Self::Buf, plan: &Self::Plan) -> Result<()>;
     /// `rope` on the q and k heads of fused `qkv` rows (`n_head` heads of `head_dim` each), then
-    /// `kv_write` of the rotated keys and the values: the attention prologue of a decoder layer.
-    /// Kernel backends do it in one launch that reads each row once; the provided form runs the
-    /// two ops.
+    /// `kv_write` of the rotated keys and the values. Kernel backends do it in one launch that
+    /// reads each row once; the provided form runs the two ops.
     #[allow(clippy::too_many_arguments)]
     fn rope_kv_write(&self, qkv: &mut Self::Buf, rows: usize, n_head: usize, head_dim: usize, table: &Self::Buf, pool: &mut Self::KvPool, layer: usize, plan: &Self::Plan) -> Result<()> {
         let width = n_head * head_dim;
         self.rope(qkv, rows, 3 * width, 2 * n_head, head_dim, table, plan)?;
         self.kv_write(pool, layer, qkv, plan)
+    }
+    /// A decoder layer's attention prologue: `qkv = rms_norm(x) · wqkvᵀ` (`norm`; `rows` rows of
+    /// `n_head * head_dim`), RoPE on its q and k heads by the table rows `plan.positions`, and the
+    /// rotated keys and the values appended to layer `layer` of `pool` at `plan.slots`. Kernel
+    /// backends do it in one fused GEMM launch where the shape allows; the provided form runs
+    /// `rms_norm` into `normed`, `linear` and [`Self::rope_kv_write`].
+    #[allow(clippy::too_many_arguments)]
+    fn norm_qkv_rope_kv_write(
+        &self,
+        x: &Self::Buf,
+        norm: RmsNorm<'_, Self::Weight>,
+        wqkv: &Self::Weight,
+        (rows, n_head, head_dim): (usize, usize, usize),
+        table: &Self::Buf,
+        (pool, layer): (&mut Self::KvPool, usize),
+        plan: &Self::Plan,
+        normed: &mut Self::Buf,
+        qkv: &mut Self::Buf,
+    ) -> Result<()> {
+        unfused_norm_qkv_rope_kv_write(self, x, norm, wqkv, (rows, n_head, head_dim), table, (pool, layer), plan, normed, qkv)
     }
     /// Copy keys and values of every layer from pool slot `src[i]` to slot `dst[i]`, the slot
     /// lists read from `words`; the copies must be independent (no slot both read and written:
@@ -372,19 +383,44 @@ fn no_kernel(op: &str, device: String) -> crate::error::Error {
     crate::error::Error::Backend(format!("{op} has no kernel on {device} yet (the continuous-token ops run on the CPU backend)"))
 }
 
-/// [`Backend::linear_swiglu`] as two `linear`s into `scratch` and a `swiglu`: the provided form,
-/// and a kernel backend's path for shapes its fused kernel does not take.
-pub(crate) fn unfused_linear_swiglu<B: Backend + ?Sized>(
+/// [`Backend::norm_linear_swiglu`] as its composition: `rms_norm` into `normed`, two `linear`s
+/// and `swiglu`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unfused_norm_linear_swiglu<B: Backend + ?Sized>(
     backend: &B,
     x: &B::Buf,
+    norm: RmsNorm<'_, B::Weight>,
     [gate, up]: [&B::Weight; 2],
     shape: GemmShape,
+    normed: &mut B::Buf,
     [gate_out, up_out]: [&mut B::Buf; 2],
     out: &mut B::Buf,
 ) -> Result<()> {
-    backend.linear(x, gate, shape.rows, shape.k, shape.n, gate_out)?;
-    backend.linear(x, up, shape.rows, shape.k, shape.n, up_out)?;
+    backend.rms_norm(x, norm.weight, norm.eps, shape.k, normed)?;
+    backend.linear(normed, gate, shape.rows, shape.k, shape.n, gate_out)?;
+    backend.linear(normed, up, shape.rows, shape.k, shape.n, up_out)?;
     backend.swiglu(gate_out, up_out, out)
+}
+
+/// [`Backend::norm_qkv_rope_kv_write`] as its composition: `rms_norm` into `normed`, `linear`
+/// and `rope_kv_write`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unfused_norm_qkv_rope_kv_write<B: Backend + ?Sized>(
+    backend: &B,
+    x: &B::Buf,
+    norm: RmsNorm<'_, B::Weight>,
+    wqkv: &B::Weight,
+    (rows, n_head, head_dim): (usize, usize, usize),
+    table: &B::Buf,
+    (pool, layer): (&mut B::KvPool, usize),
+    plan: &B::Plan,
+    normed: &mut B::Buf,
+    qkv: &mut B::Buf,
+) -> Result<()> {
+    let width = n_head * head_dim;
+    backend.rms_norm(x, norm.weight, norm.eps, width, normed)?;
+    backend.linear(normed, wqkv, rows, width, 3 * width, qkv)?;
+    backend.rope_kv_write(qkv, rows, n_head, head_dim, table, pool, layer, plan)
 }
 
 /// [`Backend::linear_add`] as a `linear` into `projected` and an `add_assign`.

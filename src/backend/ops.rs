@@ -17,6 +17,23 @@ pub const ROW_NONFINITE: u32 = 1;
 /// Flag of a processed row whose logits row index is beyond the logits; the row is NaN.
 pub const ROW_BAD_INDEX: u32 = 2;
 
+/// An RMSNorm folded into the GEMM that follows it: its `[dim]` weight and epsilon.
+#[derive(Debug)]
+pub struct RmsNorm<'a, W> {
+    /// The norm's weight.
+    pub weight: &'a W,
+    /// Added to the mean square before the square root.
+    pub eps: f32,
+}
+
+impl<W> Clone for RmsNorm<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W> Copy for RmsNorm<'_, W> {}
+
 /// A row-major GEMM `out[rows, n] = x[rows, k] · wᵀ` for a PyTorch-layout weight `w[n, k]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemmShape {

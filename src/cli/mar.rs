@@ -1,6 +1,6 @@
 //! `spire generate` and `spire bench` on a MAR weights directory (`"family": "mar"` in
 //! config.json): plain MAR against continuous speculative decoding (`--spec cspd`), on the CPU,
-//! one image at a time.
+//! alone or in batches of images sharing each pass (`--batch`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,7 +14,7 @@ use crate::cli::generate::{GenerateArgs, SamplingArgs};
 use crate::cli::mar_args::MarArgs;
 use crate::cli::spec_args::SpecMode;
 use crate::decode::cspd::{CspdOptions, CspdStats};
-use crate::engine::{Image, MarEngine, MarRequest};
+use crate::engine::{Image, MarDraft, MarEngine, MarRequest};
 use crate::weights::DirConfig;
 
 /// γ values `bench` measures by default (the paper's).
@@ -34,14 +34,13 @@ pub fn refuse_mar_flags(mar: &MarArgs, modes: &[SpecMode]) -> anyhow::Result<()>
 }
 
 /// Error if settings MAR cannot use were given: LlamaGen's decoding modes, top-k / top-p, a
-/// device other than the CPU, batches.
-fn refuse_llamagen_flags(model: &ModelArgs, sampling: &SamplingArgs, modes: &[SpecMode], batches: &[usize]) -> anyhow::Result<()> {
+/// device other than the CPU.
+fn refuse_llamagen_flags(model: &ModelArgs, sampling: &SamplingArgs, modes: &[SpecMode]) -> anyhow::Result<()> {
     if let Some(mode) = modes.iter().find(|m| !matches!(m, SpecMode::None | SpecMode::Cspd)) {
         anyhow::bail!("--spec {} is for LlamaGen directories; a MAR directory decodes with `none` or `cspd`", format!("{mode:?}").to_lowercase());
     }
     anyhow::ensure!(sampling.top_k == 0 && sampling.top_p == 1.0, "--top-k and --top-p filter discrete tokens; MAR's tokens are continuous (use --temperature)");
     anyhow::ensure!(model.device == Device::Cpu, "MAR models run on the CPU backend only (the continuous-token ops have no GPU kernels yet): use --device cpu");
-    anyhow::ensure!(batches.iter().all(|&b| b == 1), "MAR images are generated one at a time (no batched MAR passes yet): use --batch 1");
     Ok(())
 }
 
@@ -50,28 +49,34 @@ fn load(dir: &Path) -> anyhow::Result<MarEngine> {
     MarEngine::load(dir).with_context(|| format!("loading MAR weights from {}", dir.display()))
 }
 
-/// `spire generate` on a MAR directory.
+/// `spire generate` on a MAR directory: the images `--batch` at a time.
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
-    refuse_llamagen_flags(&args.model, &args.sampling, &[args.spec.spec], &[args.batch])?;
+    refuse_llamagen_flags(&args.model, &args.sampling, &[args.spec.spec])?;
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     let engine = load(&args.model.weights)?;
     let sampling = args.mar.sampling(engine.config().mar.seq_len(), args.sampling.cfg, args.sampling.temperature);
     let gammas = args.mar.gammas(&[CspdOptions::default().gamma]);
     anyhow::ensure!(gammas.len() == 1, "generate takes one --gamma value (bench takes a list)");
     let options = args.mar.options(&gammas)[0];
     let classes = args.class.iter().flat_map(|&class| std::iter::repeat_n(class as usize, args.samples));
+    let requests: Vec<MarRequest> = classes.enumerate().map(|(i, class)| MarRequest { class, seed: args.seed + i as u64, sampling }).collect();
     let mut images: Vec<Image> = Vec::new();
-    for (i, class) in classes.enumerate() {
-        let request = MarRequest { class, seed: args.seed + i as u64, sampling };
+    for batch in requests.chunks(args.batch) {
         let tokens = if args.spec.spec == SpecMode::Cspd {
-            let out = engine.generate_tokens_cspd(&request, &options, args.mar.draft())?;
-            eprintln!("  class {class} seed {}: {}", request.seed, describe(&out.stats));
-            out.tokens
+            let outputs = engine.generate_tokens_cspd_batch(batch, &options, args.mar.draft())?;
+            for (request, out) in batch.iter().zip(&outputs) {
+                eprintln!("  class {} seed {}: {}", request.class, request.seed, describe(&out.stats));
+            }
+            outputs.into_iter().map(|out| out.tokens).collect()
         } else {
-            let tokens = engine.generate_tokens(&request)?;
-            eprintln!("  class {class} seed {}: {} tokens, {} target forwards", request.seed, tokens.len() / engine.config().mar.token_dim(), sampling.num_iter);
-            tokens
+            for request in batch {
+                eprintln!("  class {} seed {}: {} tokens, {} target forwards", request.class, request.seed, engine.config().mar.seq_len(), sampling.num_iter);
+            }
+            engine.generate_tokens_batch(batch)?
         };
-        images.push(engine.decode(&tokens)?);
+        for tokens in tokens {
+            images.push(engine.decode(&tokens)?);
+        }
     }
     let image = if images.len() == 1 { images.remove(0) } else { Image::grid(&images, args.samples) };
     image.save_png(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
@@ -105,65 +110,73 @@ struct MarBenchRow {
     resampled_per_image: f64,
     /// Residual samples that hit the proposal cap, in all.
     capped: usize,
-    /// Against plain MAR, measured in the same run.
+    /// Against plain MAR at the same batch size, measured in the same run.
     speedup_vs_mar: f64,
     /// Summed counts (CSpD).
     stats: Option<CspdStats>,
 }
 
-/// `spire bench` on a MAR directory: plain MAR, then CSpD for each γ, on the same images.
+/// Generate `requests` `batch` at a time, plain (`options` `None`) or by CSpD; returns the wall
+/// time in ms per image and the summed CSpD counts.
+fn measure(engine: &MarEngine, requests: &[MarRequest], batch: usize, options: Option<&CspdOptions>, draft: MarDraft) -> anyhow::Result<(f64, CspdStats)> {
+    let (mut stats, start) = (CspdStats::default(), Instant::now());
+    for chunk in requests.chunks(batch) {
+        match options {
+            None => drop(engine.generate_tokens_batch(chunk)?),
+            Some(options) => engine.generate_tokens_cspd_batch(chunk, options, draft)?.iter().for_each(|out| stats.accumulate(&out.stats)),
+        }
+    }
+    Ok((start.elapsed().as_secs_f64() * 1e3 / requests.len() as f64, stats))
+}
+
+/// `spire bench` on a MAR directory: per batch size, plain MAR, then CSpD for each γ, on the
+/// same images.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let modes = args.modes.clone().unwrap_or_else(|| vec![SpecMode::Cspd]);
-    refuse_llamagen_flags(&args.model, &args.sampling, &modes, &args.batch)?;
+    refuse_llamagen_flags(&args.model, &args.sampling, &modes)?;
     let engine = load(&args.model.weights)?;
     let mar = &engine.config().mar;
     let sampling = args.mar.sampling(mar.seq_len(), args.sampling.cfg, args.sampling.temperature);
     let classes: Vec<usize> = args.classes.as_ref().map_or_else(|| (0..mar.class_num.min(10)).collect(), |c| c.iter().map(|&k| k as usize).collect());
     let requests: Vec<MarRequest> = (0..args.images).map(|i| MarRequest { class: classes[i % classes.len()], seed: args.seed + i as u64, sampling }).collect();
     let per_image = |n: usize| n as f64 / args.images as f64;
-
-    let start = Instant::now();
-    for request in &requests {
-        engine.generate_tokens(request)?;
-    }
-    let plain_ms = start.elapsed().as_secs_f64() * 1e3 / args.images as f64;
-    let mut rows = vec![MarBenchRow {
-        mode: "mar",
-        gamma: None,
-        batch: 1,
-        images: args.images,
-        latency_ms_per_image: plain_ms,
-        target_forwards_per_image: sampling.num_iter as f64,
-        draft_forwards_per_image: 0.0,
-        tokens_per_target_forward: mar.seq_len() as f64 / sampling.num_iter as f64,
-        acceptance_rate: None,
-        resampled_per_image: 0.0,
-        capped: 0,
-        speedup_vs_mar: 1.0,
-        stats: None,
-    }];
     let options = if modes.contains(&SpecMode::Cspd) { args.mar.options(&args.mar.gammas(&BENCH_GAMMAS)) } else { Vec::new() };
-    for options in options {
-        let (mut stats, start) = (CspdStats::default(), Instant::now());
-        for request in &requests {
-            stats.accumulate(&engine.generate_tokens_cspd(request, &options, args.mar.draft())?.stats);
-        }
-        let ms = start.elapsed().as_secs_f64() * 1e3 / args.images as f64;
+    let mut rows = Vec::new();
+    for &batch in &args.batch {
+        let (plain_ms, _) = measure(&engine, &requests, batch, None, args.mar.draft())?;
         rows.push(MarBenchRow {
-            mode: "cspd",
-            gamma: Some(options.gamma),
-            batch: 1,
+            mode: "mar",
+            gamma: None,
+            batch,
             images: args.images,
-            latency_ms_per_image: ms,
-            target_forwards_per_image: per_image(stats.target_forwards),
-            draft_forwards_per_image: per_image(stats.draft_forwards),
-            tokens_per_target_forward: stats.tokens_per_target_forward(),
-            acceptance_rate: Some(stats.acceptance_rate()),
-            resampled_per_image: per_image(stats.resampled),
-            capped: stats.capped,
-            speedup_vs_mar: plain_ms / ms,
-            stats: Some(stats),
+            latency_ms_per_image: plain_ms,
+            target_forwards_per_image: sampling.num_iter as f64,
+            draft_forwards_per_image: 0.0,
+            tokens_per_target_forward: mar.seq_len() as f64 / sampling.num_iter as f64,
+            acceptance_rate: None,
+            resampled_per_image: 0.0,
+            capped: 0,
+            speedup_vs_mar: 1.0,
+            stats: None,
         });
+        for options in &options {
+            let (ms, stats) = measure(&engine, &requests, batch, Some(options), args.mar.draft())?;
+            rows.push(MarBenchRow {
+                mode: "cspd",
+                gamma: Some(options.gamma),
+                batch,
+                images: args.images,
+                latency_ms_per_image: ms,
+                target_forwards_per_image: per_image(stats.target_forwards),
+                draft_forwards_per_image: per_image(stats.draft_forwards),
+                tokens_per_target_forward: stats.tokens_per_target_forward(),
+                acceptance_rate: Some(stats.acceptance_rate()),
+                resampled_per_image: per_image(stats.resampled),
+                capped: stats.capped,
+                speedup_vs_mar: plain_ms / ms,
+                stats: Some(stats),
+            });
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -177,7 +190,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 fn print_table(engine: &MarEngine, args: &BenchArgs, rows: &[MarBenchRow]) {
     let options = args.mar.options(&[0])[0];
     println!(
-        "backend: cpu, weights: {} (MAR, {} tokens), draft: {}, cfg {}, temperature {}; CSpD: {} / variance factor {} / tau_a {} / {} final step / prefill {} / {} window cfg; batch 1 only (no batched MAR passes yet)",
+        "backend: cpu, weights: {} (MAR, {} tokens), draft: {}, cfg {}, temperature {}; CSpD: {} / variance factor {} / tau_a {} / {} final step / prefill {} / {} window cfg; forwards are per image, speedups against plain MAR at the same batch size",
         args.model.weights.display(),
         engine.config().mar.seq_len(),
         if args.mar.self_draft { "the target itself (self-speculation)" } else { "the directory's draft section" },

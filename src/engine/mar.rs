@@ -1,14 +1,14 @@
 //! `MarEngine`: loads a MAR weights directory (`"family": "mar"`) onto a backend and generates
-//! images, plain or with continuous speculative decoding (CSpD) against the directory's `draft`
-//! model or the target itself: MAR's transformers and diffusion heads on the backend, the KL VAE
-//! on the CPU.
+//! images, alone or in batches, plain or with continuous speculative decoding (CSpD) against the
+//! directory's `draft` model or the target itself: MAR's transformers and diffusion heads on the
+//! backend, the KL VAE on the CPU.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::backend::{Backend, CpuBackend};
-use crate::decode::cspd::{generate_cspd, CspdOptions, CspdOutput};
-use crate::decode::mar::{generate_with, MarNoise, MarPredictor, MarSampling};
+use crate::decode::cspd::{generate_cspd_batch, CspdOptions, CspdOutput};
+use crate::decode::mar::{generate_batch, MarImage, MarNoise, MarPredictor, MarSampling};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::model::diffusion::{DiffusionHead, DiffusionSchedule};
@@ -114,30 +114,57 @@ impl<B: Backend> MarEngine<B> {
         MarNoise::draw(&mut Rng::new(request.seed), mar.seq_len(), mar.token_dim(), self.schedule.steps())
     }
 
-    /// `net` predicting for `class`.
-    fn predictor<'a>(&'a self, net: &'a MarNet<B>, class: usize) -> MarPredictor<'a, B> {
-        MarPredictor { backend: &self.backend, model: &net.model, head: &net.head, schedule: &self.schedule, class }
+    /// `net` predicting on this engine's backend.
+    fn predictor<'a>(&'a self, net: &'a MarNet<B>) -> MarPredictor<'a, B> {
+        MarPredictor { backend: &self.backend, model: &net.model, head: &net.head, schedule: &self.schedule }
+    }
+
+    /// The requests' shared sampling settings and each image's order and noise (error for an
+    /// empty batch or one whose requests sample differently).
+    fn batch_noise(&self, requests: &[MarRequest]) -> Result<(MarSampling, Vec<MarNoise>)> {
+        let sampling = requests.first().ok_or_else(|| Error::InvalidRequest("a MAR batch needs at least one request".into()))?.sampling;
+        if let Some(other) = requests.iter().find(|r| r.sampling != sampling) {
+            return Err(Error::InvalidRequest(format!("the images of a MAR batch share their sampling settings: {sampling:?} and {:?}", other.sampling)));
+        }
+        Ok((sampling, requests.iter().map(|r| self.noise(r)).collect()))
     }
 
     /// The tokens (`[seq_len, token_dim]`) of `request`'s image: the order and noise drawn
     /// from its seed, then plain MAR generation.
     pub fn generate_tokens(&self, request: &MarRequest) -> Result<Vec<f32>> {
-        generate_with(&self.predictor(&self.target, request.class), &request.sampling, &self.noise(request))
+        Ok(self.generate_tokens_batch(std::slice::from_ref(request))?.remove(0))
+    }
+
+    /// The tokens of a batch of requests (each with its class and seed, all with the same
+    /// sampling settings) generated together, one batched pass per step: each image the same as
+    /// [`Self::generate_tokens`] gives it alone.
+    pub fn generate_tokens_batch(&self, requests: &[MarRequest]) -> Result<Vec<Vec<f32>>> {
+        let (sampling, noises) = self.batch_noise(requests)?;
+        let images: Vec<MarImage> = requests.iter().zip(&noises).map(|(r, noise)| MarImage { class: r.class, noise }).collect();
+        generate_batch(&self.predictor(&self.target), &sampling, &images)
     }
 
     /// The tokens of `request`'s image by CSpD with `options`, `draft` drafting: the same order
     /// and noise as [`Self::generate_tokens`] for the same seed; the acceptance tests draw from
     /// a stream forked from the seed.
     pub fn generate_tokens_cspd(&self, request: &MarRequest, options: &CspdOptions, draft: MarDraft) -> Result<CspdOutput> {
+        Ok(self.generate_tokens_cspd_batch(std::slice::from_ref(request), options, draft)?.remove(0))
+    }
+
+    /// [`Self::generate_tokens_cspd`] for a batch of requests (all with the same sampling
+    /// settings) in shared draft and target passes, each image with its own acceptance: each
+    /// gets the output it gets alone.
+    pub fn generate_tokens_cspd_batch(&self, requests: &[MarRequest], options: &CspdOptions, draft: MarDraft) -> Result<Vec<CspdOutput>> {
         let draft_net = match draft {
             MarDraft::Target => &self.target,
             MarDraft::Section => self.draft.as_ref().ok_or_else(|| {
                 Error::InvalidRequest("this MAR directory has no \"draft\" section: add a smaller MAR of the same token space (tools/convert_mar.py --section draft), or self-speculate with the target as draft".into())
             })?,
         };
-        let mut rng = Rng::new(request.seed).fork(ACCEPTANCE_STREAM);
-        let (target, draft) = (self.predictor(&self.target, request.class), self.predictor(draft_net, request.class));
-        generate_cspd(&target, &draft, &request.sampling, &self.noise(request), options, &mut rng)
+        let (sampling, noises) = self.batch_noise(requests)?;
+        let images: Vec<MarImage> = requests.iter().zip(&noises).map(|(r, noise)| MarImage { class: r.class, noise }).collect();
+        let mut rngs: Vec<Rng> = requests.iter().map(|r| Rng::new(r.seed).fork(ACCEPTANCE_STREAM)).collect();
+        generate_cspd_batch(&self.predictor(&self.target), &self.predictor(draft_net), &sampling, &images, &mut rngs, options)
     }
 
     /// The image of `tokens` (needs the `vae` section).

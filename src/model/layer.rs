@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Backend, GemmShape};
+use crate::backend::{Backend, GemmShape, RmsNorm};
 use crate::error::Result;
 use crate::weights::WeightFile;
 
@@ -118,13 +118,12 @@ impl<B: Backend> DecoderLayer<B> {
         let (d, h) = (dims.dim, dims.hidden);
         scratch.fit(backend, dims, rows)?;
         let LayerScratch { normed, qkv, attn, projected, gate, up, act } = scratch;
-        backend.rms_norm(x, &self.attention_norm, dims.eps, d, normed)?;
-        backend.linear(normed, &self.wqkv, rows, d, 3 * d, qkv)?;
-        backend.rope_kv_write(qkv, rows, dims.n_head, dims.head_dim(), rope, pool, layer, plan)?;
+        let norm = |weight| RmsNorm { weight, eps: dims.eps };
+        let heads = (rows, dims.n_head, dims.head_dim());
+        backend.norm_qkv_rope_kv_write(x, norm(&self.attention_norm), &self.wqkv, heads, rope, (pool, layer), plan, normed, qkv)?;
         backend.attention(qkv, pool, layer, plan, attn)?;
-        backend.linear(attn, &self.wo, rows, d, d, projected)?;
-        backend.add_rms_norm(x, projected, &self.ffn_norm, dims.eps, d, normed)?;
-        backend.linear_swiglu(normed, &self.w1, &self.w3, GemmShape { rows, k: d, n: h }, gate, up, act)?;
+        backend.linear_add(attn, &self.wo, GemmShape { rows, k: d, n: d }, projected, x)?;
+        backend.norm_linear_swiglu(x, norm(&self.ffn_norm), [&self.w1, &self.w3], GemmShape { rows, k: d, n: h }, normed, [gate, up], act)?;
         backend.linear_add(act, &self.w2, GemmShape { rows, k: h, n: d }, projected, x)
     }
 }

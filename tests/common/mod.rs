@@ -1,7 +1,8 @@
-//! Helpers shared by integration tests: temp dirs, tiny random models, statistics.
+//! Helpers shared by integration tests: temp dirs, tiny random models, statistics, golden files.
 #![allow(dead_code)]
 
 pub mod devices;
+pub mod golden;
 pub mod stats;
 
 use std::path::PathBuf;

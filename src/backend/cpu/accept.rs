@@ -1,84 +1,20 @@
-//! The exact CPU twin of kernels/accept.cu: the same walk, the same f32 operations in the same
-//! order (per-thread vocabulary chunks, serial sums over the chunks), so for equal inputs it
-//! returns the same tokens, paths and acceptance probabilities, bit for bit. It documents and
-//! tests the kernel; apart from the scalar `ratio_acceptance` of `crate::acceptance` it is
-//! independent of the host verifier.
+//! The exact CPU twin of kernels/accept.cu `accept_block`: the same walk and the same f32
+//! operations in the same order, so for equal inputs it returns the same tokens, paths and
+//! acceptance probabilities, bit for bit. The element-wise steps (acceptance ratios, residuals,
+//! q without a sibling, each normalisation's quotients) are order-free; every sum and every draw
+//! goes through [`super::block_cdf`], the kernel's vocabulary ownership, fixed reduction tree
+//! (lane sums, warp scans, warp totals in warp order) and inverse CDF in ownership order. It
+//! documents and tests the kernel; apart from the scalar `ratio_acceptance` of
+//! `crate::acceptance` it is independent of the host verifier.
 //! Siblings are drawn without replacement (`crate::acceptance::sample_children`): after a
 //! rejection the draft side of the next sibling is q renormalised without the siblings already
 //! tried.
 
+use super::block_cdf::{inverse_cdf, total};
 use crate::backend::{Acceptance, BlockLayout, DraftBlock};
 // The same limit and NaN handling as the kernel's `ratio_accept`.
 use crate::acceptance::ratio_acceptance;
 use crate::error::Result;
-
-/// Threads per block of the kernel; fixes the chunking of the vocabulary.
-const THREADS: usize = crate::backend::gpu::geometry::ACCEPT_THREADS as usize;
-
-/// Vocabulary chunk of kernel thread `t`.
-fn chunk(vocab: usize, t: usize) -> std::ops::Range<usize> {
-    let size = vocab.div_ceil(THREADS);
-    let begin = (t * size).min(vocab);
-    begin..(begin + size).min(vocab)
-}
-
-/// `w[y]`, or 0 when `y` is one of the tokens `drawn` (siblings drawn before): the kernel's
-/// `weight`.
-fn weight(w: &[f32], y: usize, drawn: &[u32]) -> f32 {
-    if drawn.contains(&(y as u32)) {
-        0.0
-    } else {
-        w[y]
-    }
-}
-
-/// Per-chunk sums of the positive weights (without `drawn`) and their serial total.
-fn chunked_total(w: &[f32], drawn: &[u32]) -> (Vec<f32>, f32) {
-    let partial: Vec<f32> = (0..THREADS)
-        .map(|t| chunk(w.len(), t).map(|y| weight(w, y, drawn)).filter(|&v| v > 0.0).fold(0.0, |s, v| s + v))
-        .collect();
-    let total = partial.iter().fold(0.0, |s, &v| s + v);
-    (partial, total)
-}
-
-/// First index of chunk `i` whose running sum of weights from `acc` exceeds `target`, else the
-/// chunk's last positive index.
-fn scan_chunk(w: &[f32], drawn: &[u32], i: usize, mut acc: f32, target: f32) -> Option<usize> {
-    let mut last = None;
-    for y in chunk(w.len(), i) {
-        let v = weight(w, y, drawn);
-        if v > 0.0 {
-            acc += v;
-            last = Some(y);
-            if target < acc {
-                return Some(y);
-            }
-        }
-    }
-    last
-}
-
-/// Inverse-CDF draw at `u` over the positive weights without the tokens `drawn`, chunk by chunk
-/// as the kernel does; `None` when no weight is positive.
-pub(crate) fn sample_inverse_cdf(w: &[f32], drawn: &[u32], u: f32) -> Option<usize> {
-    let (partial, total) = chunked_total(w, drawn);
-    let target = u * total;
-    let mut acc = 0.0f32;
-    let mut last_chunk = None;
-    for (i, &part) in partial.iter().enumerate() {
-        if part > 0.0 {
-            last_chunk = Some(i);
-        }
-        let next = acc + part;
-        if target < next {
-            if let Some(y) = scan_chunk(w, drawn, i, acc, target) {
-                return Some(y);
-            }
-        }
-        acc = next;
-    }
-    last_chunk.and_then(|i| scan_chunk(w, drawn, i, 0.0, f32::INFINITY))
-}
 
 /// `[cur - emitted]+` with `emitted = min(q, omega cur)`, or `q` when `omega` is `None`;
 /// normalised when it has mass (then returned), else `None`.
@@ -91,9 +27,9 @@ fn residual(cur: &[f32], q: &[f32], omega: Option<f32>) -> Option<Vec<f32>> {
             (c - emitted).max(0.0)
         })
         .collect();
-    let (_, total) = chunked_total(&r, &[]);
-    (total > 0.0).then(|| {
-        r.iter_mut().for_each(|v| *v /= total);
+    let mass = total(&r);
+    (mass > 0.0).then(|| {
+        r.iter_mut().for_each(|v| *v /= mass);
         r
     })
 }
@@ -103,9 +39,9 @@ fn drop_token(q: &mut [f32], x: usize) {
     if let Some(v) = q.get_mut(x) {
         *v = 0.0;
     }
-    let (_, total) = chunked_total(q, &[]);
-    if total > 0.0 {
-        q.iter_mut().for_each(|v| *v /= total);
+    let mass = total(q);
+    if mass > 0.0 {
+        q.iter_mut().for_each(|v| *v /= mass);
     }
 }
 
@@ -190,7 +126,7 @@ fn walk(p: &[f32], q: &[f32], block: &DraftBlock<'_>) -> Acceptance {
                     node = Some(n);
                 }
                 None => {
-                    next.push(sample_inverse_cdf(&cur, &[], block.u_sample[b]).unwrap_or(0) as u32);
+                    next.push(inverse_cdf(&cur, &[], block.u_sample[b]).unwrap_or(0) as u32);
                     break;
                 }
             }

@@ -1,10 +1,10 @@
 //! The exact CPU twin of kernels/accept.cu `sample_children`: each parent's children drawn
-//! without replacement by the acceptance walk's chunked inverse CDF (`super::accept`) over its
-//! distribution with the children drawn before excluded, so for equal inputs the tokens are the
-//! kernel's, bit for bit.
+//! without replacement by the acceptance kernels' inverse CDF ([`super::block_cdf`]: the same
+//! vocabulary ownership, reduction tree and ownership-order CDF as `accept_block`'s draws) over
+//! its distribution with the children drawn before excluded, so for equal inputs the tokens are
+//! the kernel's, bit for bit.
 
-use super::accept::sample_inverse_cdf;
-use crate::backend::gpu::geometry::ACCEPT_THREADS;
+use super::block_cdf::{inverse_cdf, THREADS};
 use crate::backend::ops::{check_parts, ChildDraws, NO_TOKEN};
 use crate::error::{Error, Result};
 
@@ -23,10 +23,10 @@ pub fn sample_children(probs: &[f32], words: &[u32], draws: ChildDraws, tokens: 
         let first = words[draws.first_at + i] as usize;
         let dist = probs.get(row * vocab..(row + 1) * vocab);
         let mut drawn: Vec<u32> = Vec::with_capacity(width);
-        for j in 0..width.min(ACCEPT_THREADS as usize) {
+        for j in 0..width.min(THREADS) {
             let exhausted = drawn.last() == Some(&NO_TOKEN);
             let token = match dist {
-                Some(w) if !exhausted => sample_inverse_cdf(w, &drawn, uniforms[i * width + j]).map_or(NO_TOKEN, |y| y as u32),
+                Some(w) if !exhausted => inverse_cdf(w, &drawn, uniforms[i * width + j]).map_or(NO_TOKEN, |y| y as u32),
                 _ => NO_TOKEN,
             };
             drawn.push(token);

@@ -5,6 +5,7 @@
 
 pub mod accept;
 mod attention;
+mod block_cdf;
 pub mod children;
 pub mod erf;
 pub mod gemm;
@@ -165,19 +166,6 @@ impl Backend for CpuBackend {
         checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
         kernels::rms_norm(x, weight, eps, dim, out);
         Ok(())
-    }
-
-    fn add_rms_norm(
-        &self,
-        residual: &mut Vec<f32>,
-        x: &Vec<f32>,
-        weight: &CpuWeight,
-        eps: f32,
-        dim: usize,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        self.add_assign(residual, x)?;
-        self.rms_norm(residual, weight, eps, dim, out)
     }
 
     fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>) -> Result<()> {

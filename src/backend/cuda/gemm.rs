@@ -12,15 +12,16 @@ use super::cuda_error;
 use crate::backend::gpu::{GemmInputs, GemmShape};
 use crate::error::{Error, Result};
 
-/// `out = x · wᵀ` on device addresses holding `shape`-sized operands of type `inputs`.
-pub(super) fn gemm(blas: &CudaBlas, inputs: GemmInputs, shape: GemmShape, x: u64, w: u64, out: u64) -> Result<()> {
+/// `out = x · wᵀ` (or `out += x · wᵀ` with `accumulate`) on device addresses holding
+/// `shape`-sized operands of type `inputs`.
+pub(super) fn gemm(blas: &CudaBlas, inputs: GemmInputs, shape: GemmShape, (x, w, out): (u64, u64, u64), accumulate: bool) -> Result<()> {
     let dim = |v: usize| i32::try_from(v).map_err(|_| Error::Backend(format!("cuda linear: dimension {v} exceeds int")));
     let (m, n, k) = (dim(shape.n)?, dim(shape.rows)?, dim(shape.k)?);
     let input_type = match inputs {
         GemmInputs::F32 => cudaDataType_t::CUDA_R_32F,
         GemmInputs::Bf16 => cudaDataType_t::CUDA_R_16BF,
     };
-    let (alpha, beta) = (1.0f32, 0.0f32);
+    let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
     // SAFETY: the caller checked that w holds n*k, x rows*k and out rows*n elements of the given
     // types, matching the dimensions and leading dimensions above; alpha/beta are f32 as
     // CUBLAS_COMPUTE_32F requires and outlive the (stream-ordered) call, which reads them at once.

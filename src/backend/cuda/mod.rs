@@ -155,7 +155,7 @@ impl Driver for CudaDriver {
     }
 
     unsafe fn gemm(&self, work: &GemmWork) -> Result<()> {
-        gemm::gemm(&self.blas, work.inputs, work.shape, work.x, work.w, work.out)
+        gemm::gemm(&self.blas, work.inputs, work.shape, (work.x, work.w, work.out), work.accumulate)
     }
 
     unsafe fn capture(&self, work: &[Work]) -> Result<CudaGraphExec> {

@@ -177,7 +177,13 @@ impl Driver for EmuDriver {
         let (x, w, out) = unsafe {
             (gemm_operand(gemm.x, gemm.inputs, rows * k), gemm_operand(gemm.w, gemm.inputs, n * k), std::slice::from_raw_parts_mut(gemm.out as *mut f32, rows * n))
         };
-        linear(&x, &w, rows, k, n, out);
+        if gemm.accumulate {
+            let mut product = vec![0.0; rows * n];
+            linear(&x, &w, rows, k, n, &mut product);
+            out.iter_mut().zip(product).for_each(|(o, p)| *o += p);
+        } else {
+            linear(&x, &w, rows, k, n, out);
+        }
         Ok(())
     }
 

@@ -158,6 +158,12 @@ impl<'d, D: Driver> LaunchBuilder<'d, D> {
         Ok(Self { driver, launch: Launch { grid: [dim(grid.0)?, dim(grid.1)?, dim(grid.2)?], block: [threads, 1, 1], shared_bytes: 0, args: Vec::new() } })
     }
 
+    /// `bytes` of dynamic shared memory per block (`extern __shared__`).
+    pub(crate) fn dynamic_shared(mut self, bytes: usize) -> Result<Self> {
+        self.launch.shared_bytes = u32::try_from(bytes).map_err(|_| Error::Backend(format!("dynamic shared memory of {bytes} bytes exceeds u32")))?;
+        Ok(self)
+    }
+
     /// One thread per element of `n`, `threads` per block.
     pub(crate) fn elementwise(driver: &'d D, n: usize, threads: u32) -> Result<Self> {
         Self::new(driver, (n.div_ceil(threads as usize), 1), threads)

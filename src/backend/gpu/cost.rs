@@ -9,7 +9,7 @@
 //! when it is not in a replayed graph. The shortest kernel and the launch cost are assumptions
 //! (marked so below) for the first GPU run to check (`tools/gpu_check.sh`).
 
-use super::geometry::SKINNY_ROWS;
+use super::geometry::{ATTN_GROUP_ROWS, SKINNY_ROWS};
 use crate::backend::KvDtype;
 use crate::weights::GptConfig;
 
@@ -65,11 +65,9 @@ fn kv_bytes(kv: KvDtype) -> f64 {
     }
 }
 
-/// `rms_norm` of `rows` rows of `dim` (`add_rms_norm` with `residual`: the residual read and
-/// written as well).
-pub fn rms_norm(rows: usize, dim: usize, residual: bool) -> Cost {
-    let row = (rows * dim) as f64 * F32;
-    Cost { bytes: row * if residual { 4.0 } else { 2.0 } + dim as f64 * F32, flops: (rows * dim * 4) as f64, tensor: false }
+/// `rms_norm` of `rows` rows of `dim`.
+pub fn rms_norm(rows: usize, dim: usize) -> Cost {
+    Cost { bytes: (rows * dim) as f64 * 2.0 * F32 + dim as f64 * F32, flops: (rows * dim * 4) as f64, tensor: false }
 }
 
 /// `f32_to_bf16` of `len` values (the input of a bf16 GEMM).
@@ -97,11 +95,21 @@ pub fn rope_kv_write(rows: usize, dim: usize, kv: KvDtype) -> Cost {
     Cost { bytes: (rows * dim) as f64 * (5.0 * F32 + 2.0 * kv_bytes(kv)), flops: (rows * 2 * dim * 3) as f64, tensor: false }
 }
 
-/// The skinny GEMM with the SwiGLU epilogue: two weights `[n, k]` of `weight_bytes` streamed
-/// together, f32 `x` read once, one f32 output.
-pub fn gemm_swiglu(rows: usize, k: usize, n: usize, weight_bytes: f64) -> Cost {
+/// The skinny GEMM with the RMSNorm prologue and the SwiGLU epilogue: two weights `[n, k]` of
+/// `weight_bytes` streamed together, f32 `x` and the norm's weight read once, one f32 output.
+pub fn gemm_norm_swiglu(rows: usize, k: usize, n: usize, weight_bytes: f64) -> Cost {
     let one = gemm(rows, k, n, weight_bytes, F32);
-    Cost { bytes: 2.0 * (k * n) as f64 * weight_bytes + (rows * k) as f64 * F32 + (rows * n) as f64 * F32, flops: 2.0 * one.flops + (rows * n * 4) as f64, tensor: false }
+    let bytes = 2.0 * (k * n) as f64 * weight_bytes + (rows * k + k) as f64 * F32 + (rows * n) as f64 * F32;
+    Cost { bytes, flops: 2.0 * one.flops + (rows * (n * 4 + k * 3)) as f64, tensor: false }
+}
+
+/// The skinny QKV GEMM with the RMSNorm prologue and the RoPE + KV-append epilogue, for `rows`
+/// rows of width `dim`: the `[3 dim, dim]` weight streamed, x and the norm's weight read, the
+/// qkv rows written and k and v appended to a `kv` pool.
+pub fn norm_qkv_rope_kv_write(rows: usize, dim: usize, weight_bytes: f64, kv: KvDtype) -> Cost {
+    let gemm = gemm(rows, dim, 3 * dim, weight_bytes, F32);
+    let extra = dim as f64 * F32 + (rows * 2 * dim) as f64 * kv_bytes(kv);
+    Cost { bytes: gemm.bytes + extra, flops: gemm.flops + (rows * (dim * 3 + 2 * dim * 3)) as f64, tensor: false }
 }
 
 /// The skinny GEMM with the residual-add epilogue: the output read as well as written.
@@ -115,11 +123,36 @@ pub fn kv_write(rows: usize, dim: usize, kv: KvDtype) -> Cost {
     Cost { bytes: (rows * 2 * dim) as f64 * (F32 + kv_bytes(kv)), flops: 0.0, tensor: false }
 }
 
-/// `paged_attention` of `rows` query rows, each seeing `keys` keys of width `dim`, over a `kv`
-/// pool: each row reads its keys and values (today's kernel re-reads a prefix shared by several
-/// rows once per row).
-pub fn attention(rows: usize, keys: usize, dim: usize, kv: KvDtype) -> Cost {
-    let kv_read = (rows * keys * 2 * dim) as f64 * kv_bytes(kv);
+/// The query rows of one forward pass as attention sees them: `rows` rows in `groups` groups
+/// that read the same `keys` keys (kernels/attention.cu reads a group's keys once).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Queries {
+    /// Query rows.
+    pub rows: usize,
+    /// Groups of rows with the same keys.
+    pub groups: usize,
+    /// Keys each row sees (at most).
+    pub keys: usize,
+}
+
+impl Queries {
+    /// `rows` rows each seeing keys of its own (decoding rows, a catch-up pass).
+    pub fn separate(rows: usize, keys: usize) -> Self {
+        Self { rows, groups: rows, keys }
+    }
+
+    /// `sequences` draft trees (or chains) of `nodes` rows each over `keys` keys (verification):
+    /// a group serves up to [`ATTN_GROUP_ROWS`] nodes.
+    pub fn trees(sequences: usize, nodes: usize, keys: usize) -> Self {
+        Self { rows: sequences * nodes, groups: sequences * nodes.div_ceil(ATTN_GROUP_ROWS as usize), keys }
+    }
+}
+
+/// `paged_attention` of `queries` over keys of width `dim` in a `kv` pool: each group reads its
+/// keys and values once, each row its query and output.
+pub fn attention(queries: Queries, dim: usize, kv: KvDtype) -> Cost {
+    let Queries { rows, groups, keys } = queries;
+    let kv_read = (groups * keys * 2 * dim) as f64 * kv_bytes(kv);
     Cost { bytes: kv_read + (rows * 2 * dim) as f64 * F32, flops: (rows * keys * 4 * dim) as f64, tensor: false }
 }
 
@@ -205,14 +238,18 @@ pub struct Precision {
     pub kv: KvDtype,
 }
 
-/// The launches of one forward pass of `config` over `rows` rows, each seeing `keys` keys, as
-/// `model::Gpt::forward_planned` issues them (one embedding gather; per layer the norm, the QKV
-/// GEMM, the fused RoPE + KV append, attention, the output projection, the residual add + norm
-/// and the feed-forward; then the head). At skinny row counts bf16 GEMMs read f32 activations
-/// as they are and the feed-forward runs as two GEMMs with fused epilogues (SwiGLU; residual
-/// add); beyond, each bf16 GEMM casts its input and the epilogues are launches of their own.
-pub fn gpt_forward(config: &GptConfig, rows: usize, keys: usize, precision: Precision) -> Step {
+/// The launches of one forward pass of `config` over the rows of `queries`, as
+/// `model::Gpt::forward_planned` issues them (one embedding gather; per layer the attention
+/// prologue (norm, QKV GEMM, RoPE, KV append), attention, the output projection with the
+/// residual add, and the feed-forward (norm, SwiGLU, projection with the residual add); then the
+/// head). At skinny row counts bf16 GEMMs read f32 activations as they are and a layer is 5
+/// launches: the norms folded into the GEMMs after them, RoPE + KV append, SwiGLU and the
+/// residual adds in GEMM epilogues; beyond, each bf16 GEMM casts its input, cuBLAS adds the
+/// projections into the residual (beta = 1), and the norms, RoPE + KV append and SwiGLU are
+/// launches of their own.
+pub fn gpt_forward(config: &GptConfig, queries: Queries, precision: Precision) -> Step {
     let (d, h, v) = (config.dim, config.ffn_hidden(), config.vocab_size);
+    let rows = queries.rows;
     let w = precision.weight_bytes;
     let mut step = Step::default();
     let skinny = |k: usize| w < F32 && rows <= SKINNY_ROWS as usize && k.is_multiple_of(8);
@@ -226,15 +263,20 @@ pub fn gpt_forward(config: &GptConfig, rows: usize, keys: usize, precision: Prec
     };
     step.push("embedding", embedding(rows, d, w));
     for _ in 0..config.n_layer {
-        step.push("rms_norm", rms_norm(rows, d, false));
-        linear(&mut step, "gemm qkv", d, 3 * d);
-        step.push("rope_kv_write", rope_kv_write(rows, d, precision.kv));
-        step.push("paged_attention", attention(rows, keys, d, precision.kv));
-        linear(&mut step, "gemm wo", d, d);
-        step.push("add_rms_norm", rms_norm(rows, d, true));
         if skinny(d) {
-            step.push("gemm w1 w3 swiglu", gemm_swiglu(rows, d, h, w));
+            step.push("gemm qkv norm rope kv", norm_qkv_rope_kv_write(rows, d, w, precision.kv));
         } else {
+            step.push("rms_norm", rms_norm(rows, d));
+            linear(&mut step, "gemm qkv", d, 3 * d);
+            step.push("rope_kv_write", rope_kv_write(rows, d, precision.kv));
+        }
+        step.push("paged_attention", attention(queries, d, precision.kv));
+        if skinny(d) {
+            step.push("gemm wo add", gemm_add(rows, d, d, w));
+            step.push("gemm norm w1 w3 swiglu", gemm_norm_swiglu(rows, d, h, w));
+        } else {
+            linear(&mut step, "gemm wo add", d, d);
+            step.push("rms_norm", rms_norm(rows, d));
             linear(&mut step, "gemm w1", d, h);
             linear(&mut step, "gemm w3", d, h);
             step.push("swiglu", elementwise(rows * h, 2));
@@ -242,11 +284,10 @@ pub fn gpt_forward(config: &GptConfig, rows: usize, keys: usize, precision: Prec
         if skinny(h) {
             step.push("gemm w2 add", gemm_add(rows, h, d, w));
         } else {
-            linear(&mut step, "gemm w2", h, d);
-            step.push("add_assign", elementwise(rows * d, 2));
+            linear(&mut step, "gemm w2 add", h, d);
         }
     }
-    step.push("rms_norm", rms_norm(rows, d, false));
+    step.push("rms_norm", rms_norm(rows, d));
     linear(&mut step, "gemm output", d, v);
     step
 }
@@ -261,7 +302,7 @@ pub fn weights_floor(config: &GptConfig, weight_bytes: f64, gpu: &Ceilings) -> f
 /// A plain AR step of `images` images with CFG (two rows each) at `context` keys: one target
 /// forward, the logits processing and the draw.
 pub fn ar_step(config: &GptConfig, images: usize, context: usize, precision: Precision) -> Step {
-    let mut step = gpt_forward(config, 2 * images, context, precision);
+    let mut step = gpt_forward(config, Queries::separate(2 * images, context), precision);
     step.push("process_logits", process_logits(images, config.vocab_size, true));
     step.push("accept_block", accept(images, 0, config.vocab_size));
     step
@@ -273,15 +314,15 @@ pub fn ar_step(config: &GptConfig, images: usize, context: usize, precision: Pre
 pub fn chain_step(target: &GptConfig, draft: &GptConfig, images: usize, len: usize, catch_up: usize, context: usize, precision: Precision) -> Step {
     let v = target.vocab_size;
     let mut step = Step::default();
-    step.extend(gpt_forward(draft, 2 * images * catch_up, context, precision));
+    step.extend(gpt_forward(draft, Queries::separate(2 * images * catch_up, context), precision));
     step.push("process_logits", process_logits(images, v, true));
     step.push("sample_children", sample_children(images, 1, v));
     for level in 1..len {
-        step.extend(gpt_forward(draft, 2 * images, context + level, precision));
+        step.extend(gpt_forward(draft, Queries::separate(2 * images, context + level), precision));
         step.push("process_logits", process_logits(images, v, true));
         step.push("sample_children", sample_children(images, 1, v));
     }
-    step.extend(gpt_forward(target, 2 * images * (len + 1), context + len / 2, precision));
+    step.extend(gpt_forward(target, Queries::trees(2 * images, len + 1, context + len), precision));
     step.push("process_logits", process_logits(images * (len + 1), v, true));
     step.push("accept_block", accept(images, len, v));
     step
@@ -303,8 +344,17 @@ mod tests {
         assert!((gemm.time(&H100_SXM, true) - gemm.bytes / 3.35e12).abs() < 1e-12, "a decode GEMM streams its weights");
         let square = gemm_flops();
         assert!((square.time(&H100_SXM, true) - square.flops / 989e12).abs() < 1e-12, "a large GEMM is compute-bound");
-        assert_eq!(rms_norm(2, 1280, false).time(&H100_SXM, true), 1.5e-6);
-        assert_eq!(rms_norm(2, 1280, false).time(&H100_SXM, false), 1.5e-6 + 4e-6);
+        assert_eq!(rms_norm(2, 1280).time(&H100_SXM, true), 1.5e-6);
+        assert_eq!(rms_norm(2, 1280).time(&H100_SXM, false), 1.5e-6 + 4e-6);
+    }
+
+    #[test]
+    fn a_tree_reads_its_keys_once_per_group() {
+        let one_row = attention(Queries::separate(1, 256), 1280, KvDtype::Bf16);
+        let tree = attention(Queries::trees(1, 16, 256), 1280, KvDtype::Bf16);
+        let queries_and_outputs = (15 * 2 * 1280) as f64 * F32;
+        assert_eq!(tree.bytes, one_row.bytes + queries_and_outputs, "16 nodes: one group, the keys read once");
+        assert_eq!(Queries::trees(2, 17, 256).groups, 4, "17 nodes need two groups per tree");
     }
 
     fn gemm_flops() -> Cost {
@@ -314,15 +364,15 @@ mod tests {
     #[test]
     fn an_xl_forward_reads_its_weights_once() {
         let config = xl();
-        let step = gpt_forward(&config, 2, 1, BF16);
+        let step = gpt_forward(&config, Queries::separate(2, 1), BF16);
         let weights = weights_floor(&config, 2.0, &H100_SXM) * 3.35e12;
         assert!((1.5e9..1.7e9).contains(&weights), "GPT-XL's bf16 weights: {weights:e} bytes");
         assert!(step.bytes() > weights && step.bytes() < 1.02 * weights, "{:e} bytes moved against {weights:e}", step.bytes());
-        // 36 layers of 8 launches (no casts at 2 rows: the skinny GEMMs, the feed-forward's
-        // epilogues fused), the embedding, the head's norm and GEMM.
-        assert_eq!(step.launches.len(), 36 * 8 + 3);
-        // A 32-row pass casts before each of its 5 GEMMs per layer and the head's, and runs the
-        // SwiGLU and the residual add on their own.
-        assert_eq!(gpt_forward(&config, 32, 1, BF16).launches.len(), 36 * 16 + 4);
+        // 36 layers of 5 launches (no casts at 2 rows: the skinny GEMMs with the norms, RoPE, the
+        // KV append, SwiGLU and the residual adds fused), the embedding, the head's norm and GEMM.
+        assert_eq!(step.launches.len(), 36 * 5 + 3);
+        // A 32-row pass casts before each of its 5 GEMMs per layer and the head's (cuBLAS adds
+        // into the residual), and runs the norms, RoPE + KV append and SwiGLU on their own.
+        assert_eq!(gpt_forward(&config, Queries::separate(32, 1), BF16).launches.len(), 36 * 15 + 4);
     }
 }

@@ -12,8 +12,6 @@ pub use crate::backend::ops::GemmShape;
 pub enum Kernel {
     /// `norm.cu` `rms_norm`.
     RmsNorm,
-    /// `norm.cu` `add_rms_norm`.
-    AddRmsNorm,
     /// `rope.cu` `rope`.
     Rope,
     /// `rope.cu` `rope_kv_write_f32`.
@@ -50,8 +48,12 @@ pub enum Kernel {
     GemmSkinnyBf16,
     /// `gemv.cu` `gemm_skinny_add_bf16`.
     GemmSkinnyAddBf16,
-    /// `gemv.cu` `gemm_skinny_swiglu_bf16`.
-    GemmSkinnySwigluBf16,
+    /// `gemv.cu` `gemm_skinny_norm_swiglu_bf16`.
+    GemmSkinnyNormSwigluBf16,
+    /// `gemv.cu` `gemm_skinny_norm_qkv_rope_kv_f32`.
+    GemmSkinnyNormQkvRopeKvF32,
+    /// `gemv.cu` `gemm_skinny_norm_qkv_rope_kv_bf16`.
+    GemmSkinnyNormQkvRopeKvBf16,
     /// `accept.cu` `accept_block`.
     AcceptBlock,
     /// `accept.cu` `sample_children`.
@@ -62,9 +64,8 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in a fixed order (`Kernel as usize` indexes it).
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::RmsNorm,
-        Kernel::AddRmsNorm,
         Kernel::Rope,
         Kernel::RopeKvWriteF32,
         Kernel::RopeKvWriteBf16,
@@ -83,7 +84,9 @@ impl Kernel {
         Kernel::EmbeddingBf16,
         Kernel::GemmSkinnyBf16,
         Kernel::GemmSkinnyAddBf16,
-        Kernel::GemmSkinnySwigluBf16,
+        Kernel::GemmSkinnyNormSwigluBf16,
+        Kernel::GemmSkinnyNormQkvRopeKvF32,
+        Kernel::GemmSkinnyNormQkvRopeKvBf16,
         Kernel::AcceptBlock,
         Kernel::SampleChildren,
         Kernel::ProcessLogits,
@@ -102,7 +105,6 @@ impl Kernel {
     fn names(self) -> (&'static str, &'static str) {
         match self {
             Kernel::RmsNorm => ("norm", "rms_norm"),
-            Kernel::AddRmsNorm => ("norm", "add_rms_norm"),
             Kernel::Rope => ("rope", "rope"),
             Kernel::RopeKvWriteF32 => ("rope", "rope_kv_write_f32"),
             Kernel::RopeKvWriteBf16 => ("rope", "rope_kv_write_bf16"),
@@ -121,7 +123,9 @@ impl Kernel {
             Kernel::EmbeddingBf16 => ("embedding", "embedding_bf16"),
             Kernel::GemmSkinnyBf16 => ("gemv", "gemm_skinny_bf16"),
             Kernel::GemmSkinnyAddBf16 => ("gemv", "gemm_skinny_add_bf16"),
-            Kernel::GemmSkinnySwigluBf16 => ("gemv", "gemm_skinny_swiglu_bf16"),
+            Kernel::GemmSkinnyNormSwigluBf16 => ("gemv", "gemm_skinny_norm_swiglu_bf16"),
+            Kernel::GemmSkinnyNormQkvRopeKvF32 => ("gemv", "gemm_skinny_norm_qkv_rope_kv_f32"),
+            Kernel::GemmSkinnyNormQkvRopeKvBf16 => ("gemv", "gemm_skinny_norm_qkv_rope_kv_bf16"),
             Kernel::AcceptBlock => ("accept", "accept_block"),
             Kernel::SampleChildren => ("accept", "sample_children"),
             Kernel::ProcessLogits => ("sampling", "process_logits"),
@@ -196,6 +200,8 @@ pub struct GemmWork {
     pub w: u64,
     /// Address of `out`.
     pub out: u64,
+    /// `out += x · wᵀ` (cuBLAS's beta = 1) instead of `out = x · wᵀ`.
+    pub accumulate: bool,
 }
 
 /// One piece of device work, as a graph holds it: a kernel launch or a GEMM.
@@ -221,7 +227,7 @@ impl Work {
                     GemmInputs::F32 => 0,
                     GemmInputs::Bf16 => 1,
                 };
-                key.extend([1, inputs, g.shape.rows as u64, g.shape.k as u64, g.shape.n as u64, g.x, g.w, g.out]);
+                key.extend([1, inputs, g.shape.rows as u64, g.shape.k as u64, g.shape.n as u64, g.x, g.w, g.out, u64::from(g.accumulate)]);
             }
         }
     }

@@ -12,6 +12,9 @@ pub const ROPE_THREADS: u32 = 128;
 pub const ATTN_WARPS: u32 = 4;
 /// Largest head width `paged_attention` handles.
 pub const MAX_HEAD_DIM: u32 = 256;
+/// Most query rows with the same keys (a draft tree's nodes) one `paged_attention` block serves,
+/// reading each key once for all of them; a multiple of [`ATTN_WARPS`].
+pub const ATTN_GROUP_ROWS: u32 = 16;
 /// Threads per block of `accept_block`; also fixes how its CPU twin chunks the vocabulary.
 pub const ACCEPT_THREADS: u32 = 256;
 /// Threads per block of `process_logits` (kernels/sampling.cu); also fixes how its CPU twin
@@ -24,11 +27,12 @@ pub const SKINNY_ROWS: u32 = 16;
 pub const SKINNY_WARPS: u32 = 8;
 
 /// Every constant above as `(name, value)`, for the compilers' `-D` flags.
-pub const DEFINES: [(&str, u32); 8] = [
+pub const DEFINES: [(&str, u32); 9] = [
     ("ROW_THREADS", ROW_THREADS),
     ("ROPE_THREADS", ROPE_THREADS),
     ("ATTN_WARPS", ATTN_WARPS),
     ("MAX_HEAD_DIM", MAX_HEAD_DIM),
+    ("ATTN_GROUP_ROWS", ATTN_GROUP_ROWS),
     ("ACCEPT_THREADS", ACCEPT_THREADS),
     ("SAMPLING_THREADS", SAMPLING_THREADS),
     ("SKINNY_ROWS", SKINNY_ROWS),

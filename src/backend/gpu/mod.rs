@@ -27,9 +27,9 @@ use std::sync::{Arc, Mutex};
 pub use buffer::{DevVec, GpuBuf, GpuKvPool, GpuWeight, GpuWords, KvData};
 pub use driver::{Driver, GemmInputs, GemmShape, GemmWork, Kernel, KernelArg, Launch, Work};
 pub use graphs::MAX_GRAPHS;
-pub use paged::{attention_splits, GpuPlan};
+pub use paged::{attention_groups, attention_splits, GpuPlan};
 
-use super::{checks, unfused_linear_add, unfused_linear_swiglu, Backend, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather};
+use super::{checks, unfused_norm_linear_swiglu, unfused_norm_qkv_rope_kv_write, Backend, RmsNorm, BlockLayout, ChildDraws, CopyList, DeviceCounts, ForwardPlan, KvDtype, KvShape, LogitsMap, PlanOffsets, RowGather};
 use crate::error::{Error, Result};
 use crate::sampling::SamplingParams;
 use crate::weights::{DType, WeightFile};
@@ -183,17 +183,21 @@ impl<D: Driver> GpuBackend<D> {
         self.counters.launches.fetch_add(pieces as u64, Ordering::Relaxed);
     }
 
-    /// `out = x · wᵀ` (shapes checked by the caller): f32 weights directly; bf16 weights through
-    /// the skinny kernel for decode row counts (kernels/gemv.cu, f32 `x` read as it is), else
-    /// after casting `x` to bf16 (kernels/elementwise.cu `f32_to_bf16`).
-    fn gemm(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
+    /// `out = x · wᵀ`, or `out += x · wᵀ` with `accumulate` (shapes checked by the caller): f32
+    /// weights directly; bf16 weights through the skinny kernels for decode row counts
+    /// (kernels/gemv.cu, f32 `x` read as it is), else after casting `x` to bf16
+    /// (kernels/elementwise.cu `f32_to_bf16`); cuBLAS accumulates with beta = 1.
+    fn gemm(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, out: &mut GpuBuf<D>, accumulate: bool) -> Result<()> {
         if shape.rows == 0 || shape.n == 0 {
             return Ok(());
         }
         let out_address = self.driver.address_mut(&mut out.mem);
         let (inputs, x, w) = match weight {
             GpuWeight::F32(w) => (GemmInputs::F32, self.driver.address(&x.mem), self.driver.address(&w.mem)),
-            GpuWeight::Bf16(w) if skinny(shape) => return self.launch_gemm_skinny(Kernel::GemmSkinnyBf16, x, &[w], shape, out),
+            GpuWeight::Bf16(w) if skinny(shape) => {
+                let kernel = if accumulate { Kernel::GemmSkinnyAddBf16 } else { Kernel::GemmSkinnyBf16 };
+                return self.launch_gemm_skinny(kernel, x, None, &[w], shape, out);
+            }
             GpuWeight::Bf16(w) => {
                 let len = shape.rows * shape.k;
                 let mut scratch = self.bf16_inputs.lock().map_err(|_| Error::Backend("linear: the bf16 scratch buffer is poisoned".into()))?;
@@ -202,7 +206,7 @@ impl<D: Driver> GpuBackend<D> {
                 (GemmInputs::Bf16, self.driver.address(&x16.mem), self.driver.address(&w.mem))
             }
         };
-        self.issue(Work::Gemm(GemmWork { inputs, shape, x, w, out: out_address }))
+        self.issue(Work::Gemm(GemmWork { inputs, shape, x, w, out: out_address, accumulate }))
     }
 }
 
@@ -309,13 +313,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
 
     fn rms_norm(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, eps: f32, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
         checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
-        self.launch_rms_norm(None, x, weight.f32("rms_norm")?, eps, dim, out)
-    }
-
-    fn add_rms_norm(&self, residual: &mut GpuBuf<D>, x: &GpuBuf<D>, weight: &GpuWeight<D>, eps: f32, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
-        checks::same_len("add_rms_norm", &[residual.len(), x.len()])?;
-        checks::rms_norm(x.len(), weight.len(), dim, out.len())?;
-        self.launch_rms_norm(Some(residual), x, weight.f32("add_rms_norm")?, eps, dim, out)
+        self.launch_rms_norm(x, weight.f32("rms_norm")?, eps, dim, out)
     }
 
     fn add_assign(&self, acc: &mut GpuBuf<D>, x: &GpuBuf<D>) -> Result<()> {
@@ -325,38 +323,35 @@ impl<D: Driver> Backend for GpuBackend<D> {
 
     fn linear(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, rows: usize, in_dim: usize, out_dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
         checks::linear(x.len(), weight.len(), rows, in_dim, out_dim, out.len())?;
-        self.gemm(x, weight, GemmShape { rows, k: in_dim, n: out_dim }, out)
+        self.gemm(x, weight, GemmShape { rows, k: in_dim, n: out_dim }, out, false)
     }
 
-    fn linear_swiglu(
+    fn norm_linear_swiglu(
         &self,
         x: &GpuBuf<D>,
-        gate: &GpuWeight<D>,
-        up: &GpuWeight<D>,
+        norm: RmsNorm<'_, GpuWeight<D>>,
+        [gate, up]: [&GpuWeight<D>; 2],
         shape: GemmShape,
-        gate_out: &mut GpuBuf<D>,
-        up_out: &mut GpuBuf<D>,
+        normed: &mut GpuBuf<D>,
+        [gate_out, up_out]: [&mut GpuBuf<D>; 2],
         out: &mut GpuBuf<D>,
     ) -> Result<()> {
         match (gate, up) {
             (GpuWeight::Bf16(g), GpuWeight::Bf16(u)) if skinny(shape) => {
+                checks::rms_norm(x.len(), norm.weight.len(), shape.k, x.len())?;
                 for weight in [gate, up] {
                     checks::linear(x.len(), weight.len(), shape.rows, shape.k, shape.n, out.len())?;
                 }
-                self.launch_gemm_skinny(Kernel::GemmSkinnySwigluBf16, x, &[g, u], shape, out)
+                let norm = (norm.weight.f32("norm_linear_swiglu")?, norm.eps);
+                self.launch_gemm_skinny(Kernel::GemmSkinnyNormSwigluBf16, x, Some(norm), &[g, u], shape, out)
             }
-            _ => unfused_linear_swiglu(self, x, [gate, up], shape, [gate_out, up_out], out),
+            _ => unfused_norm_linear_swiglu(self, x, norm, [gate, up], shape, normed, [gate_out, up_out], out),
         }
     }
 
-    fn linear_add(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, projected: &mut GpuBuf<D>, acc: &mut GpuBuf<D>) -> Result<()> {
-        match weight {
-            GpuWeight::Bf16(w) if skinny(shape) => {
-                checks::linear(x.len(), weight.len(), shape.rows, shape.k, shape.n, acc.len())?;
-                self.launch_gemm_skinny(Kernel::GemmSkinnyAddBf16, x, &[w], shape, acc)
-            }
-            _ => unfused_linear_add(self, x, weight, shape, projected, acc),
-        }
+    fn linear_add(&self, x: &GpuBuf<D>, weight: &GpuWeight<D>, shape: GemmShape, _projected: &mut GpuBuf<D>, acc: &mut GpuBuf<D>) -> Result<()> {
+        checks::linear(x.len(), weight.len(), shape.rows, shape.k, shape.n, acc.len())?;
+        self.gemm(x, weight, shape, acc, true)
     }
 
     fn swiglu(&self, gate: &GpuBuf<D>, up: &GpuBuf<D>, out: &mut GpuBuf<D>) -> Result<()> {
@@ -399,6 +394,33 @@ impl<D: Driver> Backend for GpuBackend<D> {
         checks::kv_write(&pool.shape, layer, qkv.len(), &plan.host.slots)?;
         check(width == pool.shape.row_width(), "rope_kv_write", || format!("{n_head} heads of {head_dim} do not match the pool's rows of {}", pool.shape.row_width()))?;
         self.launch_rope_kv_write(qkv, head_dim, table, pool, layer, plan)
+    }
+
+    fn norm_qkv_rope_kv_write(
+        &self,
+        x: &GpuBuf<D>,
+        norm: RmsNorm<'_, GpuWeight<D>>,
+        wqkv: &GpuWeight<D>,
+        (rows, n_head, head_dim): (usize, usize, usize),
+        table: &GpuBuf<D>,
+        (pool, layer): (&mut GpuKvPool<D>, usize),
+        plan: &GpuPlan<D>,
+        normed: &mut GpuBuf<D>,
+        qkv: &mut GpuBuf<D>,
+    ) -> Result<()> {
+        let width = n_head * head_dim;
+        let shape = GemmShape { rows, k: width, n: 3 * width };
+        let heads = (rows, n_head, head_dim);
+        let w = match wqkv {
+            GpuWeight::Bf16(w) if skinny(shape) => w,
+            _ => return unfused_norm_qkv_rope_kv_write(self, x, norm, wqkv, heads, table, (pool, layer), plan, normed, qkv),
+        };
+        checks::rms_norm(x.len(), norm.weight.len(), width, x.len())?;
+        checks::linear(x.len(), wqkv.len(), rows, width, 3 * width, qkv.len())?;
+        checks::rope(qkv.len(), rows, 3 * width, 2 * n_head, head_dim, table.len(), &plan.host.positions)?;
+        checks::kv_write(&pool.shape, layer, qkv.len(), &plan.host.slots)?;
+        check(width == pool.shape.row_width(), "norm_qkv_rope_kv_write", || format!("{n_head} heads of {head_dim} do not match the pool's rows of {}", pool.shape.row_width()))?;
+        self.launch_norm_qkv_rope_kv(x, (norm.weight.f32("norm_qkv_rope_kv_write")?, norm.eps), w, (shape, head_dim), table, pool, layer, plan, qkv)
     }
 
     fn kv_copy(&self, pool: &mut GpuKvPool<D>, words: &GpuWords<D>, copies: CopyList) -> Result<()> {

@@ -57,24 +57,10 @@ impl<D: Driver> GpuBackend<D> {
         self.run(Kernel::ConcatRows, &launch)
     }
 
-    /// `rms_norm(x, weight, eps, dim, out)` or, with a residual,
-    /// `add_rms_norm(residual, x, weight, eps, dim, out)`: one block per row.
-    pub(super) fn launch_rms_norm(
-        &self,
-        residual: Option<&mut GpuBuf<D>>,
-        x: &GpuBuf<D>,
-        weight: &GpuBuf<D>,
-        eps: f32,
-        dim: usize,
-        out: &mut GpuBuf<D>,
-    ) -> Result<()> {
-        let builder = LaunchBuilder::new(&self.driver, (x.len() / dim, 1), ROW_THREADS)?;
-        let (kernel, builder) = match residual {
-            Some(residual) => (Kernel::AddRmsNorm, builder.output(residual)),
-            None => (Kernel::RmsNorm, builder),
-        };
-        let launch = builder.input(x).input(weight).f32(eps).i32(dim)?.output(out).build();
-        self.run(kernel, &launch)
+    /// `rms_norm(x, weight, eps, dim, out)`: one block per row.
+    pub(super) fn launch_rms_norm(&self, x: &GpuBuf<D>, weight: &GpuBuf<D>, eps: f32, dim: usize, out: &mut GpuBuf<D>) -> Result<()> {
+        let launch = LaunchBuilder::new(&self.driver, (x.len() / dim, 1), ROW_THREADS)?.input(x).input(weight).f32(eps).i32(dim)?.output(out).build();
+        self.run(Kernel::RmsNorm, &launch)
     }
 
     /// `add_assign(acc, x, n)`: one thread per element.
@@ -91,13 +77,19 @@ impl<D: Driver> GpuBackend<D> {
         self.run(Kernel::Swiglu, &launch)
     }
 
-    /// A skinny decode GEMM of kernels/gemv.cu, `kernel(x, weights..., out, rows, k, n)`: one
-    /// warp per output column.
-    pub(super) fn launch_gemm_skinny(&self, kernel: Kernel, x: &GpuBuf<D>, weights: &[&DevVec<u16, D>], shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
+    /// A skinny decode GEMM of kernels/gemv.cu, `kernel(x, [norm, eps,] weights..., out, rows,
+    /// k, n)` (the norm's weight and epsilon for the kernels with the RMSNorm prologue): one warp
+    /// per output column.
+    pub(super) fn launch_gemm_skinny(&self, kernel: Kernel, x: &GpuBuf<D>, norm: Option<(&GpuBuf<D>, f32)>, weights: &[&DevVec<u16, D>], shape: GemmShape, out: &mut GpuBuf<D>) -> Result<()> {
         let blocks = shape.n.div_ceil(SKINNY_WARPS as usize);
+        let launch = LaunchBuilder::new(&self.driver, (blocks, 1), SKINNY_WARPS * 32)?.input(x);
+        let launch = match norm {
+            Some((g, eps)) => launch.input(g).f32(eps),
+            None => launch,
+        };
         let launch = weights
             .iter()
-            .fold(LaunchBuilder::new(&self.driver, (blocks, 1), SKINNY_WARPS * 32)?.input(x), |launch, w| launch.input(*w))
+            .fold(launch, |launch, w| launch.input(*w))
             .output(out)
             .i32(shape.rows)?
             .i32(shape.k)?

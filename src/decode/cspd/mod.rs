@@ -5,17 +5,20 @@
 //! proposal. Where the paper and the official code differ, [`CspdOptions`] chooses (the paper by
 //! default, [`CspdOptions::official_code`] for the code). Spec: shared/notes/continuous-sd-spec.md.
 //!
-//! [`generate_cspd`] runs on any pair of [`TokenPredictor`](crate::decode::mar::TokenPredictor)s:
+//! [`generate_cspd_batch`] runs a batch of images in shared passes, each image with its own
+//! order, noise and ragged acceptance, and gives each the output it gets alone
+//! ([`generate_cspd`]). Both run on any pair of [`TokenPredictor`](crate::decode::mar::TokenPredictor)s:
 //! MAR models ([`crate::decode::mar::MarPredictor`]) or the toy Gaussian models of the tests,
 //! whose laws are known in closed form.
 
 mod generate;
 mod options;
+mod plan;
 mod stats;
 mod verify;
 mod window;
 
-pub use generate::{generate_cspd, CspdOutput};
+pub use generate::{generate_cspd, generate_cspd_batch, CspdOutput};
 pub use options::{CspdOptions, FinalStep, VarianceFactor, VerifyMode, WindowCfg};
 pub use stats::CspdStats;
 pub use verify::{verify_token, TokenLaw, Verdict};

@@ -1,25 +1,14 @@
-//! The target's verification of a window of drafted steps: one target pass, then every drafted
-//! token tested ([`super::verify`]), in either semantics of [`VerifyMode`].
+//! The target's verification of a window of drafted steps: the queries of its one target pass,
+//! then every drafted token tested ([`super::verify`]), in either semantics of [`VerifyMode`].
 
 use crate::decode::cspd::generate::{DraftedStep, Run};
 use crate::decode::cspd::options::{VerifyMode, WindowCfg};
+use crate::decode::cspd::plan::OwnedQuery;
 use crate::decode::cspd::verify::verify_token;
-use crate::decode::mar::{StepQuery, TokenPredictor};
-use crate::error::Result;
+use crate::decode::mar::schedule::StepMasks;
 use crate::model::diffusion::HeadSample;
 
-impl<T: TokenPredictor, D: TokenPredictor> Run<'_, T, D> {
-    /// Verify the window and clear it.
-    pub(super) fn verify_window(&mut self) -> Result<()> {
-        let window = std::mem::take(&mut self.window);
-        self.stats.windows += 1;
-        self.stats.target_forwards += 1;
-        match self.options.verify {
-            VerifyMode::LeviathanRollback => self.verify_with_rollback(&window),
-            VerifyMode::MarWindow => self.verify_positions(&window),
-        }
-    }
-
+impl Run<'_> {
     /// The target's guidance scales for the positions of `drafted` in `window`.
     fn window_guidance(&self, window: &[DraftedStep], drafted: &DraftedStep) -> Option<Vec<f64>> {
         let scale = match self.options.window_cfg {
@@ -29,10 +18,38 @@ impl<T: TokenPredictor, D: TokenPredictor> Run<'_, T, D> {
         scale.map(|g| vec![g; drafted.positions.len()])
     }
 
+    /// The queries verifying `window` (the bonus step's comes after them): in rollback mode one
+    /// per drafted step, each seeing the prefix and the drafts before it; in window mode one
+    /// predicting every window position from the verified prefix (the mask before the window).
+    pub(super) fn window_queries(&self, window: &[DraftedStep]) -> Vec<OwnedQuery> {
+        match self.options.verify {
+            VerifyMode::LeviathanRollback => window
+                .iter()
+                .map(|d| OwnedQuery { mask: d.mask_before.clone(), positions: d.positions.clone(), guidance: self.window_guidance(window, d) })
+                .collect(),
+            VerifyMode::MarWindow => {
+                let positions = window.iter().flat_map(|d| d.positions.iter().copied()).collect();
+                let guidance = window.iter().map(|d| self.window_guidance(window, d)).collect::<Option<Vec<_>>>().map(|g| g.concat());
+                window.first().map(|d| OwnedQuery { mask: d.mask_before.clone(), positions, guidance }).into_iter().collect()
+            }
+        }
+    }
+
+    /// Verify `window` with the target's run `target` over [`Self::window_queries`] (and the
+    /// bonus step's positions after them).
+    pub(super) fn verify_window(&mut self, window: &[DraftedStep], bonus: Option<StepMasks>, target: &HeadSample) {
+        self.stats.windows += 1;
+        self.stats.target_forwards += 1;
+        match self.options.verify {
+            VerifyMode::LeviathanRollback => self.verify_with_rollback(window, bonus, target),
+            VerifyMode::MarWindow => self.verify_positions(window, target),
+        }
+    }
+
     /// Test the drafted tokens of `drafted` against rows `first..` of the target's run, writing
     /// what is kept; returns whether every one was accepted.
     fn verify_step(&mut self, drafted: &DraftedStep, target: &HeadSample, first: usize) -> bool {
-        let c = self.token_dim();
+        let c = self.token_dim;
         let n = drafted.positions.len();
         let (target_laws, draft_laws) = (self.laws(target, first, n), self.laws(&drafted.draft, 0, n));
         let mut all_accepted = true;
@@ -52,22 +69,13 @@ impl<T: TokenPredictor, D: TokenPredictor> Run<'_, T, D> {
         all_accepted
     }
 
-    /// The paper's semantics: one pass with a sequence per drafted step, each seeing the prefix
-    /// and the drafts before it, plus one seeing every draft (the bonus step); steps tested in
-    /// order; at the first step with a rejection the later drafts are discarded and generation
-    /// resumes after it; when every draft is kept, the bonus step's target tokens are taken too.
-    fn verify_with_rollback(&mut self, window: &[DraftedStep]) -> Result<()> {
-        let bonus = Some(self.next_masks()).filter(|m| self.step < self.sampling.num_iter && !m.predict.is_empty());
-        let scales: Vec<Option<Vec<f64>>> = window.iter().map(|d| self.window_guidance(window, d)).collect();
-        let bonus_scales = bonus.as_ref().and_then(|b| self.guidance(b.mask_len).map(|g| vec![g; b.predict.len()]));
-        let mut queries: Vec<StepQuery> = window.iter().zip(&scales).map(|(d, g)| StepQuery { mask: &d.mask_before, positions: &d.positions, guidance: g.as_deref() }).collect();
-        if let Some(b) = &bonus {
-            queries.push(StepQuery { mask: &self.mask, positions: &b.predict, guidance: bonus_scales.as_deref() });
-        }
-        let target = self.target.predict(&self.tokens, &queries, self.noise, self.sampling.temperature)?;
+    /// The paper's semantics: steps tested in order; at the first step with a rejection the
+    /// later drafts are discarded and generation resumes after it; when every draft is kept,
+    /// the bonus step's target tokens are taken too.
+    fn verify_with_rollback(&mut self, window: &[DraftedStep], bonus: Option<StepMasks>, target: &HeadSample) {
         let mut first = 0;
         for (j, drafted) in window.iter().enumerate() {
-            let all_accepted = self.verify_step(drafted, &target, first);
+            let all_accepted = self.verify_step(drafted, target, first);
             first += drafted.positions.len();
             if !all_accepted {
                 let discarded: usize = window[j + 1..].iter().map(|d| d.positions.len()).sum();
@@ -75,33 +83,25 @@ impl<T: TokenPredictor, D: TokenPredictor> Run<'_, T, D> {
                 tracing::debug!(step = drafted.step, kept_steps = j, discarded, "CSpD window: rejection, later drafts discarded");
                 self.mask = drafted.mask_after.clone();
                 self.step = drafted.step + 1;
-                return Ok(());
+                return;
             }
         }
         if let Some(b) = bonus {
-            let values = self.final_tokens(&self.laws(&target, first, b.predict.len()), &b.predict);
+            let values = self.final_tokens(&self.laws(target, first, b.predict.len()), &b.predict);
             self.write(&b.predict, &values);
             self.stats.bonus += b.predict.len();
             self.advance(b.next);
         }
         tracing::debug!(steps = window.len(), "CSpD window: every draft accepted");
-        Ok(())
     }
 
-    /// The official code's semantics: one pass predicting every window position from the
-    /// verified prefix (the mask before the window), each position tested on its own, nothing
+    /// The official code's semantics: each window position tested on its own, nothing
     /// discarded.
-    fn verify_positions(&mut self, window: &[DraftedStep]) -> Result<()> {
-        let positions: Vec<usize> = window.iter().flat_map(|d| d.positions.iter().copied()).collect();
-        let scales: Option<Vec<f64>> = window.iter().map(|d| self.window_guidance(window, d)).collect::<Option<Vec<_>>>().map(|g| g.concat());
-        let Some(prefix) = window.first().map(|d| &d.mask_before) else { return Ok(()) };
-        let query = StepQuery { mask: prefix, positions: &positions, guidance: scales.as_deref() };
-        let target = self.target.predict(&self.tokens, &[query], self.noise, self.sampling.temperature)?;
+    fn verify_positions(&mut self, window: &[DraftedStep], target: &HeadSample) {
         let mut first = 0;
         for drafted in window {
-            self.verify_step(drafted, &target, first);
+            self.verify_step(drafted, target, first);
             first += drafted.positions.len();
         }
-        Ok(())
     }
 }

@@ -1,9 +1,9 @@
-//! MAR generation of one image (`sample_tokens`, spec §1.4) with its randomness given from
-//! outside: the order and, per token, the diffusion head's `x_T` and step noise (CSpD's
+//! MAR generation of a batch of images (`sample_tokens`, spec §1.4) with their randomness given
+//! from outside: the order and, per token, the diffusion head's `x_T` and step noise (CSpD's
 //! layout, so a draft and a target can share it).
 
 use crate::backend::Backend;
-use crate::decode::mar::predict::{MarPredictor, StepQuery, TokenPredictor};
+use crate::decode::mar::predict::{ImageQueries, MarPredictor, StepQuery, TokenPredictor};
 use crate::decode::mar::schedule::{step_masks, CfgSchedule};
 use crate::error::{Error, Result};
 use crate::model::diffusion::{DiffusionHead, DiffusionSchedule};
@@ -102,6 +102,15 @@ impl MarNoise {
     }
 }
 
+/// One image of a MAR batch: its class and its randomness.
+#[derive(Clone, Copy, Debug)]
+pub struct MarImage<'a> {
+    /// The class of the conditional branch.
+    pub class: usize,
+    /// The order and head noise.
+    pub noise: &'a MarNoise,
+}
+
 /// The tokens (`[seq_len, C]`) of one image of `class`: `sampling.num_iter` steps, each one
 /// transformer pass over the current tokens and mask (with the unconditional branch when
 /// guided) and one head run over the positions it predicts, with the noise of `noise`.
@@ -114,28 +123,37 @@ pub fn generate_tokens<B: Backend>(
     sampling: &MarSampling,
     noise: &MarNoise,
 ) -> Result<Vec<f32>> {
-    generate_with(&MarPredictor { backend, model, head, schedule, class }, sampling, noise)
+    let mut tokens = generate_batch(&MarPredictor { backend, model, head, schedule }, sampling, &[MarImage { class, noise }])?;
+    Ok(tokens.remove(0))
 }
 
-/// [`generate_tokens`] with any predictor: every step's positions take the head's final mean
-/// `μ_0` (MAR's sampler adds no noise at the last step).
-pub fn generate_with<P: TokenPredictor>(predictor: &P, sampling: &MarSampling, noise: &MarNoise) -> Result<Vec<f32>> {
+/// The tokens of a batch of images with any predictor, in lockstep: each step is one batched
+/// prediction over every image's current tokens and mask, and its positions take the head's
+/// final mean `μ_0` (MAR's sampler adds no noise at the last step). Each image gets the tokens
+/// it gets alone.
+pub fn generate_batch<P: TokenPredictor>(predictor: &P, sampling: &MarSampling, images: &[MarImage]) -> Result<Vec<Vec<f32>>> {
     let (seq_len, c) = (predictor.seq_len(), predictor.token_dim());
     sampling.validate(seq_len)?;
-    noise.check(seq_len, c, predictor.head_steps())?;
-    let mut tokens = vec![0f32; seq_len * c];
-    let mut mask = vec![true; seq_len];
+    for image in images {
+        image.noise.check(seq_len, c, predictor.head_steps())?;
+    }
+    let mut tokens = vec![vec![0f32; seq_len * c]; images.len()];
+    let mut masks = vec![vec![true; seq_len]; images.len()];
     for step in 0..sampling.num_iter {
-        let masks = step_masks(&noise.order, step, sampling.num_iter, &mask);
-        if !masks.predict.is_empty() {
-            let guidance = sampling.step_guidance(masks.mask_len, seq_len).map(|scale| vec![scale; masks.predict.len()]);
-            let query = StepQuery { mask: &mask, positions: &masks.predict, guidance: guidance.as_deref() };
-            let drawn = predictor.predict(&tokens, &[query], noise, sampling.temperature)?;
-            for (&p, token) in masks.predict.iter().zip(drawn.tokens().chunks(c)) {
-                tokens[p * c..(p + 1) * c].copy_from_slice(token);
+        let steps: Vec<_> = images.iter().zip(&masks).map(|(image, mask)| step_masks(&image.noise.order, step, sampling.num_iter, mask)).collect();
+        let guidance: Vec<Option<Vec<f64>>> = steps.iter().map(|m| sampling.step_guidance(m.mask_len, seq_len).map(|scale| vec![scale; m.predict.len()])).collect();
+        let queries: Vec<[StepQuery; 1]> = steps.iter().zip(&masks).zip(&guidance).map(|((m, mask), g)| [StepQuery { mask, positions: &m.predict, guidance: g.as_deref() }]).collect();
+        // The clamped schedule reveals the same count in every image: all or none predict.
+        if steps.iter().any(|m| !m.predict.is_empty()) {
+            let asked: Vec<ImageQueries> = images.iter().zip(&tokens).zip(&queries).map(|((image, tokens), queries)| ImageQueries { class: image.class, tokens, queries, noise: image.noise }).collect();
+            let drawn = predictor.predict(&asked, sampling.temperature)?;
+            for ((tokens, m), drawn) in tokens.iter_mut().zip(&steps).zip(drawn) {
+                for (&p, token) in m.predict.iter().zip(drawn.tokens().chunks(c)) {
+                    tokens[p * c..(p + 1) * c].copy_from_slice(token);
+                }
             }
         }
-        mask = masks.next;
+        masks = steps.into_iter().map(|m| m.next).collect();
     }
     Ok(tokens)
 }

@@ -1,7 +1,8 @@
-//! One MAR prediction as the decoding loops see it: a transformer pass over the tokens under one
-//! or more masks, then the diffusion head over the wanted positions with their own noise. The
-//! plain loop asks one mask per step; CSpD's target verifies a window in one pass with one mask
-//! per drafted step (or one prefix mask for every position of the window).
+//! One MAR prediction as the decoding loops see it: a transformer pass over a batch of images,
+//! each with its tokens under one or more masks, then the diffusion head over every wanted
+//! position of every image with the positions' own noise. The plain loop asks one mask per
+//! image and step; CSpD's target verifies a window in one pass with one mask per drafted step
+//! (or one prefix mask for every position of the window).
 
 use crate::backend::Backend;
 use crate::decode::mar::MarNoise;
@@ -21,6 +22,26 @@ pub struct StepQuery<'a> {
     pub guidance: Option<&'a [f64]>,
 }
 
+/// One image's share of a batched prediction.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageQueries<'a> {
+    /// The class of the conditional branch.
+    pub class: usize,
+    /// The image's tokens, `[seq_len, C]`.
+    pub tokens: &'a [f32],
+    /// Its masks and wanted positions.
+    pub queries: &'a [StepQuery<'a>],
+    /// Its order and head noise.
+    pub noise: &'a MarNoise,
+}
+
+impl ImageQueries<'_> {
+    /// The predicted positions, queries in order.
+    pub fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.queries.iter().flat_map(|q| q.positions.iter().copied())
+    }
+}
+
 /// What a decoding loop needs of a MAR model: its shape and one batched prediction.
 pub trait TokenPredictor {
     /// Tokens per image.
@@ -29,13 +50,14 @@ pub trait TokenPredictor {
     fn token_dim(&self) -> usize;
     /// Steps `K` of the diffusion head (the noise holds `K` values per token and channel).
     fn head_steps(&self) -> usize;
-    /// One forward pass answering every query over `tokens` (`[seq_len, C]`): the head's run per
-    /// predicted position, queries in order and positions in query order, from the positions'
-    /// own `noise`, with `temperature` (τ_s) on the head's step noise.
-    fn predict(&self, tokens: &[f32], queries: &[StepQuery], noise: &MarNoise, temperature: f64) -> Result<HeadSample>;
+    /// One forward pass answering every query of every image: per image, the head's run per
+    /// predicted position (queries in order, positions in query order), from the positions' own
+    /// noise, with `temperature` (τ_s) on the head's step noise. An image gets the same answer
+    /// alone as in any batch.
+    fn predict(&self, images: &[ImageQueries], temperature: f64) -> Result<Vec<HeadSample>>;
 }
 
-/// A loaded MAR transformer and its diffusion head, predicting for one class.
+/// A loaded MAR transformer and its diffusion head.
 pub struct MarPredictor<'a, B: Backend> {
     /// The backend both run on.
     pub backend: &'a B,
@@ -45,8 +67,17 @@ pub struct MarPredictor<'a, B: Backend> {
     pub head: &'a DiffusionHead<B>,
     /// The head's respaced schedule.
     pub schedule: &'a DiffusionSchedule,
-    /// The class of the conditional branch.
-    pub class: usize,
+}
+
+/// Error unless every query of every image has one guidance scale per position, or none has
+/// any; returns whether they are guided.
+fn guided(images: &[ImageQueries]) -> Result<bool> {
+    let mut queries = images.iter().flat_map(|image| image.queries);
+    let guided = queries.clone().next().is_some_and(|q| q.guidance.is_some());
+    if queries.any(|q| q.guidance.is_some() != guided || q.guidance.is_some_and(|g| g.len() != q.positions.len())) {
+        return Err(Error::InvalidRequest("a MAR prediction needs one guidance scale per position in every query of every image, or none in any".into()));
+    }
+    Ok(guided)
 }
 
 impl<B: Backend> TokenPredictor for MarPredictor<'_, B> {
@@ -62,19 +93,36 @@ impl<B: Backend> TokenPredictor for MarPredictor<'_, B> {
         self.schedule.steps()
     }
 
-    /// One transformer pass (both guidance branches, every query a sequence of its own), then
-    /// one head run over every predicted position.
-    fn predict(&self, tokens: &[f32], queries: &[StepQuery], noise: &MarNoise, temperature: f64) -> Result<HeadSample> {
-        let guided = queries.first().is_some_and(|q| q.guidance.is_some());
-        if queries.iter().any(|q| q.guidance.is_some() != guided || q.guidance.is_some_and(|g| g.len() != q.positions.len())) {
-            return Err(Error::InvalidRequest("a MAR prediction needs one guidance scale per position in every query, or none in any".into()));
+    /// One transformer pass (both guidance branches, every query of every image a sequence of
+    /// its own), then one head run over every predicted position of the batch.
+    fn predict(&self, images: &[ImageQueries], temperature: f64) -> Result<Vec<HeadSample>> {
+        let guided = guided(images)?;
+        let classes: Vec<[Option<usize>; 2]> = images.iter().map(|image| [Some(image.class), None]).collect();
+        let masks: Vec<Vec<MarQuery>> = images.iter().map(|image| image.queries.iter().map(|q| MarQuery { mask: q.mask, positions: q.positions }).collect()).collect();
+        let inputs: Vec<MarBatchInput> = images
+            .iter()
+            .zip(&classes)
+            .zip(&masks)
+            .map(|((image, classes), queries)| MarBatchInput { tokens: image.tokens, classes: &classes[..1 + usize::from(guided)], queries })
+            .collect();
+        let z = self.model.batch_conditions(self.backend, &inputs)?;
+        let scales: Option<Vec<f64>> = guided.then(|| images.iter().flat_map(|image| image.queries).flat_map(|q| q.guidance.unwrap_or_default().iter().copied()).collect());
+        let (c, k) = (self.token_dim(), self.head_steps());
+        let (mut start, mut steps) = (Vec::new(), Vec::new());
+        for image in images {
+            let (s, e) = image.noise.gather(&image.positions().collect::<Vec<_>>(), c, k);
+            start.extend(s);
+            steps.extend(e);
         }
-        let classes: &[Option<usize>] = if guided { &[Some(self.class), None] } else { &[Some(self.class)] };
-        let masks: Vec<MarQuery> = queries.iter().map(|q| MarQuery { mask: q.mask, positions: q.positions }).collect();
-        let z = self.model.batch_conditions(self.backend, &MarBatchInput { tokens, classes, queries: &masks })?;
-        let positions: Vec<usize> = queries.iter().flat_map(|q| q.positions.iter().copied()).collect();
-        let scales: Option<Vec<f64>> = guided.then(|| queries.iter().flat_map(|q| q.guidance.unwrap_or_default().iter().copied()).collect());
-        let (start, steps) = noise.gather(&positions, self.token_dim(), self.head_steps());
-        sample(self.backend, self.head, self.schedule, &z, scales.as_deref(), HeadNoise { start: &start, steps: &steps }, temperature)
+        let all = sample(self.backend, self.head, self.schedule, &z, scales.as_deref(), HeadNoise { start: &start, steps: &steps }, temperature)?;
+        let mut first = 0;
+        Ok(images
+            .iter()
+            .map(|image| {
+                let n = image.positions().count();
+                first += n;
+                all.rows(first - n..first, c)
+            })
+            .collect())
     }
 }

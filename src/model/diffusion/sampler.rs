@@ -34,6 +34,12 @@ impl HeadSample {
     pub fn tokens(&self) -> Vec<f32> {
         self.mu0.iter().map(|&v| v as f32).collect()
     }
+
+    /// The tokens `rows` of this run (tokens of `c` channels).
+    pub fn rows(&self, rows: std::ops::Range<usize>, c: usize) -> HeadSample {
+        let at = rows.start * c..rows.end * c;
+        HeadSample { mu0: self.mu0[at.clone()].to_vec(), sigma0: self.sigma0[at.clone()].to_vec(), sum_log_sigma: self.sum_log_sigma[at].to_vec() }
+    }
 }
 
 /// Run the `K`-step reverse process of `head` for tokens with conditions `z` (decoder outputs,

@@ -70,11 +70,11 @@ impl<B: Backend> MarModel<B> {
         self.run_pass(backend, &MarPass::new(&self.config, input)?)
     }
 
-    /// The head conditions of several queries over the same tokens in one pass:
-    /// `[outputs, decoder_embed_dim]`, class-major (per class, every query's positions in
-    /// order; see [`MarPass::batch`]).
-    pub fn batch_conditions(&self, backend: &B, input: &MarBatchInput) -> Result<B::Buf> {
-        self.run_pass(backend, &MarPass::batch(&self.config, input)?)
+    /// The head conditions of a batch of images, each with several queries over its tokens, in
+    /// one pass: `[outputs, decoder_embed_dim]`, branch-major (per branch, every image's
+    /// queries' positions in order; see [`MarPass::batch`]).
+    pub fn batch_conditions(&self, backend: &B, images: &[MarBatchInput]) -> Result<B::Buf> {
+        self.run_pass(backend, &MarPass::batch(&self.config, images)?)
     }
 
     /// Encoder and decoder over a built pass.

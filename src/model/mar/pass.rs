@@ -1,9 +1,10 @@
 //! The host side of one MAR forward pass: which rows the encoder keeps and where every row of
 //! the encoder and decoder inputs comes from, as row-gather index lists packed into one upload.
 //!
-//! A pass runs one sequence per class (the conditional and, with CFG, the unconditional branch)
-//! and per query (a mask over the same tokens: one for a plain step, one per drafted step when
-//! CSpD's target verifies a window), class-major. Per sequence the encoder sees the
+//! A pass runs one sequence per class (the conditional and, with CFG, the unconditional branch),
+//! per image of a batch and per query (a mask over the image's tokens: one for a plain step, one
+//! per drafted step when CSpD's target verifies a window), branch-major, then image-major. Per
+//! sequence the encoder sees the
 //! `buffer_size` buffer rows and the visible tokens of its mask in position order (its
 //! `enc_lens` entry: sequences of different masks have different lengths); the decoder sees all
 //! `buffer_size + seq_len` positions (`full_len` rows).
@@ -38,7 +39,7 @@ pub struct MarQuery<'a> {
     pub positions: &'a [usize],
 }
 
-/// Several masks over the same tokens in one pass: each query runs as its own sequence per
+/// One image of a pass: several masks over its tokens, each query a sequence of its own per
 /// class, so a target can condition every drafted step of a window on what precedes it.
 #[derive(Clone, Copy, Debug)]
 pub struct MarBatchInput<'a> {
@@ -93,22 +94,37 @@ impl MarPass {
     /// Build the pass of `input` for a model of `cfg`, checking the input against it.
     pub fn new(cfg: &MarConfig, input: &MarInput) -> Result<Self> {
         let query = MarQuery { mask: input.mask, positions: input.positions };
-        Self::batch(cfg, &MarBatchInput { tokens: input.tokens, classes: input.classes, queries: &[query] })
+        Self::batch(cfg, &[MarBatchInput { tokens: input.tokens, classes: input.classes, queries: &[query] }])
     }
 
-    /// Build the pass of several queries over the same tokens, checking them against `cfg`.
-    pub fn batch(cfg: &MarConfig, input: &MarBatchInput) -> Result<Self> {
-        check_input(cfg, input)?;
+    /// Build the pass of a batch of images, each with its queries over its own tokens, checking
+    /// them against `cfg`. Every image has the same number of classes (branches); sequences run
+    /// branch-major (every image's conditional sequences, then every image's unconditional
+    /// ones), then image by image, then query by query.
+    pub fn batch(cfg: &MarConfig, images: &[MarBatchInput]) -> Result<Self> {
+        let Some(branches) = images.first().map(|image| image.classes.len()) else {
+            return Err(Error::InvalidRequest("a MAR pass needs at least one image".into()));
+        };
+        for image in images {
+            check_input(cfg, image)?;
+            if image.classes.len() != branches {
+                return Err(Error::InvalidRequest(format!("the images of a MAR pass need the same branches: {branches} and {} classes", image.classes.len())));
+            }
+        }
         let (seq_len, c, buffer) = (cfg.seq_len(), cfg.token_dim(), cfg.buffer_size);
         let full_len = buffer + seq_len;
-        let visible: Vec<Vec<usize>> = input.queries.iter().map(|q| (0..seq_len).filter(|&p| !q.mask[p]).collect()).collect();
-        let sequences = || input.classes.iter().flat_map(|&class| visible.iter().zip(input.queries).map(move |(v, q)| (class, v, q)));
-        let enc_lens: Vec<usize> = sequences().map(|(_, v, _)| buffer + v.len()).collect();
+        let visible: Vec<Vec<Vec<usize>>> = images.iter().map(|image| image.queries.iter().map(|q| (0..seq_len).filter(|&p| !q.mask[p]).collect()).collect()).collect();
+        let sequences = || {
+            (0..branches).flat_map(|branch| {
+                images.iter().zip(&visible).flat_map(move |(image, visible)| visible.iter().zip(image.queries).map(move |(v, q)| (image.classes[branch], image.tokens, v, q)))
+            })
+        };
+        let enc_lens: Vec<usize> = sequences().map(|(_, _, v, _)| buffer + v.len()).collect();
         let mut tokens = vec![0f32; enc_lens.iter().sum::<usize>() * c];
         let mut lists: [Vec<u32>; 7] = Default::default();
         let [enc_addend, enc_pos, dec_rows, dec_mask, dec_pos, out_rows, out_pos] = &mut lists;
         let mut first_enc_row = 0;
-        for (s, (class, visible, query)) in sequences().enumerate() {
+        for (s, (class, image_tokens, visible, query)) in sequences().enumerate() {
             // Encoder row of each decoder position (buffer rows and visible tokens).
             let mut enc_row_of = vec![NO_ROW; full_len];
             for (row, pos) in (0..buffer).chain(visible.iter().map(|p| buffer + p)).enumerate() {
@@ -116,7 +132,7 @@ impl MarPass {
             }
             for (i, &p) in visible.iter().enumerate() {
                 let at = (first_enc_row + buffer + i) * c;
-                tokens[at..at + c].copy_from_slice(&input.tokens[p * c..(p + 1) * c]);
+                tokens[at..at + c].copy_from_slice(&image_tokens[p * c..(p + 1) * c]);
             }
             enc_addend.extend((0..enc_lens[s]).map(|row| if row < buffer { class_row(cfg, class) } else { cfg.class_num as u32 + 1 }));
             enc_pos.extend((0..buffer as u32).chain(visible.iter().map(|&p| (buffer + p) as u32)));
@@ -209,7 +225,7 @@ mod tests {
         let tokens = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5];
         let (first, second) = ([false, true, true, true], [false, true, false, true]);
         let queries = [MarQuery { mask: &first, positions: &[2] }, MarQuery { mask: &second, positions: &[1, 3] }];
-        let pass = MarPass::batch(&config(), &MarBatchInput { tokens: &tokens, classes: &[Some(4), None], queries: &queries }).unwrap();
+        let pass = MarPass::batch(&config(), &[MarBatchInput { tokens: &tokens, classes: &[Some(4), None], queries: &queries }]).unwrap();
         assert_eq!((pass.seqs, pass.enc_lens.clone(), pass.enc_rows(), pass.outputs), (4, vec![3, 4, 3, 4], 14, 6));
         let (one, two) = ([0.0, 0.0, 0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 2.0, 2.5]);
         assert_eq!(pass.tokens, [&one[..], &two, &one, &two].concat());
@@ -219,6 +235,24 @@ mod tests {
         assert_eq!(list(&pass, pass.dec_rows)[6..12], [3, 4, 5, none, 6, none]);
         assert_eq!(list(&pass, pass.out_rows), [4, 6 + 3, 6 + 5, 12 + 4, 18 + 3, 18 + 5]);
         assert_eq!(list(&pass, pass.out_pos), [2, 1, 3, 2, 1, 3]);
+    }
+
+    #[test]
+    fn images_of_a_batch_run_branch_major_each_with_its_own_tokens() {
+        // Two images, one query each, both branches: cond A, cond B, uncond A, uncond B.
+        let (a, b) = ([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5], [9.0; 8]);
+        let (mask_a, mask_b) = ([false, true, true, true], [true, true, false, true]);
+        let (qa, qb) = ([MarQuery { mask: &mask_a, positions: &[1] }], [MarQuery { mask: &mask_b, positions: &[0, 3] }]);
+        let images = [MarBatchInput { tokens: &a, classes: &[Some(4), None], queries: &qa }, MarBatchInput { tokens: &b, classes: &[Some(1), None], queries: &qb }];
+        let pass = MarPass::batch(&config(), &images).unwrap();
+        assert_eq!((pass.seqs, pass.enc_lens.clone(), pass.outputs), (4, vec![3, 3, 3, 3], 6));
+        let (seq_a, seq_b) = ([0.0, 0.0, 0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0, 9.0, 9.0]);
+        assert_eq!(pass.tokens, [seq_a, seq_b, seq_a, seq_b].concat());
+        assert_eq!(list(&pass, pass.enc_addend), [4, 4, 6, 1, 1, 6, 5, 5, 6, 5, 5, 6]);
+        assert_eq!(list(&pass, pass.out_rows), [3, 6 + 2, 6 + 5, 12 + 3, 18 + 2, 18 + 5]);
+        let one_branch = MarBatchInput { classes: &[Some(1)], ..images[1] };
+        assert!(MarPass::batch(&config(), &[images[0], one_branch]).unwrap_err().to_string().contains("same branches"));
+        assert!(MarPass::batch(&config(), &[]).unwrap_err().to_string().contains("at least one image"));
     }
 
     #[test]
