@@ -215,6 +215,15 @@ fn skinny(shape: GemmShape) -> bool {
     shape.rows <= geometry::SKINNY_ROWS as usize && shape.k.is_multiple_of(8)
 }
 
+/// The checks of a RoPE + KV-append op (`op`) over `qkv_len` elements of qkv rows of
+/// `(rows, n_head, head_dim)`: the RoPE table and positions, the pool's slots and its row width.
+fn check_rope_kv<D: Driver>(op: &str, qkv_len: usize, (rows, n_head, head_dim): (usize, usize, usize), table_len: usize, pool: &KvShape, layer: usize, plan: &GpuPlan<D>) -> Result<()> {
+    let width = n_head * head_dim;
+    checks::rope(qkv_len, rows, 3 * width, 2 * n_head, head_dim, table_len, &plan.host.positions)?;
+    checks::kv_write(pool, layer, qkv_len, &plan.host.slots)?;
+    check(width == pool.row_width(), op, || format!("{n_head} heads of {head_dim} do not match the pool's rows of {}", pool.row_width()))
+}
+
 fn check(cond: bool, op: &str, what: impl FnOnce() -> String) -> Result<()> {
     if cond {
         Ok(())
@@ -389,10 +398,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
         layer: usize,
         plan: &GpuPlan<D>,
     ) -> Result<()> {
-        let width = n_head * head_dim;
-        checks::rope(qkv.len(), rows, 3 * width, 2 * n_head, head_dim, table.len(), &plan.host.positions)?;
-        checks::kv_write(&pool.shape, layer, qkv.len(), &plan.host.slots)?;
-        check(width == pool.shape.row_width(), "rope_kv_write", || format!("{n_head} heads of {head_dim} do not match the pool's rows of {}", pool.shape.row_width()))?;
+        check_rope_kv("rope_kv_write", qkv.len(), (rows, n_head, head_dim), table.len(), &pool.shape, layer, plan)?;
         self.launch_rope_kv_write(qkv, head_dim, table, pool, layer, plan)
     }
 
@@ -417,9 +423,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
         };
         checks::rms_norm(x.len(), norm.weight.len(), width, x.len())?;
         checks::linear(x.len(), wqkv.len(), rows, width, 3 * width, qkv.len())?;
-        checks::rope(qkv.len(), rows, 3 * width, 2 * n_head, head_dim, table.len(), &plan.host.positions)?;
-        checks::kv_write(&pool.shape, layer, qkv.len(), &plan.host.slots)?;
-        check(width == pool.shape.row_width(), "norm_qkv_rope_kv_write", || format!("{n_head} heads of {head_dim} do not match the pool's rows of {}", pool.shape.row_width()))?;
+        check_rope_kv("norm_qkv_rope_kv_write", qkv.len(), heads, table.len(), &pool.shape, layer, plan)?;
         self.launch_norm_qkv_rope_kv(x, (norm.weight.f32("norm_qkv_rope_kv_write")?, norm.eps), w, (shape, head_dim), table, pool, layer, plan, qkv)
     }
 
