@@ -381,15 +381,7 @@ fn attention_case<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize) -> 
     cache.move_positions(be, c, &[22, 24], &[21, 22]).unwrap(); // dependent copies
     let parents = [None, Some(0), Some(0), Some(1), Some(3)];
     let mut queries = vec![QueryVisibility::causal(a, 36), QueryVisibility::causal(b, 39)];
-    for node in 0..parents.len() {
-        let mut window = vec![false; parents.len()];
-        let mut cur = Some(node);
-        while let Some(n) = cur {
-            window[n] = true;
-            cur = parents[n];
-        }
-        queries.push(QueryVisibility { seq: c, prefix: 20, window_start: 20, window });
-    }
+    queries.extend(tree_windows(&parents).into_iter().map(|window| QueryVisibility { seq: c, prefix: 20, window_start: 20, window }));
     let layout: AttentionLayout = cache.layout(&queries).unwrap();
     let mut out = poison(queries.len() * width);
     let qkv = be.upload(&random(queries.len() * 3 * width, 16)).unwrap();
@@ -440,16 +432,7 @@ fn long_attention_case<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usize
     for window in [vec![true, false, false], vec![true, true, false], vec![true, false, true]] {
         queries.push(QueryVisibility { seq: tree, prefix: 250, window_start: 250, window });
     }
-    let layout: AttentionLayout = cache.layout(&queries).unwrap();
-    let plan = be.upload_plan(ForwardPlan::layout(layout)).unwrap();
-    let qkv = be.upload(&random(queries.len() * 3 * width, 33)).unwrap();
-    let mut outputs = Vec::new();
-    for _ in 0..2 {
-        let mut out = poison(queries.len() * width);
-        be.attention(&qkv, cache.pool(), 0, &plan, &mut out).unwrap();
-        outputs.extend(be.download(&out).unwrap());
-    }
-    outputs
+    attention_twice(be, &cache, cache.layout(&queries).unwrap(), 33, poison)
 }
 
 fn paged_attention_splits_long_contexts_on<D: Driver>(gpu: &GpuBackend<D>) {
@@ -471,6 +454,23 @@ fn paged_attention_serves_large_trees_in_groups() {
     on_every_device!(paged_attention_serves_large_trees_in_groups_on);
 }
 
+/// Attention of layer 0 over `layout`'s rows (random queries from `seed`), launched twice in a row
+/// (split-KV's arrival counts must be back at zero after a launch): both outputs, one after the
+/// other.
+fn attention_twice<B: Backend>(be: &B, cache: &PagedKvCache<B>, layout: AttentionLayout, seed: u64, poison: impl Fn(usize) -> B::Buf) -> Vec<f32> {
+    let (rows, width) = (layout.rows(), layout.n_head * layout.head_dim);
+    let plan = be.upload_plan(ForwardPlan::layout(layout)).unwrap();
+    let qkv = be.upload(&random(rows * 3 * width, seed)).unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let mut out = poison(rows * width);
+        be.attention(&qkv, cache.pool(), 0, &plan, &mut out).unwrap();
+        outputs.extend(be.download(&out).unwrap());
+    }
+    outputs
+}
+
+/// Each node's visibility window in a draft tree of `parents`: itself and its ancestors.
 fn tree_windows(parents: &[Option<usize>]) -> Vec<Vec<bool>> {
     (0..parents.len())
         .map(|node| {
@@ -508,15 +508,7 @@ fn large_tree_attention<B: Backend>(be: &B, dtype: KvDtype, poison: impl Fn(usiz
     small_windows.iter_mut().for_each(|w| w.resize(20, false));
     queries.extend(small_windows.into_iter().map(|window| QueryVisibility { seq: small, prefix: 1, window_start: 1, window }));
     let layout: AttentionLayout = cache.layout(&queries).unwrap();
-    let plan = be.upload_plan(ForwardPlan::layout(layout.clone())).unwrap();
-    let qkv = be.upload(&random(queries.len() * 3 * width, 45)).unwrap();
-    let mut outputs = Vec::new();
-    for _ in 0..2 {
-        let mut out = poison(queries.len() * width);
-        be.attention(&qkv, cache.pool(), 0, &plan, &mut out).unwrap();
-        outputs.extend(be.download(&out).unwrap());
-    }
-    (outputs, layout)
+    (attention_twice(be, &cache, layout.clone(), 45, poison), layout)
 }
 
 fn paged_attention_serves_large_trees_in_groups_on<D: Driver>(gpu: &GpuBackend<D>) {
