@@ -34,7 +34,7 @@ VAE = {"file": "vae.safetensors", "embed_dim": 16, "ch": 32, "ch_mult": [1, 1, 2
 def mar_section(size, scale_vae=VAE):
     """The "mar" (target) or "draft" config section of the demo models."""
     enc, dec, heads, width, head_w, head_d = {"target": (3, 3, 4, 128, 128, 3),
-                                              "draft": (1, 1, 2, 64, 64, 2)}[size]
+                                              "draft": (1, 1, 4, 128, 128, 3)}[size]
     return {"file": "mar.safetensors" if size == "target" else "draft.safetensors", "img_size": 32,
             "vae_stride": 4, "patch_size": 1, "vae_embed_dim": scale_vae["embed_dim"],
             "encoder_embed_dim": width, "encoder_depth": enc, "encoder_num_heads": heads,

@@ -7,6 +7,8 @@ the same x_T and per-step noise, guidance `--cfg` (constant) and temperature `--
 through the 100-step head sampler of `mar_torch` (CSpD's DistributionManager statistics).
 Prints the components of log r~ (spec §2.3, §2.6) and the mean acceptance min(1, r~) they give:
 
+- the first sampler step's x0_hat = sqrt(1/abar) x_T - sqrt(1/abar - 1) eps_hat at t = 999, where
+  sqrt(1/abar) is about 20,000: an eps error e there moves mu_99 by about 317 e;
 - `dmu`: RMS over tokens and channels of mu_0(draft) - mu_0(target);
 - `gauss(tau_a)`: the tempered log ratio of the final-step Gaussians at the draft's token
   (x = mu_0 for the code's deterministic final step, mu_0 + sigma_0 eps_0 for the paper's);
@@ -34,14 +36,18 @@ def load(path):
 
 
 def head_laws(model, diffusion, tokens, mask, labels, pos, noise, inter, cfg, temperature):
-    """(mu_0, sigma_0 * temperature, sum_{k>=1} log sigma_k) [n, C] of `model` at positions `pos`."""
+    """(mu_0, sigma_0 * temperature, sum_{k>=1} log sigma_k, x0_hat of the first step) [n, C] of
+    `model` at positions `pos`."""
     z = model.enc_dec(torch.cat([tokens, tokens]), torch.cat([mask, mask]), model.class_embed_cfg(labels, cfg))
     rows = torch.arange(len(pos))
     zc = torch.cat([z[rows, pos], z[len(pos) + rows, pos]])
     _, mean, std, log_sigma = mar_torch.sample_with_inter_noise(
         model.diffloss.net, diffusion, zc, torch.cat([noise, noise]), torch.cat([inter, inter], 1), temperature, cfg)
+    k = diffusion.num_timesteps - 1
+    _, _, x0_first = diffusion.p_mean_variance(model.diffloss.net.forward_with_cfg, torch.cat([noise, noise]), k,
+                                               c=zc, cfg_scale=cfg)
     n = len(pos)
-    return mean[:n], std[:n], log_sigma[:n]
+    return mean[:n], std[:n], log_sigma[:n], x0_first[:n]
 
 
 def tempered(x, mean, std, tau):
@@ -84,7 +90,10 @@ def main():
             p = head_laws(target, diffusion, tokens[rows], mask, labels[rows], pos, noise, inter, a.cfg, a.temperature)
             q = head_laws(draft, diffusion, tokens[rows], mask, labels[rows], pos, noise, inter, a.cfg, a.temperature)
         laws.append(p + q + (torch.randn(m, c, dtype=torch.float64),))
-    mp, sp, lp, mq, sq, lq, eps0 = (torch.cat(t) for t in zip(*laws))
+    mp, sp, lp, xp, mq, sq, lq, xq, eps0 = (torch.cat(t) for t in zip(*laws))
+    rms = lambda t: t.pow(2).mean().sqrt()  # noqa: E731
+    print(f"first step (t = 999): x0_hat RMS target {rms(xp):.1f}, draft {rms(xq):.1f}, difference {rms(xq - xp):.1f} "
+          f"(= {diffusion.recip[-1]:.0f} x the eps difference; mu_99 moves by {diffusion.coef1[-1]:.4f} x x0_hat)")
     log_f = (lp - lq).sum(1)
     print(f"{n} tokens; dmu RMS {(mq - mp).pow(2).mean().sqrt():.4f} (token RMS {mp.pow(2).mean().sqrt():.3f}); "
           f"sigma_0 target {sp.mean():.5f} draft {sq.mean():.5f}; logF mean {log_f.mean():.2f} sd {log_f.std():.2f}")

@@ -84,6 +84,8 @@ def main():
                     help="with --distill-from: weight of the ordinary diffusion loss added to the distillation loss")
     ap.add_argument("--label-drop", type=float, default=0.1, help="class dropout to fake_latent")
     ap.add_argument("--init-matching", help="start from the EMA tensors of this checkpoint whose name and shape match")
+    ap.add_argument("--freeze-head", action="store_true",
+                    help="train the transformer only (a draft that keeps the target's head from --init-matching)")
     a = ap.parse_args()
     out = a.out or os.path.join(OUT, f"{a.model}.pt")
     name = os.path.splitext(os.path.basename(out))[0]
@@ -111,7 +113,9 @@ def main():
     diff_loss = DiffusionLoss(cfg["diffusion_steps"])
     log(lf, f"{a.model} {cfg}; {n_params(model)} params (head {n_params(model.diffloss)}); scale {scale:.4f}; from {a.init_from or a.init_matching or 'scratch'}"
             + (f"; distilled from {a.distill_from} (data weight {a.data_weight})" if teacher else ""))
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.02)
+    if a.freeze_head:
+        model.diffloss.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, betas=(0.9, 0.95), weight_decay=0.02)
     sched = TimeCosine(opt, a.lr, a.budget_s, warmup=a.warmup, floor=0.05)
     rng = np.random.RandomState(10 + (a.model == "draft"))
     batches, it, t0, run, evals = EpochBatches(len(lat["train_y"]), a.bs, rng), 0, time.time(), None, []
@@ -126,7 +130,7 @@ def main():
             loss = distill_loss(model, teacher, diff_loss, tok, y, rng, a.label_drop, data_weight=a.data_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 3.0)
         opt.step()
         decay = a.ema if a.init_from else min(a.ema, (1 + it) / (10 + it))
         with torch.no_grad():
