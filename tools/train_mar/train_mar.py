@@ -12,13 +12,13 @@ The checkpoint is also written at every validation, so a later script can use a 
 --distill-from trains the draft by knowledge distillation from a trained, frozen target
 (models.distill_loss: the draft's head outputs, epsilon and the learned variance, matched to the
 target's on the same masked inputs, labels, timesteps and noise). --init-matching starts a model
-from every tensor of a checkpoint's EMA weights whose name and shape match (a draft with the
-target's width and head takes the target's embeddings, its first encoder and decoder blocks and
-its first head blocks).
+from every tensor of a checkpoint's EMA weights whose name and shape match (the shipped draft,
+at the target's width and with its head size, takes the target's embeddings, its first encoder
+and decoder blocks and the whole head); --freeze-head then trains the transformer only.
 
 usage: python train_mar.py --model target|draft [--budget-s S] [--max-steps N] [--bs 64] [--lr 1e-3]
        python train_mar.py --model target --init-from out/target.pt --out out/target_b.pt --lr 5e-4 --warmup 20
-       python train_mar.py --model draft --distill-from out/target.pt --init-matching out/target.pt
+       python train_mar.py --model draft --distill-from out/target.pt --init-matching out/target.pt --freeze-head
 """
 import copy
 import json
