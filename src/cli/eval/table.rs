@@ -156,7 +156,7 @@ pub fn print_table(report: &EvalReport) {
     }
     let width = report.rows.iter().map(|r| r.setting.len()).max().unwrap_or(7).max(7);
     println!(
-        "{:<width$} {:>10} {:>7} {:>8} {:>9} {:>7} {:>14} {:>22} {:>14} {:>9} {:>6}",
+        "{:<width$} {:>10} {:>7} {:>8} {:>9} {:>7} {:>14} {:>24} {:>14} {:>9} {:>6}",
         "setting",
         "tokens/fwd",
         "acc len",
@@ -174,7 +174,7 @@ pub fn print_table(report: &EvalReport) {
         let q = &r.quality;
         let speed = r.speed.as_ref();
         println!(
-            "{:<width$} {:>10} {:>7} {:>8} {:>9} {:>7} {:>14} {:>22} {:>14} {:>9.3} {:>6.3}",
+            "{:<width$} {:>10} {:>7} {:>8} {:>9} {:>7} {:>14} {:>24} {:>14} {:>9.3} {:>6.3}",
             r.setting,
             speed.map_or_else(dash, |s| format!("{:.2}", s.tokens_per_target_forward)),
             speed.and_then(|s| s.mean_accepted_length).map_or_else(dash, |l| format!("{l:.2}")),
