@@ -52,6 +52,17 @@ fn bench_json_reports_every_mode_against_ar() {
 }
 
 #[test]
+fn bench_sweeps_chain_lengths_over_rounds() {
+    let run = spire(&["bench", "--random-tiny", "--images", "2", "--modes", "vanilla", "--draft-lens", "1,3", "--rounds", "2", "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let rows: Vec<(&str, &str)> = rows.as_array().unwrap().iter().map(|r| (r["mode"].as_str().unwrap(), r["draft"].as_str().unwrap())).collect();
+    assert_eq!(rows, [("ar", "-"), ("vanilla", "1"), ("vanilla", "3")]);
+    let run = spire(&["bench", "--random-tiny", "--draft-lens", "2", "--tree", "2,1"]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("cannot be combined with --tree"));
+}
+
+#[test]
 fn errors_say_what_is_wrong_and_exit_nonzero() {
     let run = spire(&["generate", "--weights", "weights/demo", "--class", "12"]);
     assert!(!run.status.success());

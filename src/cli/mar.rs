@@ -159,6 +159,7 @@ pub fn describe_options(options: &CspdOptions) -> String {
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let modes = args.modes.clone().unwrap_or_else(|| vec![SpecMode::Cspd]);
     refuse_llamagen_flags(&args.model, &args.sampling, &modes)?;
+    anyhow::ensure!(args.draft_lens.is_none() && args.rounds == 1, "--draft-lens and --rounds apply to LlamaGen directories; on a MAR directory bench sweeps --gamma");
     let engine = load(&args.model.weights)?;
     let mar = &engine.config().mar;
     let sampling = args.mar.sampling(mar.seq_len(), args.sampling.cfg, args.sampling.temperature);
