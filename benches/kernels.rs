@@ -30,8 +30,25 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
 }
 
 const GB: f64 = 1e9;
-/// Bytes of weight copies the cold GEMM benches cycle through: 8x this machine's 32 MiB L3.
-const RING_BYTES: usize = 256 << 20;
+/// Bytes of weight copies the cold GEMM benches cycle through, so that every call reads DRAM:
+/// 256 MiB, or twice the last-level cache where that is larger (a cyclic walk over twice the
+/// cache misses it every time).
+fn ring_bytes() -> usize {
+    (256 << 20).max(2 * last_level_cache_bytes())
+}
+
+/// This machine's L3 (or last-level) cache in bytes, from sysfs (Linux); 32 MiB where unknown.
+fn last_level_cache_bytes() -> usize {
+    let size = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index3/size").unwrap_or_default();
+    let size = size.trim();
+    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+    let scale = match unit {
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        _ => 1,
+    };
+    digits.parse::<usize>().map_or(32 << 20, |n| n * scale)
+}
 /// Activation rows of the GEMM benches: decode (1 image, 1 image with CFG) and verification.
 const ROWS: [usize; 4] = [1, 2, 16, 64];
 
@@ -163,14 +180,16 @@ fn linear(c: &mut Criterion) {
     let be = CpuBackend;
     let mut summary = Vec::new();
     let mut group = c.benchmark_group("linear");
+    let ring_size = ring_bytes();
+    println!("weights cycle through {} MiB (last-level cache {} MiB)", ring_size >> 20, last_level_cache_bytes() >> 20);
     for (model, dim, hidden) in [("B", 768, 2048), ("L", 1024, 2816), ("XL", 1280, 3584)] {
         for (shape, n, k) in layer_shapes(dim, hidden) {
             for dtype in [DType::F32, DType::F16] {
                 let bytes = n * k * if dtype == DType::F32 { 4 } else { 2 };
-                let ring = load_weights(n, k, dtype, RING_BYTES.div_ceil(bytes).max(2));
+                let ring = load_weights(n, k, dtype, ring_size.div_ceil(bytes).max(2));
                 // The machine's bandwidth right now (other jobs on a shared VM move it a lot),
                 // so each ratio compares two numbers measured within seconds of each other.
-                let dram = Bandwidth::best_of_streams(RING_BYTES);
+                let dram = Bandwidth::best_of_streams(ring_size);
                 for rows in ROWS {
                     let x = random(rows * k, 1);
                     let mut out = be.zeros(rows * n).unwrap();

@@ -52,6 +52,17 @@ fn bench_json_reports_every_mode_against_ar() {
 }
 
 #[test]
+fn bench_sweeps_chain_lengths_over_rounds() {
+    let run = spire(&["bench", "--random-tiny", "--images", "2", "--modes", "vanilla", "--draft-lens", "1,3", "--rounds", "2", "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let rows: Vec<(&str, &str)> = rows.as_array().unwrap().iter().map(|r| (r["mode"].as_str().unwrap(), r["draft"].as_str().unwrap())).collect();
+    assert_eq!(rows, [("ar", "-"), ("vanilla", "1"), ("vanilla", "3")]);
+    let run = spire(&["bench", "--random-tiny", "--draft-lens", "2", "--tree", "2,1"]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("cannot be combined with --tree"));
+}
+
+#[test]
 fn errors_say_what_is_wrong_and_exit_nonzero() {
     let run = spire(&["generate", "--weights", "weights/demo", "--class", "12"]);
     assert!(!run.status.success());
@@ -115,6 +126,48 @@ fn eval_prints_the_table_and_writes_json_and_plot() {
     }
     assert!(report["rows"][2]["speed"]["speedup_vs_ar"].is_number());
     assert_eq!(&std::fs::read(&plot).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn eval_on_a_mar_directory_sweeps_cspd_gamma_against_plain_mar() {
+    let (json, plot) = (out_path("eval-mar.json"), out_path("eval-mar.png"));
+    // Self-speculation: every draft accepted and plain MAR's images, so FID - MAR is exactly 0.
+    // mar_tiny has no evaluation network: weights/demo's scores its images, resized to 32x32.
+    let run = spire(&["eval", "--weights", "tests/data/mar_tiny", "-n", "10", "--batch", "10", "--sweep", "gamma=4,8", "--self-draft", "--resamples", "20", "--json", &json, "--plot", &plot]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(table.contains("FID - MAR") && table.contains("cspd gamma=8") && table.contains("leviathan_rollback"), "{table}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["baseline"], "mar");
+    let rows = report["rows"].as_array().unwrap();
+    let settings: Vec<&str> = rows.iter().map(|r| r["setting"].as_str().unwrap()).collect();
+    assert_eq!(settings, ["test split", "mar", "cspd gamma=4", "cspd gamma=8"]);
+    assert_eq!(rows[1]["speed"]["tokens_per_target_forward"], 1.0);
+    for row in &rows[2..] {
+        let speed = &row["speed"];
+        assert_eq!(speed["acceptance_rate"], 1.0, "{row}");
+        assert!(speed["tokens_per_target_forward"].as_f64().unwrap() > 1.0 && speed["speedup_vs_ar"].is_number(), "{row}");
+        assert_eq!(row["fid_minus_ar"][0], 0.0, "self-speculation gives plain MAR's images: {row}");
+        for key in ["fid", "fid_interval", "accuracy", "accuracy_interval", "precision", "recall"] {
+            assert!(!row[key].is_null(), "missing {key}");
+        }
+    }
+    assert_eq!(&std::fs::read(&plot).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+
+    let plot = out_path("eval-mar-refused.png");
+    for (args, message) in [
+        (&["--delta", "2"][..], "--delta sets LlamaGen's speculative rules"),
+        (&["--modes", "vanilla"][..], "decodes with `none` or `cspd`"),
+        (&["--top-k", "5"][..], "--top-k and --top-p"),
+        (&["--gamma", "4,8"][..], "--sweep gamma=4,8,16,32"),
+        (&["--sweep", "delta=1,2"][..], "--sweep delta=1"),
+        (&["--eval-net", "no/such/dir"][..], "no/such/dir/eval_net.json"),
+    ] {
+        let run = spire(&[&["eval", "--weights", "tests/data/mar_tiny", "-n", "10", "--plot", &plot][..], args].concat());
+        assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains(message), "{args:?}: {}", String::from_utf8_lossy(&run.stderr));
+    }
+    let run = spire(&["eval", "--weights", "weights/demo", "--sweep", "gamma=4,8", "--plot", &plot]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--sweep gamma=4"), "{}", String::from_utf8_lossy(&run.stderr));
 }
 
 #[test]

@@ -43,15 +43,50 @@ pub struct BenchArgs {
     pub spec: SpecArgs,
     #[command(flatten)]
     pub mar: MarArgs,
+    /// Chain lengths to compare for every speculative mode, comma-separated (e.g. `1,2,3,4`;
+    /// overrides --draft-len; not with --tree). The best length depends on the backend: how
+    /// much more a verification of k + 1 rows costs than a decoding step of one.
+    #[arg(long, value_delimiter = ',')]
+    pub draft_lens: Option<Vec<usize>>,
+    /// Measure every row this many times, alternating between rows, and report the median
+    /// time (token counts do not change between rounds): steadier ratios on a busy machine.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One speculative setting a bench row measures: the mode, and its chain length when
+/// --draft-lens sweeps it.
+#[derive(Clone, Copy)]
+struct Setting {
+    mode: SpecMode,
+    draft_len: Option<usize>,
+}
+
+impl Setting {
+    /// The flags of this setting: the command line's, with the chain length replaced.
+    fn spec(&self, args: &SpecArgs) -> SpecArgs {
+        SpecArgs { draft_len: self.draft_len.unwrap_or(args.draft_len), ..args.clone() }
+    }
+
+    /// The drafted shape, as the table shows it: `-` for AR, the chain length or the tree.
+    fn draft(&self, args: &SpecArgs) -> String {
+        match (self.mode, &args.tree) {
+            (SpecMode::None, _) => "-".into(),
+            (_, Some(tree)) => tree.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+            _ => self.spec(args).draft_len.to_string(),
+        }
+    }
 }
 
 /// One row of the bench table.
 #[derive(Debug, Serialize)]
 struct BenchRow {
     mode: String,
+    /// Drafted tokens per step: the chain length, or the tree's widths (`-` for AR).
+    draft: String,
     /// Images per batch.
     batch: usize,
     images: usize,
@@ -106,12 +141,13 @@ struct Measured {
 
 /// Generate the bench's images in `mode`, `batch` at a time; returns their summed statistics,
 /// the wall time and the device operations they took.
-fn measure<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs, mode: SpecMode, batch: usize, classes: &[u32]) -> anyhow::Result<Measured> {
+fn measure<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs, setting: Setting, batch: usize, classes: &[u32]) -> anyhow::Result<Measured> {
     let bar = ProgressBar::new(args.images as u64);
     bar.set_style(ProgressStyle::with_template("{msg:>16} [{bar:32}] {pos}/{len} images").expect("static template"));
-    bar.set_message(format!("{mode:?} x{batch}").to_lowercase());
+    bar.set_message(format!("{:?} x{batch}", setting.mode).to_lowercase());
+    let speculative = setting.spec(&args.spec).config(setting.mode);
     let requests: Vec<Request> = (0..args.images)
-        .map(|i| Request { class_id: classes[i % classes.len()], seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: args.spec.config(mode), ..Request::new(0, 0) })
+        .map(|i| Request { class_id: classes[i % classes.len()], seed: args.seed + i as u64, sampling: args.sampling.params(), speculative: speculative.clone(), ..Request::new(0, 0) })
         .collect();
     let (mut stats, mut steps) = (GenerationStats::default(), 0);
     engine.backend().take_device_counts();
@@ -127,11 +163,18 @@ fn measure<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs, mode: SpecMo
     Ok(Measured { stats, steps, wall, counts: engine.backend().take_device_counts() })
 }
 
-fn row(mode: SpecMode, batch: usize, m: &Measured, images: usize, ar_latency: f64) -> BenchRow {
-    let latency = m.wall.as_secs_f64() * 1e3 / images as f64;
+/// Milliseconds per image of `m`.
+fn latency_ms(m: &Measured, images: usize) -> f64 {
+    m.wall.as_secs_f64() * 1e3 / images as f64
+}
+
+fn row(setting: Setting, args: &BenchArgs, batch: usize, m: &Measured, ar_latency: f64) -> BenchRow {
+    let images = args.images;
+    let latency = latency_ms(m, images);
     let stats = &m.stats;
     BenchRow {
-        mode: format!("{mode:?}").to_lowercase().replace("none", "ar"),
+        mode: format!("{:?}", setting.mode).to_lowercase().replace("none", "ar"),
+        draft: setting.draft(&args.spec),
         batch,
         images,
         latency_ms_per_image: latency,
@@ -145,10 +188,44 @@ fn row(mode: SpecMode, batch: usize, m: &Measured, images: usize, ar_latency: f6
     }
 }
 
+/// Plain AR first, then every requested speculative mode at every requested chain length.
+fn settings(args: &BenchArgs) -> Vec<Setting> {
+    let modes = args.modes.clone().unwrap_or_else(|| vec![SpecMode::Vanilla, SpecMode::Cool]);
+    let lens: Vec<Option<usize>> = args.draft_lens.as_ref().map_or(vec![None], |lens| lens.iter().copied().map(Some).collect());
+    let speculative = modes.into_iter().filter(|&m| m != SpecMode::None).flat_map(|mode| lens.iter().map(move |&draft_len| Setting { mode, draft_len }));
+    std::iter::once(Setting { mode: SpecMode::None, draft_len: None }).chain(speculative).collect()
+}
+
+/// Every setting measured `args.rounds` times in turn; each keeps its first round's counts and
+/// its median wall time.
+fn measure_rounds<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs, settings: &[Setting], batch: usize, classes: &[u32]) -> anyhow::Result<Vec<Measured>> {
+    let mut rounds: Vec<Vec<Measured>> = settings.iter().map(|_| Vec::with_capacity(args.rounds)).collect();
+    for _ in 0..args.rounds {
+        for (setting, runs) in settings.iter().zip(&mut rounds) {
+            runs.push(measure(engine, args, *setting, batch, classes)?);
+        }
+    }
+    Ok(rounds
+        .into_iter()
+        .map(|mut runs| {
+            let mut walls: Vec<Duration> = runs.iter().map(|m| m.wall).collect();
+            walls.sort();
+            let mut first = runs.swap_remove(0);
+            first.wall = walls[walls.len() / 2];
+            first
+        })
+        .collect())
+}
+
 /// Measure AR and every requested mode, then print the comparison.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
     anyhow::ensure!(args.batch.iter().all(|&b| b > 0), "--batch sizes must be at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    if let Some(lens) = &args.draft_lens {
+        anyhow::ensure!(args.spec.tree.is_none(), "--draft-lens sweeps chain lengths; it cannot be combined with --tree");
+        anyhow::ensure!(!lens.is_empty() && lens.iter().all(|&k| k > 0), "--draft-lens must list chain lengths of at least 1, e.g. 1,2,4");
+    }
     if is_mar_dir(&args.model) {
         return mar::bench(&args);
     }
@@ -166,14 +243,11 @@ fn bench_with<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs) -> anyhow
     let num_classes = engine.config().gpt.num_classes as u32;
     let classes = args.classes.clone().unwrap_or_else(|| (0..num_classes.min(10)).collect());
     let mut rows = Vec::new();
+    let settings = settings(args);
     for &batch in &args.batch {
-        let ar = measure(engine, args, SpecMode::None, batch, &classes)?;
-        let ar_latency = ar.wall.as_secs_f64() * 1e3 / args.images as f64;
-        rows.push(row(SpecMode::None, batch, &ar, args.images, ar_latency));
-        let modes = args.modes.clone().unwrap_or_else(|| vec![SpecMode::Vanilla, SpecMode::Cool]);
-        for &mode in modes.iter().filter(|&&m| m != SpecMode::None) {
-            rows.push(row(mode, batch, &measure(engine, args, mode, batch, &classes)?, args.images, ar_latency));
-        }
+        let measured = measure_rounds(engine, args, &settings, batch, &classes)?;
+        let ar_latency = latency_ms(&measured[0], args.images);
+        rows.extend(settings.iter().zip(&measured).map(|(&setting, m)| row(setting, args, batch, m, ar_latency)));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -181,8 +255,8 @@ fn bench_with<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs) -> anyhow
     }
     println!("backend: {}, weights: {}, cfg {}, temperature {}", engine.backend().name(), engine.dir().display(), args.sampling.cfg, args.sampling.temperature);
     println!(
-        "{:<11} {:>5} {:>7} {:>10} {:>9} {:>14} {:>11} {:>13} {:>11} {:>9}",
-        "mode", "batch", "images", "ms/image", "images/s", "target fwd/img", "tokens/fwd", "mean acc len", "acceptance", "speedup"
+        "{:<11} {:>5} {:>5} {:>7} {:>10} {:>9} {:>14} {:>11} {:>13} {:>11} {:>9}",
+        "mode", "draft", "batch", "images", "ms/image", "images/s", "target fwd/img", "tokens/fwd", "mean acc len", "acceptance", "speedup"
     );
     let device = rows.iter().filter_map(|r| r.device_per_step.as_ref().map(|d| (&r.mode, r.batch, d))).collect::<Vec<_>>();
     for r in &rows {
@@ -193,8 +267,9 @@ fn bench_with<B: Backend>(engine: &BackendEngine<B>, args: &BenchArgs) -> anyhow
             (format!("{:.2}", r.mean_accepted_length), format!("{:.3}", r.acceptance_rate))
         };
         println!(
-            "{:<11} {:>5} {:>7} {:>10.1} {:>9.2} {:>14.1} {:>11.2} {:>13} {:>11} {:>8.2}x",
+            "{:<11} {:>5} {:>5} {:>7} {:>10.1} {:>9.2} {:>14.1} {:>11.2} {:>13} {:>11} {:>8.2}x",
             r.mode,
+            r.draft,
             r.batch,
             r.images,
             r.latency_ms_per_image,

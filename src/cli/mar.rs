@@ -35,7 +35,7 @@ pub fn refuse_mar_flags(mar: &MarArgs, modes: &[SpecMode]) -> anyhow::Result<()>
 
 /// Error if settings MAR cannot use were given: LlamaGen's decoding modes, top-k / top-p, a
 /// device other than the CPU.
-fn refuse_llamagen_flags(model: &ModelArgs, sampling: &SamplingArgs, modes: &[SpecMode]) -> anyhow::Result<()> {
+pub fn refuse_llamagen_flags(model: &ModelArgs, sampling: &SamplingArgs, modes: &[SpecMode]) -> anyhow::Result<()> {
     if let Some(mode) = modes.iter().find(|m| !matches!(m, SpecMode::None | SpecMode::Cspd)) {
         anyhow::bail!("--spec {} is for LlamaGen directories; a MAR directory decodes with `none` or `cspd`", format!("{mode:?}").to_lowercase());
     }
@@ -45,7 +45,7 @@ fn refuse_llamagen_flags(model: &ModelArgs, sampling: &SamplingArgs, modes: &[Sp
 }
 
 /// Load the MAR engine of `dir`.
-fn load(dir: &Path) -> anyhow::Result<MarEngine> {
+pub fn load(dir: &Path) -> anyhow::Result<MarEngine> {
     MarEngine::load(dir).with_context(|| format!("loading MAR weights from {}", dir.display()))
 }
 
@@ -116,17 +116,42 @@ struct MarBenchRow {
     stats: Option<CspdStats>,
 }
 
+/// The tokens of one batch of `requests`, plain (`options` `None`) or by CSpD with `draft`
+/// drafting, and their summed counts (plain MAR: its tokens and target passes only).
+pub fn generate_batch(engine: &MarEngine, requests: &[MarRequest], options: Option<&CspdOptions>, draft: MarDraft) -> anyhow::Result<(Vec<Vec<f32>>, CspdStats)> {
+    let Some(options) = options else {
+        let passes = requests.first().map_or(0, |r| r.sampling.num_iter);
+        let stats = CspdStats { tokens: requests.len() * engine.config().mar.seq_len(), target_forwards: requests.len() * passes, ..CspdStats::default() };
+        return Ok((engine.generate_tokens_batch(requests)?, stats));
+    };
+    let mut stats = CspdStats::default();
+    let outputs = engine.generate_tokens_cspd_batch(requests, options, draft)?;
+    outputs.iter().for_each(|out| stats.accumulate(&out.stats));
+    Ok((outputs.into_iter().map(|out| out.tokens).collect(), stats))
+}
+
 /// Generate `requests` `batch` at a time, plain (`options` `None`) or by CSpD; returns the wall
 /// time in ms per image and the summed CSpD counts.
 fn measure(engine: &MarEngine, requests: &[MarRequest], batch: usize, options: Option<&CspdOptions>, draft: MarDraft) -> anyhow::Result<(f64, CspdStats)> {
     let (mut stats, start) = (CspdStats::default(), Instant::now());
     for chunk in requests.chunks(batch) {
-        match options {
-            None => drop(engine.generate_tokens_batch(chunk)?),
-            Some(options) => engine.generate_tokens_cspd_batch(chunk, options, draft)?.iter().for_each(|out| stats.accumulate(&out.stats)),
-        }
+        stats.accumulate(&generate_batch(engine, chunk, options, draft)?.1);
     }
     Ok((start.elapsed().as_secs_f64() * 1e3 / requests.len() as f64, stats))
+}
+
+/// The CSpD options in one line: verification, variance factor, τ_a, final step, pre-fill,
+/// window guidance.
+pub fn describe_options(options: &CspdOptions) -> String {
+    format!(
+        "{} / variance factor {} / tau_a {} / {} final step / prefill {} / {} window cfg",
+        options.verify.name(),
+        options.variance_factor.name(),
+        options.tau_a,
+        options.final_step.name(),
+        options.prefill_ratio,
+        options.window_cfg.name()
+    )
 }
 
 /// `spire bench` on a MAR directory: per batch size, plain MAR, then CSpD for each γ, on the
@@ -134,6 +159,7 @@ fn measure(engine: &MarEngine, requests: &[MarRequest], batch: usize, options: O
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let modes = args.modes.clone().unwrap_or_else(|| vec![SpecMode::Cspd]);
     refuse_llamagen_flags(&args.model, &args.sampling, &modes)?;
+    anyhow::ensure!(args.draft_lens.is_none() && args.rounds == 1, "--draft-lens and --rounds apply to LlamaGen directories; on a MAR directory bench sweeps --gamma");
     let engine = load(&args.model.weights)?;
     let mar = &engine.config().mar;
     let sampling = args.mar.sampling(mar.seq_len(), args.sampling.cfg, args.sampling.temperature);
@@ -186,22 +212,25 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which model drafts, in words.
+pub fn describe_draft(draft: MarDraft) -> &'static str {
+    match draft {
+        MarDraft::Target => "the target itself (self-speculation)",
+        MarDraft::Section => "the directory's draft section",
+    }
+}
+
 /// The bench table, with the settings it ran under.
 fn print_table(engine: &MarEngine, args: &BenchArgs, rows: &[MarBenchRow]) {
     let options = args.mar.options(&[0])[0];
     println!(
-        "backend: cpu, weights: {} (MAR, {} tokens), draft: {}, cfg {}, temperature {}; CSpD: {} / variance factor {} / tau_a {} / {} final step / prefill {} / {} window cfg; forwards are per image, speedups against plain MAR at the same batch size",
+        "backend: cpu, weights: {} (MAR, {} tokens), draft: {}, cfg {}, temperature {}; CSpD: {}; forwards are per image, speedups against plain MAR at the same batch size",
         args.model.weights.display(),
         engine.config().mar.seq_len(),
-        if args.mar.self_draft { "the target itself (self-speculation)" } else { "the directory's draft section" },
+        describe_draft(args.mar.draft()),
         args.sampling.cfg,
         args.sampling.temperature,
-        options.verify.name(),
-        options.variance_factor.name(),
-        options.tau_a,
-        options.final_step.name(),
-        options.prefill_ratio,
-        options.window_cfg.name()
+        describe_options(&options)
     );
     println!("{:<5} {:>5} {:>5} {:>7} {:>10} {:>14} {:>13} {:>10} {:>10} {:>11} {:>7} {:>8}", "mode", "gamma", "batch", "images", "ms/image", "target fwd/img", "draft fwd/img", "tokens/fwd", "acceptance", "resampled/img", "capped", "speedup");
     for r in rows {

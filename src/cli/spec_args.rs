@@ -1,6 +1,6 @@
 //! Speculative-decoding flags shared by `generate` and `bench`.
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Command, FromArgMatches, ValueEnum};
 
 use crate::decode::speculative::config::{DrafterChoice, RuleConfig, SpecConfig};
 use crate::decode::speculative::rules::{CoolSchedule, LanternResample};
@@ -100,5 +100,27 @@ impl SpecArgs {
         };
         let widths = self.tree.clone().unwrap_or_else(|| vec![1; self.draft_len]);
         Some(SpecConfig { rule: self.rule(mode)?, drafter, widths })
+    }
+
+    /// The drafter and rule flags set to other than their defaults, by name (`--spec` aside:
+    /// for a command that takes `--modes` instead).
+    pub fn changed(&self) -> Vec<&'static str> {
+        let command = Self::augment_args(Command::new("defaults").no_binary_name(true));
+        let d = Self::from_arg_matches(&command.get_matches_from(std::iter::empty::<String>())).expect("the flags have defaults");
+        let flags = [
+            ("--drafter", self.drafter != d.drafter),
+            ("--draft-len", self.draft_len != d.draft_len),
+            ("--tree", self.tree.is_some()),
+            ("--delta", self.delta != d.delta),
+            ("--nu", self.nu != d.nu),
+            ("--mu", self.mu != d.mu),
+            ("--cool-schedule", self.cool_schedule != d.cool_schedule),
+            ("--omega", self.omega != d.omega),
+            ("--lantern-k", self.lantern_k != d.lantern_k),
+            ("--lantern-delta", self.lantern_delta != d.lantern_delta),
+            ("--lambda", self.lambda != d.lambda),
+            ("--lantern-resample", self.lantern_resample != d.lantern_resample),
+        ];
+        flags.iter().filter(|(_, changed)| *changed).map(|(name, _)| *name).collect()
     }
 }

@@ -14,7 +14,7 @@ use crate::image::Image;
 use crate::model::vq::ops::{conv2d, FeatureMap};
 use crate::weights::WeightFile;
 
-use super::pool::{max_pool2, relu};
+use super::pool::{max_pool2, relu, resize_bilinear};
 
 /// `eval_net.json`: the network's shapes and where its weights and real-data reference live.
 #[derive(Clone, Debug, Deserialize)]
@@ -114,29 +114,31 @@ impl EvalNet {
         self.dir.join(&self.config.reference)
     }
 
-    /// The feature vector of one image (its pixels mapped to [-1, 1] as in training).
-    pub fn features(&self, image: &Image) -> Result<Vec<f32>> {
+    /// The feature vector of one image (its pixels mapped to [-1, 1] as in training; an image of
+    /// another size is first resized bilinearly to the network's input, as FID pipelines resize
+    /// to Inception's).
+    pub fn features(&self, image: &Image) -> Vec<f32> {
         let side = self.config.image_size;
-        if (image.width, image.height) != (side, side) {
-            return Err(Error::InvalidRequest(format!("the evaluation network takes {side}x{side} images, got {}x{}", image.width, image.height)));
-        }
-        let plane = side * side;
-        let mut x = FeatureMap::zeros(3, side, side);
+        let plane = image.width * image.height;
+        let mut x = FeatureMap::zeros(3, image.height, image.width);
         for (i, pixel) in image.rgb.chunks_exact(3).enumerate() {
             for (c, &v) in pixel.iter().enumerate() {
                 x.data[c * plane + i] = v as f32 / 127.5 - 1.0;
             }
+        }
+        if (image.width, image.height) != (side, side) {
+            x = resize_bilinear(&x, side, side);
         }
         for conv in &self.convs {
             let mut y = conv2d(&x, &conv.weight, &conv.bias, conv.out_channels, 3);
             relu(&mut y.data);
             x = max_pool2(&y);
         }
-        Ok(self.fc1.apply(&x.data))
+        self.fc1.apply(&x.data)
     }
 
     /// The features of many images, in parallel.
-    pub fn features_batch(&self, images: &[Image]) -> Result<Vec<Vec<f32>>> {
+    pub fn features_batch(&self, images: &[Image]) -> Vec<Vec<f32>> {
         images.par_iter().map(|image| self.features(image)).collect()
     }
 

@@ -1,4 +1,5 @@
-//! CPU ops the evaluation network adds to the VQ decoder's: ReLU and 2x2 max-pooling.
+//! CPU ops the evaluation network adds to the VQ decoder's: ReLU, 2x2 max-pooling, and the
+//! bilinear resize that brings an image of another size to its input.
 
 use crate::model::vq::ops::FeatureMap;
 
@@ -22,6 +23,27 @@ pub fn max_pool2(x: &FeatureMap) -> FeatureMap {
     out
 }
 
+/// Bilinear resize of every channel to `height x width`, pixel centres aligned (PyTorch's
+/// `interpolate(mode="bilinear", align_corners=False)` without antialiasing).
+pub fn resize_bilinear(x: &FeatureMap, height: usize, width: usize) -> FeatureMap {
+    /// The two source indices around output index `i` of `out` over `len` inputs, and the second's weight.
+    fn taps(i: usize, out: usize, len: usize) -> (usize, usize, f32) {
+        let at = ((i as f32 + 0.5) * len as f32 / out as f32 - 0.5).clamp(0.0, (len - 1) as f32);
+        let lo = at.floor() as usize;
+        (lo, (lo + 1).min(len - 1), at - lo as f32)
+    }
+    let mut out = FeatureMap::zeros(x.channels, height, width);
+    for (c, plane) in out.data.chunks_mut((height * width).max(1)).enumerate() {
+        let src = &x.data[c * x.plane()..];
+        for (i, v) in plane.iter_mut().enumerate() {
+            let ((y0, y1, fy), (x0, x1, fx)) = (taps(i / width, height, x.height), taps(i % width, width, x.width));
+            let row = |y: usize| src[y * x.width + x0] * (1.0 - fx) + src[y * x.width + x1] * fx;
+            *v = row(y0) * (1.0 - fy) + row(y1) * fy;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +54,13 @@ mod tests {
         let y = max_pool2(&x);
         assert_eq!((y.channels, y.height, y.width), (2, 1, 2));
         assert_eq!(y.data, vec![5., 8., 0., -2.]);
+    }
+
+    #[test]
+    fn resizes_with_aligned_pixel_centres() {
+        let x = FeatureMap { channels: 1, height: 1, width: 2, data: vec![0., 4.] };
+        assert_eq!(resize_bilinear(&x, 1, 4).data, vec![0., 1., 3., 4.], "PyTorch's bilinear 2x upsampling");
+        assert_eq!(resize_bilinear(&x, 2, 2).data, vec![0., 4., 0., 4.]);
     }
 
     #[test]

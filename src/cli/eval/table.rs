@@ -1,50 +1,27 @@
 //! The rows of `spire eval`: speed and quality per setting, as a table, JSON and plot data.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::engine::GenerationStats;
 use crate::eval::bootstrap::Interval;
 use crate::eval::quality::Quality;
 
 use super::plot::{Frontier, Point};
-use super::sweep::{mode_name, Setting};
+use super::speed::Speed;
+use super::sweep::Setting;
 use super::EvalArgs;
-
-/// How fast a setting generated.
-#[derive(Clone, Debug, Serialize)]
-pub struct Speed {
-    /// Image tokens per target forward pass.
-    pub tokens_per_target_forward: f64,
-    /// Mean accepted length per verification (absent for AR).
-    pub mean_accepted_length: Option<f64>,
-    /// Generation wall time per image (a batch's images share it).
-    pub latency_ms_per_image: f64,
-    /// AR latency over this one, measured in the same run.
-    pub speedup_vs_ar: f64,
-}
-
-impl Speed {
-    /// The speed of `images` images with summed `stats`, generated in `wall`.
-    pub fn new(stats: &GenerationStats, wall: Duration, images: usize) -> Self {
-        Self {
-            tokens_per_target_forward: stats.tokens_per_target_forward(),
-            mean_accepted_length: (stats.drafted > 0).then(|| stats.mean_accepted_length()),
-            latency_ms_per_image: wall.as_secs_f64() * 1e3 / images as f64,
-            speedup_vs_ar: 1.0,
-        }
-    }
-}
 
 /// One row: a setting (or the test split), its speed and its quality.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalRow {
     /// `mode key=value ...`, or `test split`.
     pub setting: String,
-    /// The decoding mode (`ar`, `vanilla`, `cool`, ...); absent for the test split.
+    /// The decoding mode (`ar`, `vanilla`, `cool`, ...; `mar`, `cspd`); absent for the test split.
     pub mode: Option<String>,
+    /// Whether this is plain decoding (AR, or plain MAR), the baseline.
+    #[serde(skip)]
+    pub baseline: bool,
     /// The plot curve the row belongs to.
     pub curve: Option<String>,
     /// The swept flags and their values.
@@ -54,26 +31,28 @@ pub struct EvalRow {
     /// FID, accuracy, precision, recall.
     #[serde(flatten)]
     pub quality: Quality,
-    /// FID minus AR's FID and its paired-bootstrap interval.
+    /// FID minus the baseline's FID (AR, or plain MAR) and its paired-bootstrap interval.
     pub fid_minus_ar: Option<(f64, Interval)>,
 }
 
 impl EvalRow {
-    /// A row named `name` for `setting` (none for the test split).
-    pub fn new(name: String, setting: Option<&Setting>, speed: Option<Speed>, quality: Quality) -> Self {
+    /// The row of the test split.
+    pub fn test_split(quality: Quality) -> Self {
+        Self { setting: "test split".into(), mode: None, baseline: false, curve: None, swept: Vec::new(), speed: None, quality, fid_minus_ar: None }
+    }
+
+    /// The row of `setting`.
+    pub fn measured<F>(setting: &Setting<F>, speed: Speed, quality: Quality) -> Self {
         Self {
-            setting: name,
-            mode: setting.map(|s| mode_name(s.mode)),
-            curve: setting.map(Setting::curve),
-            swept: setting.map_or_else(Vec::new, |s| s.swept.clone()),
-            speed,
+            setting: setting.label(),
+            mode: Some(setting.name.clone()),
+            baseline: setting.is_baseline(),
+            curve: Some(setting.curve()),
+            swept: setting.swept.clone(),
+            speed: Some(speed),
             quality,
             fid_minus_ar: None,
         }
-    }
-
-    fn is_ar(&self) -> bool {
-        self.mode.as_deref() == Some("ar")
     }
 }
 
@@ -92,16 +71,22 @@ pub struct EvalReport {
     pub temperature: f32,
     /// Images per batch.
     pub batch: usize,
+    /// The baseline's mode: `ar` (LlamaGen) or `mar` (plain MAR).
+    pub baseline: String,
+    /// The decoding settings every row shares, where the family has more than the above (MAR:
+    /// steps, guidance schedule, the CSpD options before sweeps).
+    pub decoding: Option<String>,
     /// The evaluation network's test accuracy.
     pub eval_net_test_accuracy: f64,
-    /// The rows, test split and AR first.
+    /// The rows, test split and the baseline first.
     pub rows: Vec<EvalRow>,
 }
 
 impl EvalReport {
-    /// The report, with speedups and FID differences against the AR row.
-    pub fn new(weights: &Path, args: &EvalArgs, eval_net_test_accuracy: f64, test_images: usize, mut rows: Vec<EvalRow>) -> Self {
-        if let Some(ar) = rows.iter().find(|r| r.is_ar()).cloned() {
+    /// The report, with speedups and FID differences against the baseline row.
+    pub fn new(weights: &Path, args: &EvalArgs, decoding: Option<String>, eval_net_test_accuracy: f64, test_images: usize, mut rows: Vec<EvalRow>) -> Self {
+        let ar = rows.iter().find(|r| r.baseline).cloned();
+        if let Some(ar) = &ar {
             let ar_latency = ar.speed.as_ref().map_or(f64::NAN, |s| s.latency_ms_per_image);
             for row in rows.iter_mut().filter(|r| r.speed.is_some()) {
                 if let Some(speed) = row.speed.as_mut() {
@@ -117,6 +102,8 @@ impl EvalReport {
             cfg: args.sampling.cfg,
             temperature: args.sampling.temperature,
             batch: args.batch,
+            baseline: ar.and_then(|r| r.mode).unwrap_or_default(),
+            decoding,
             eval_net_test_accuracy,
             rows,
         }
@@ -127,7 +114,7 @@ impl EvalReport {
         let mut curves: Vec<(String, Vec<Point>)> = Vec::new();
         for row in &self.rows {
             let (Some(curve), Some(speed)) = (&row.curve, &row.speed) else { continue };
-            if row.is_ar() {
+            if row.baseline {
                 continue;
             }
             let q = &row.quality;
@@ -140,8 +127,8 @@ impl EvalReport {
         let references = self
             .rows
             .iter()
-            .filter(|r| r.is_ar() || r.mode.is_none())
-            .map(|r| (format!("{} (FID {:.2})", if r.is_ar() { "AR" } else { "test split" }, r.quality.fid), r.quality.fid))
+            .filter(|r| r.baseline || r.mode.is_none())
+            .map(|r| (format!("{} (FID {:.2})", if r.baseline { self.baseline.to_uppercase() } else { "test split".into() }, r.quality.fid), r.quality.fid))
             .collect();
         Frontier {
             title: "FID against tokens per target forward".into(),
@@ -164,24 +151,38 @@ pub fn print_table(report: &EvalReport) {
         report.batch,
         report.eval_net_test_accuracy
     );
+    if let Some(decoding) = &report.decoding {
+        println!("{decoding}");
+    }
     let width = report.rows.iter().map(|r| r.setting.len()).max().unwrap_or(7).max(7);
     println!(
-        "{:<width$} {:>10} {:>7} {:>9} {:>7} {:>14} {:>22} {:>14} {:>9} {:>6}",
-        "setting", "tokens/fwd", "acc len", "ms/image", "speedup", "FID", "FID - AR [95% CI]", "accuracy", "precision", "recall"
+        "{:<width$} {:>10} {:>7} {:>8} {:>9} {:>7} {:>14} {:>24} {:>14} {:>9} {:>6}",
+        "setting",
+        "tokens/fwd",
+        "acc len",
+        "acc rate",
+        "ms/image",
+        "speedup",
+        "FID",
+        format!("FID - {} [95% CI]", report.baseline.to_uppercase()),
+        "accuracy",
+        "precision",
+        "recall"
     );
     let dash = || "-".to_string();
     for r in &report.rows {
         let q = &r.quality;
         let speed = r.speed.as_ref();
         println!(
-            "{:<width$} {:>10} {:>7} {:>9} {:>7} {:>14} {:>22} {:>14} {:>9.3} {:>6.3}",
+            "{:<width$} {:>10} {:>7} {:>8} {:>9} {:>7} {:>14} {:>24} {:>14} {:>9.3} {:>6.3}",
             r.setting,
             speed.map_or_else(dash, |s| format!("{:.2}", s.tokens_per_target_forward)),
             speed.and_then(|s| s.mean_accepted_length).map_or_else(dash, |l| format!("{l:.2}")),
+            speed.and_then(|s| s.acceptance_rate).map_or_else(dash, |a| format!("{a:.3}")),
             speed.map_or_else(dash, |s| format!("{:.1}", s.latency_ms_per_image)),
             speed.map_or_else(dash, |s| format!("{:.2}x", s.speedup_vs_ar)),
             format!("{:.2} ± {:.2}", q.fid, q.fid_interval.half_width()),
-            r.fid_minus_ar.filter(|_| !r.is_ar()).map_or_else(dash, |(d, i)| format!("{d:+.2} [{:+.2}, {:+.2}]", i.lo, i.hi)),
+            r.fid_minus_ar.filter(|_| !r.baseline).map_or_else(dash, |(d, i)| format!("{d:+.2} [{:+.2}, {:+.2}]", i.lo, i.hi)),
             format!("{:.3} ± {:.3}", q.accuracy, q.accuracy_interval.half_width()),
             q.precision_recall.precision,
             q.precision_recall.recall,

@@ -29,13 +29,30 @@ impl FeatureMap {
     }
 }
 
+/// Multiply-adds below which a [`gemm_acc`] stays on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
 /// `c += a · b` for row-major-strided f32 matrices `a [m, k]`, `b [k, n]`, `c [m, n]`, each
-/// given as `(slice, row stride, column stride)`.
+/// given as `(slice, row stride, column stride)`. Large products are split by rows of `a` and
+/// `c` over rayon's threads (the backend's one pool; the crate's own threading is off), each
+/// block one single-threaded `sgemm`.
 fn gemm_acc(m: usize, k: usize, n: usize, a: (&[f32], usize, usize), b: (&[f32], usize, usize), c: (&mut [f32], usize)) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
     if m == 0 || k == 0 || n == 0 {
         return;
     }
+    let threads = if m * k * n >= PARALLEL_MIN_MACS { rayon::current_num_threads() } else { 1 };
+    let rows_per_block = m.div_ceil(threads);
+    let c_rows = &mut c.0[..(m - 1) * c.1 + n];
+    c_rows.par_chunks_mut(rows_per_block * c.1).enumerate().for_each(|(i, block)| {
+        let first = i * rows_per_block;
+        let rows = rows_per_block.min(m - first);
+        gemm_block(rows, k, n, (&a.0[first * a.1..], a.1, a.2), b, (block, c.1));
+    });
+}
+
+/// [`gemm_acc`] on the calling thread.
+fn gemm_block(m: usize, k: usize, n: usize, a: (&[f32], usize, usize), b: (&[f32], usize, usize), c: (&mut [f32], usize)) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
     assert!(
         last(m, k, a.1, a.2) < a.0.len() && last(k, n, b.1, b.2) < b.0.len() && last(m, n, c.1, 1) < c.0.len(),
         "gemm operands out of bounds"

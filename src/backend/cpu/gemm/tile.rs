@@ -12,6 +12,9 @@ use std::ops::Range;
 use super::lanes::{Lanes, LoadWidened, PANEL};
 use super::packed::Packed;
 
+/// The tallest row tile any instruction set uses.
+pub const MAX_TILE_ROWS: usize = 12;
+
 /// `out[r][c - panels.start * PANEL] = x[r] · w[c]` for every row `r < rows` and every column
 /// `c < w.n` of the panels `panels`: `x` is `[rows, w.k]` row-major, `out` holds one slice per
 /// row covering those columns. Tiles are `R` rows x `P` panels, with smaller tiles at the edges.
@@ -28,6 +31,7 @@ pub unsafe fn panels<L: Lanes, T: LoadWidened<L>, const R: usize, const P: usize
     out: &mut [&mut [f32]],
 ) {
     assert!(x.len() >= rows * w.k && out.len() >= rows && panels.end <= w.panels(), "GEMM operands too short");
+    const { assert!(R <= MAX_TILE_ROWS, "row tile taller than MAX_TILE_ROWS") };
     let mut p = panels.start;
     while p + P <= panels.end {
         // SAFETY: forwarded from the caller.
@@ -58,14 +62,30 @@ unsafe fn panel_group<L: Lanes, T: LoadWidened<L>, const R: usize, const P: usiz
         r += R;
     }
     // SAFETY: forwarded from the caller.
+    unsafe { last_rows::<L, T, P>(x, w.k, r, rows - r, &group, out) };
+}
+
+/// The `left` (< the tile height, at most [`MAX_TILE_ROWS`] - 1) rows from row `r` on, as one
+/// tile of exactly that height, so that every row count up to the tile height streams and
+/// widens each weight once.
+#[inline(always)]
+unsafe fn last_rows<L: Lanes, T: LoadWidened<L>, const P: usize>(x: &[f32], k: usize, r: usize, left: usize, group: &Group<'_, T, P>, out: &mut [&mut [f32]]) {
+    // SAFETY: forwarded from the caller.
     unsafe {
-        match rows - r {
-            1 => row_tile::<L, T, 1, P>(x, w.k, r, &group, out),
-            2 => row_tile::<L, T, 2, P>(x, w.k, r, &group, out),
-            3 => row_tile::<L, T, 3, P>(x, w.k, r, &group, out),
-            4 => row_tile::<L, T, 4, P>(x, w.k, r, &group, out),
-            5 => row_tile::<L, T, 5, P>(x, w.k, r, &group, out),
-            _ => {}
+        match left {
+            0 => {}
+            1 => row_tile::<L, T, 1, P>(x, k, r, group, out),
+            2 => row_tile::<L, T, 2, P>(x, k, r, group, out),
+            3 => row_tile::<L, T, 3, P>(x, k, r, group, out),
+            4 => row_tile::<L, T, 4, P>(x, k, r, group, out),
+            5 => row_tile::<L, T, 5, P>(x, k, r, group, out),
+            6 => row_tile::<L, T, 6, P>(x, k, r, group, out),
+            7 => row_tile::<L, T, 7, P>(x, k, r, group, out),
+            8 => row_tile::<L, T, 8, P>(x, k, r, group, out),
+            9 => row_tile::<L, T, 9, P>(x, k, r, group, out),
+            10 => row_tile::<L, T, 10, P>(x, k, r, group, out),
+            11 => row_tile::<L, T, 11, P>(x, k, r, group, out),
+            _ => unreachable!("a tile is at most {MAX_TILE_ROWS} rows"),
         }
     }
 }
