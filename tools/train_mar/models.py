@@ -34,7 +34,7 @@ VAE = {"file": "vae.safetensors", "embed_dim": 16, "ch": 32, "ch_mult": [1, 1, 2
 def mar_section(size, scale_vae=VAE):
     """The "mar" (target) or "draft" config section of the demo models."""
     enc, dec, heads, width, head_w, head_d = {"target": (3, 3, 4, 128, 128, 3),
-                                              "draft": (1, 1, 2, 64, 64, 2)}[size]
+                                              "draft": (1, 1, 4, 128, 128, 3)}[size]
     return {"file": "mar.safetensors" if size == "target" else "draft.safetensors", "img_size": 32,
             "vae_stride": 4, "patch_size": 1, "vae_embed_dim": scale_vae["embed_dim"],
             "encoder_embed_dim": width, "encoder_depth": enc, "encoder_num_heads": heads,
@@ -166,14 +166,16 @@ class DiffusionLoss:
         self.post_log_var = f(d.post_log_var)
         self.coef1, self.coef2, self.recip, self.recipm1 = f(d.coef1), f(d.coef2), f(d.recip), f(d.recipm1)
 
-    def __call__(self, net, x0, z):
-        """Per-row loss of the head `net` on targets x0 [n, C] given conditions z [n, D]."""
-        n = x0.shape[0]
-        t = torch.randint(0, self.steps, (n,))
+    def noised(self, x0):
+        """Uniform timesteps t in 0..steps-1, noise and the noised inputs x_t of targets x0 [n, C]."""
+        t = torch.randint(0, self.steps, (x0.shape[0],))
         noise = torch.randn_like(x0)
         a = self.abar[t][:, None]
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        eps, v = net(xt, t.float(), z).chunk(2, dim=1)
+        return t, noise, a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def terms(self, out, x0, xt, t, noise):
+        """Per-row loss of the head output `out` = [eps, v] at (x_t, t) for targets x0 and noise."""
+        eps, v = out.chunk(2, dim=1)
         mse = ((noise - eps) ** 2).mean(1)
         g = lambda arr: arr[t][:, None]  # noqa: E731
         true_mean = g(self.coef1) * x0 + g(self.coef2) * xt
@@ -187,6 +189,11 @@ class DiffusionLoss:
         nll = -discretized_gaussian_loglik(x0, mean, 0.5 * logvar)
         vb = torch.where(t[:, None] == 0, nll, kl).mean(1) / math.log(2.0)
         return mse + vb
+
+    def __call__(self, net, x0, z):
+        """Per-row loss of the head `net` on targets x0 [n, C] given conditions z [n, D]."""
+        t, noise, xt = self.noised(x0)
+        return self.terms(net(xt, t.float(), z), x0, xt, t, noise)
 
 
 def _approx_cdf(x):
@@ -206,19 +213,51 @@ def discretized_gaussian_loglik(x, means, log_scales):
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus, log_delta))
 
 
+def masked_step(bsz, seq_len, rng, label_drop):
+    """The random parts of one MAR training step: the mask (random_mask) and which rows drop
+    their class label to `fake_latent` ([bsz, 1] floats, 1 = dropped)."""
+    mask = random_mask(bsz, seq_len, rng)
+    return mask, torch.from_numpy((rng.rand(bsz) < label_drop).astype(np.float32))[:, None]
+
+
+def conditions(model, tokens, labels, mask, drop):
+    """Head conditions z [bsz, seq_len, D] of `model` for the visible tokens, with the rows in
+    `drop` conditioned on `fake_latent` instead of their class."""
+    emb = drop * model.fake_latent + (1 - drop) * model.class_emb(labels)
+    return model.enc_dec(tokens, mask, emb)
+
+
 def mar_loss(model, diff_loss, tokens, labels, rng, label_drop=0.1, batch_mul=2):
     """One MAR training step's loss: random orders and a truncated-normal mask rate, class
     dropout to `fake_latent` (for CFG), encoder over the visible tokens, decoder over all, the
     diffusion loss on the masked positions with each target repeated `batch_mul` times."""
-    bsz, seq_len, _ = tokens.shape
-    mask = random_mask(bsz, seq_len, rng)
-    emb = model.class_emb(labels)
-    drop = torch.from_numpy((rng.rand(bsz) < label_drop).astype(np.float32))[:, None]
-    emb = drop * model.fake_latent + (1 - drop) * emb
-    z = model.enc_dec(tokens, mask, emb)
+    mask, drop = masked_step(*tokens.shape[:2], rng, label_drop)
+    z = conditions(model, tokens, labels, mask, drop)
     idx = mask.bool()
     zs, xs = z[idx].repeat(batch_mul, 1), tokens[idx].repeat(batch_mul, 1)
     return diff_loss(model.diffloss.net, xs, zs).mean()
+
+
+def distill_loss(model, teacher, diff_loss, tokens, labels, rng, label_drop=0.1, batch_mul=2, data_weight=0.0):
+    """Knowledge distillation of a MAR draft from a frozen target `teacher`: both models see the
+    same masked tokens, class labels and dropouts, and both heads the same (x_t, t) built from the
+    same noise; the loss is the squared error between the draft's head output and the target's,
+    over all 2C channels (epsilon and the learned-variance interpolation v), plus `data_weight`
+    times the ordinary diffusion loss. Matching the target's outputs on shared noise is what
+    keeps the two denoising trajectories of CSpD (which share their noise) close."""
+    mask, drop = masked_step(*tokens.shape[:2], rng, label_drop)
+    idx = mask.bool()
+    z = conditions(model, tokens, labels, mask, drop)[idx].repeat(batch_mul, 1)
+    xs = tokens[idx].repeat(batch_mul, 1)
+    t, noise, xt = diff_loss.noised(xs)
+    out = model.diffloss.net(xt, t.float(), z)
+    with torch.no_grad():
+        zt = conditions(teacher, tokens, labels, mask, drop)[idx].repeat(batch_mul, 1)
+        ref = teacher.diffloss.net(xt, t.float(), zt)
+    loss = ((out - ref) ** 2).mean(1)
+    if data_weight:
+        loss = loss + data_weight * diff_loss.terms(out, xs, xt, t, noise)
+    return loss.mean()
 
 
 def tokens_of(latents):
