@@ -40,8 +40,12 @@ fn gemm_acc(m: usize, k: usize, n: usize, a: (&[f32], usize, usize), b: (&[f32],
     if m == 0 || k == 0 || n == 0 {
         return;
     }
-    let threads = if m * k * n >= PARALLEL_MIN_MACS { rayon::current_num_threads() } else { 1 };
-    let rows_per_block = m.div_ceil(threads);
+    if m * k * n < PARALLEL_MIN_MACS {
+        // On the calling thread: a parallel iterator, even over one block, would hand the work
+        // to rayon's pool and wait for it when called from outside the pool.
+        return gemm_block(m, k, n, a, b, c);
+    }
+    let rows_per_block = m.div_ceil(rayon::current_num_threads());
     let c_rows = &mut c.0[..(m - 1) * c.1 + n];
     c_rows.par_chunks_mut(rows_per_block * c.1).enumerate().for_each(|(i, block)| {
         let first = i * rows_per_block;
