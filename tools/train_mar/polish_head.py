@@ -17,7 +17,8 @@ unconditional, and guided at scale 3, which is what the sampler uses) and the or
 diffusion loss, so a polish that costs the rest of the schedule would show.
 
 Rewrites the head tensors of the checkpoint's EMA weights (the exported ones) in place and keeps
-the unpolished checkpoint as <name>_unpolished.pt. Writes out/polish.log, out/polish_metrics.json.
+the unpolished checkpoint as <name>_unpolished.pt. Writes out/<name>_polish.log and
+out/<name>_polish_metrics.json.
 
 usage: python polish_head.py [--ckpt out/target.pt] [--budget-s 180] [--max-steps N]
 """
@@ -95,7 +96,8 @@ def main():
     ap.add_argument("--first-weight", type=float, default=100.0, help="loss weight of the t = 999 rows")
     a = ap.parse_args()
     setup(2, a.threads)
-    lf = open(os.path.join(OUT, "polish.log"), "a")
+    name = os.path.splitext(os.path.basename(a.ckpt))[0]
+    lf = open(os.path.join(OUT, f"{name}_polish.log"), "a")
     t_start = time.time()
     lat = dict(np.load(os.path.join(OUT, "latents.npz")))
     scale = torch.load(os.path.join(OUT, "vae.pt"))["scale_factor"]
@@ -146,7 +148,7 @@ def main():
         if k.startswith("diffloss."):
             ckpt["model_ema"][k] = v.clone()
     torch.save(ckpt, a.ckpt)
-    with open(os.path.join(OUT, "polish_metrics.json"), "w") as f:
+    with open(os.path.join(OUT, f"{name}_polish_metrics.json"), "w") as f:
         json.dump({"steps": it, "train_s": round(time.time() - t0), "total_s": round(time.time() - t_start),
                    "bank_rows": len(x_all), "before": before, "after": after}, f, indent=1)
 
