@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from common import HERE
 from prep_data import to_model_input
-from train_eval_net import EvalNet
+from train_eval_net import EvalNet, state_names
 
 CLASSES = ["T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 
@@ -27,9 +27,9 @@ def load_eval_net(d):
     """The evaluation network of weights directory `d` (eval_net.json names its file)."""
     net = EvalNet()
     tensors = load_file(os.path.join(d, json.load(open(os.path.join(d, "eval_net.json")))["file"]))
-    own = {f"convs.{i - 1}.{p}": tensors[f"conv{i}.{p}"] for i in (1, 2, 3) for p in ("weight", "bias")}
-    own.update({k: v for k, v in tensors.items() if k.startswith("fc")})
-    net.load_state_dict({k: v.float() for k, v in own.items()})
+    with torch.no_grad():
+        for name, param in state_names(net).items():
+            param.copy_(tensors[name].float())
     return net.eval()
 
 

@@ -166,10 +166,13 @@ class DiffusionLoss:
         self.post_log_var = f(d.post_log_var)
         self.coef1, self.coef2, self.recip, self.recipm1 = f(d.coef1), f(d.coef2), f(d.recip), f(d.recipm1)
 
-    def noised(self, x0):
-        """Uniform timesteps t in 0..steps-1, noise and the noised inputs x_t of targets x0 [n, C]."""
-        t = torch.randint(0, self.steps, (x0.shape[0],))
-        noise = torch.randn_like(x0)
+    def noised(self, x0, t=None, noise=None):
+        """Timesteps t (uniform in 0..steps-1 unless given), noise (standard normal unless given)
+        and the noised inputs x_t of targets x0 [n, C]."""
+        if t is None:
+            t = torch.randint(0, self.steps, (x0.shape[0],))
+        if noise is None:
+            noise = torch.randn_like(x0)
         a = self.abar[t][:, None]
         return t, noise, a.sqrt() * x0 + (1 - a).sqrt() * noise
 

@@ -64,12 +64,9 @@ def first_step_errors(net, diff_loss, bank, n=4096, cfg=3.0, seed=7):
     zc = z[~unc][torch.randint(0, int((~unc).sum()), (n,), generator=g)]
     zu = z[unc][torch.randint(0, int(unc.sum()), (n,), generator=g)]
     x = x0[torch.randint(0, len(x0), (n,), generator=g)]
-    eps = torch.randn(n, x.shape[1], generator=g)
-    a = diff_loss.abar[FIRST_T]
-    xt = a.sqrt() * x + (1 - a).sqrt() * eps
-    t = torch.full((n,), float(FIRST_T))
+    t, eps, xt = diff_loss.noised(x, torch.full((n,), FIRST_T), torch.randn(n, x.shape[1], generator=g))
     with torch.no_grad():
-        ec, eu = net(xt, t, zc)[:, :x.shape[1]], net(xt, t, zu)[:, :x.shape[1]]
+        ec, eu = net(xt, t.float(), zc)[:, :x.shape[1]], net(xt, t.float(), zu)[:, :x.shape[1]]
     rms = lambda e: ((e - eps) ** 2).mean().sqrt().item()  # noqa: E731
     return {"cond": rms(ec), "uncond": rms(eu), "guided": rms(eu + cfg * (ec - eu))}
 
@@ -101,9 +98,10 @@ def main():
     t_start = time.time()
     lat = dict(np.load(os.path.join(OUT, "latents.npz")))
     scale = torch.load(os.path.join(OUT, "vae.pt"))["scale_factor"]
+    ckpt = torch.load(a.ckpt)
     model = load_frozen(a.ckpt)
     net = model.diffloss.net
-    diff_loss = DiffusionLoss(torch.load(a.ckpt)["cfg"]["diffusion_steps"])
+    diff_loss = DiffusionLoss(ckpt["cfg"]["diffusion_steps"])
     rng = np.random.RandomState(20)
     train = condition_bank(model, lat, "train", scale, a.bank_images, a.label_drop, rng)
     val = condition_bank(model, lat, "val", scale, 512, 0.5, np.random.RandomState(21))
@@ -125,9 +123,7 @@ def main():
         x0, z = x_all[idx], z_all[idx]
         t = torch.randint(0, diff_loss.steps, (a.bs,))
         t[:n_first] = FIRST_T
-        noise = torch.randn_like(x0)
-        ab = diff_loss.abar[t][:, None]
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        t, noise, xt = diff_loss.noised(x0, t)
         loss = (diff_loss.terms(net(xt, t.float(), z), x0, xt, t, noise) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,7 +139,6 @@ def main():
 
     stem = os.path.splitext(a.ckpt)[0]
     shutil.copyfile(a.ckpt, f"{stem}_unpolished.pt")
-    ckpt = torch.load(a.ckpt)
     for k, v in model.state_dict().items():
         if k.startswith("diffloss."):
             ckpt["model_ema"][k] = v.clone()
